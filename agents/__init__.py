@@ -1,0 +1,1 @@
+"""dfworld agents (installed as dfworld.agents)."""

@@ -1,0 +1,1 @@
+"""Hydra configuration groups (installed as dfworld.configs; YAML files are package data)."""

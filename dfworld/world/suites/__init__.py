@@ -1,0 +1,1 @@
+"""Event-script suites shipped with dfworld (package data)."""

@@ -1,0 +1,23 @@
+"""dfworld environments (installed as dfworld.envs) and their Gymnasium registration.
+
+`import dfworld` registers the ids below; `gymnasium.make("dfworld/EventWorld-v0")` then works.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+EVENT_WORLD_ID = "dfworld/EventWorld-v0"
+
+
+def register_envs() -> None:
+    """Register the dfworld environment ids with Gymnasium (idempotent)."""
+    if EVENT_WORLD_ID not in gym.registry:
+        gym.register(
+            id=EVENT_WORLD_ID,
+            entry_point="dfworld.envs.event_world:EventWorldEnv",
+            max_episode_steps=250,
+        )
+
+
+__all__ = ["EVENT_WORLD_ID", "register_envs"]

@@ -1,0 +1,142 @@
+"""`dfworld/EventWorld-v0`: the real EventWorld simulator as a Gymnasium environment."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from dfworld.envs.spaces import make_action_space, parse_step_input
+from dfworld.world.config import WorldConfig
+from dfworld.world.events import initial_prompt, parse_event
+from dfworld.world.simulator import EventWorld
+
+_RESET_OPTIONS = {"prompt"}
+
+
+class EventWorldEnv(gym.Env):
+    """The EventWorld simulator behind the same interface as the world model.
+
+    ## Description
+    A 2D scene: a sky that shows the time of day and the weather, and ground on which an agent
+    (green square) collects coins (orange) among two to four persistent objects of unique
+    colours that drift and bounce. Text events change the time of day, the weather, or one
+    object (appear, vanish, recolour); nothing else changes. One step runs `frames_per_step`
+    frames at `render_fps`.
+
+    ## Action space
+    `Dict(kind=Discrete(2), action=Discrete(5), prompt=EventText)`. kind 0 moves the agent
+    (0 noop, 1 up, 2 down, 3 left, 4 right); kind 1 applies the text event `prompt` (any
+    paraphrase of an EventWorld event) and the agent stands still. `step()` also accepts a plain
+    int (an action) or a plain str (a text event).
+
+    ## Observation space
+    `Box(0, 255, (height, width, 3), uint8)`: the last frame of the step. `info["frames"]`
+    holds every frame of the step, `[frames_per_step, H, W, 3]`.
+
+    ## Rewards
+    +1 for each coin collected; a new coin then appears in free space.
+
+    ## Episode end
+    Terminated when `coins_to_win` coins have been collected. Truncated by the registered
+    TimeLimit (250 steps).
+
+    ## Arguments
+    - `render_mode`: None or "rgb_array".
+    - `frames_per_step`: simulated frames per step (default 4, the world model's chunk).
+    - `world`: a WorldConfig or a dict of its fields (resolution, object counts, ...).
+
+    `reset(seed=..., options={"prompt": text})` applies an event to the initial scene.
+    An event text that is not an EventWorld event raises ValueError and changes nothing; an
+    event that cannot apply (no red object to recolour) is reported in `info["event_applied"]`
+    and `info["event_reason"]`.
+
+    ## Version history
+    - v0: first version.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": WorldConfig().fps}
+
+    def __init__(self, render_mode: str | None = None, frames_per_step: int = 4, world: WorldConfig | dict | None = None):
+        if render_mode not in (None, *self.metadata["render_modes"]):
+            raise ValueError(f"render_mode {render_mode!r} is not supported; use None or 'rgb_array'")
+        if isinstance(frames_per_step, bool) or not isinstance(frames_per_step, int) or frames_per_step < 1:
+            raise ValueError(f"frames_per_step must be a positive int, got {frames_per_step!r}")
+        self.config = world if isinstance(world, WorldConfig) else WorldConfig(**(world or {}))
+        self.metadata = {**self.metadata, "render_fps": self.config.fps}
+        self.render_mode = render_mode
+        self.frames_per_step = frames_per_step
+        self.world = EventWorld(self.config)
+        self.observation_space = spaces.Box(0, 255, (self.config.height, self.config.width, 3), np.uint8)
+        self.action_space = make_action_space()
+        self._frame: np.ndarray | None = None
+        self._prompt = ""
+        self._done = False
+        self._closed = False
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        self._check_open()
+        super().reset(seed=seed)
+        options = dict(options or {})
+        if unknown := set(options) - _RESET_OPTIONS:
+            raise ValueError(f"unknown reset option(s) {sorted(unknown)}; EventWorld-v0 accepts {sorted(_RESET_OPTIONS)}")
+        event = parse_event(options["prompt"]) if "prompt" in options else None  # validate before any change
+        world_seed = seed if seed is not None else int(self.np_random.integers(2**31))
+        self._frame = self.world.reset(world_seed)
+        self._prompt = initial_prompt(self.world.state.time)
+        info: dict[str, Any] = {"world_seed": world_seed}
+        if event is not None:
+            info.update(self._apply(options["prompt"], event))
+            self._frame = self.world.render()
+        self._done = False
+        info.update(self._state_info())
+        return self._frame, info
+
+    def step(self, action):
+        self._check_open()
+        if self._frame is None:
+            raise RuntimeError("EventWorld-v0: call reset() before step()")
+        if self._done:
+            raise RuntimeError("EventWorld-v0: the episode has terminated; call reset() before step()")
+        move, text = parse_step_input(action)
+        info: dict[str, Any] = {}
+        if text is not None:
+            info.update(self._apply(text, parse_event(text)))  # a text that is no event raises here, changing nothing
+        frames, reward = [], 0.0
+        for _ in range(self.frames_per_step):
+            frame, r = self.world.step(move)
+            frames.append(frame)
+            reward += r
+        self._frame = frames[-1]
+        terminated = self.world.state.terminated
+        self._done = terminated
+        info["frames"] = np.stack(frames)
+        info.update(self._state_info())
+        return self._frame, reward, terminated, False, info
+
+    def render(self):
+        if self.render_mode == "rgb_array":
+            if self._frame is None:
+                raise RuntimeError("EventWorld-v0: call reset() before render()")
+            return self._frame.copy()
+        return None
+
+    def close(self):
+        self._closed = True
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("EventWorld-v0: the environment is closed; make a new one")
+
+    def _apply(self, text: str, event) -> dict[str, Any]:
+        res = self.world.apply_event(event)
+        if res.applied:
+            self._prompt = text
+        return {"event": text, "event_applied": res.applied, "event_reason": res.reason}
+
+    def _state_info(self) -> dict[str, Any]:
+        s = self.world.state
+        return {"prompt": self._prompt, "frame_index": s.frame, "coins": s.coins, "state": self.world.state_arrays()}

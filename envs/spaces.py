@@ -1,0 +1,93 @@
+"""The action space shared by EventWorld-v0 and WorldModel-v0, and parsing of step() input.
+
+A step is either a discrete action or a text event. The space is a Dict:
+
+- `kind`: Discrete(2), 0 = action, 1 = text event;
+- `action`: Discrete(5), noop, up, down, left, right (used when kind is 0);
+- `prompt`: EventText, an event sentence (used when kind is 1).
+
+`step()` also takes a plain int (an action) or a plain str (a text event).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from gymnasium import spaces
+
+from dfworld.world.config import ACTIONS
+from dfworld.world.events import EVENT_CHARSET, MAX_EVENT_CHARS, all_event_texts, validate_text
+from dfworld.world.simulator import action_index
+
+KIND_ACTION, KIND_TEXT = 0, 1
+
+
+class EventText(spaces.Text):
+    """A Text space for event sentences whose random samples are real event paraphrases.
+
+    `contains` accepts any sentence in the charset and length bounds (a world model can be
+    prompted with any wording); `sample` draws from `texts`, so random agents and env checkers
+    send meaningful events instead of random characters.
+    """
+
+    def __init__(self, texts: Sequence[str] | None = None, max_length: int = MAX_EVENT_CHARS, seed=None):
+        super().__init__(max_length, min_length=1, charset=EVENT_CHARSET, seed=seed)
+        self.texts = tuple(texts if texts is not None else all_event_texts("train"))
+        if not self.texts or not all(self.contains(t) for t in self.texts):
+            raise ValueError("EventText needs a non-empty list of texts that fit its charset and length")
+
+    def sample(self, mask=None, probability=None) -> str:
+        if mask is not None or probability is not None:
+            return super().sample(mask=mask, probability=probability)
+        return self.texts[int(self.np_random.integers(len(self.texts)))]
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, EventText) and super().__eq__(other) and self.texts == other.texts
+
+    def __repr__(self) -> str:
+        return f"EventText({len(self.texts)} texts, max_length={self.max_length})"
+
+
+def make_action_space(seed=None) -> spaces.Dict:
+    return spaces.Dict(
+        {
+            "kind": spaces.Discrete(2),
+            "action": spaces.Discrete(len(ACTIONS)),
+            "prompt": EventText(),
+        },
+        seed=seed,
+    )
+
+
+def parse_step_input(action: object) -> tuple[int, str | None]:
+    """(agent action, event text or None) for one step() input; raises a clear error otherwise.
+
+    A text event step moves the agent with noop.
+    """
+    if isinstance(action, str):
+        return 0, validate_text(action)
+    if isinstance(action, (int, np.integer)) and not isinstance(action, (bool, np.bool_)):
+        return action_index(action), None
+    if isinstance(action, np.ndarray) and action.ndim == 0 and np.issubdtype(action.dtype, np.integer):
+        return action_index(int(action)), None
+    if isinstance(action, Mapping):
+        missing = {"kind"} - set(action)
+        if missing:
+            raise ValueError(f"a Dict action needs the key 'kind' (0 = action, 1 = text); got keys {sorted(action)}")
+        kind = action["kind"]
+        if isinstance(kind, np.ndarray) and kind.ndim == 0:
+            kind = kind.item()
+        if kind == KIND_ACTION:
+            if "action" not in action:
+                raise ValueError("a Dict action with kind 0 needs the key 'action'")
+            return parse_step_input(action["action"])
+        if kind == KIND_TEXT:
+            if "prompt" not in action:
+                raise ValueError("a Dict action with kind 1 needs the key 'prompt'")
+            return 0, validate_text(action["prompt"])
+        raise ValueError(f"Dict action 'kind' must be 0 (action) or 1 (text), got {kind!r}")
+    raise TypeError(
+        f"step() takes an int action in [0, {len(ACTIONS)}), an event str, or a Dict with kind/action/prompt; "
+        f"got {type(action).__name__}"
+    )

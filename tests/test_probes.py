@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+
+from dfworld.world.config import WorldConfig
+from dfworld.world.episodes import sample_episodes, stack_states
+from dfworld.world.probes import degrade, read_frame, read_frames, score_readings
+from dfworld.world.simulator import EventWorld
+
+
+@pytest.fixture(scope="module")
+def frames64():
+    return sample_episodes(WorldConfig(), 30)
+
+
+def assert_meets_targets(score):
+    assert score["time_acc"] >= 0.99 and score["weather_acc"] >= 0.99 and score["presence_acc"] >= 0.99, score
+    assert score["pos_err_max"] <= 1.5, score
+
+
+def test_probes_on_clean_frames(frames64):
+    frames, states = frames64
+    assert_meets_targets(score_readings(read_frames(frames), states))
+
+
+def test_probes_on_blurred_noisy_frames(frames64):
+    frames, states = frames64
+    assert_meets_targets(score_readings(read_frames(degrade(frames, 1.0, 8.0)), states))
+
+
+def test_probes_at_another_resolution():
+    config = WorldConfig(height=128, width=96)
+    frames, states = sample_episodes(config, 4)
+    score = score_readings(read_frames(frames, config), states)
+    assert score["time_acc"] >= 0.99 and score["presence_acc"] >= 0.99 and score["pos_err_max"] <= 1.5
+
+
+def test_probes_find_nothing_on_a_blank_frame():
+    reading = read_frame(np.zeros((64, 64, 3), np.uint8))
+    assert reading.objects == {} and reading.agent is None and reading.coin is None
+
+
+def test_probes_reject_wrong_frames():
+    with pytest.raises(ValueError, match="uint8 HWC"):
+        read_frame(np.zeros((64, 64, 3), np.float32))
+    with pytest.raises(ValueError, match="world is"):
+        read_frame(np.zeros((32, 32, 3), np.uint8), WorldConfig())
+
+
+def test_score_counts_a_missed_object():
+    world = EventWorld()
+    frame = world.reset(1)
+    states = stack_states([world.state_arrays()])
+    r = read_frame(frame)
+    r.objects.pop(next(iter(r.objects)))
+    assert score_readings([r], states)["presence_acc"] < 1.0
