@@ -3,6 +3,7 @@
     dfworld demo                      play a scripted episode and write an mp4 and a report
     dfworld data clips [overrides]    write single-event clips (Hydra overrides: n=4096 out=...)
     dfworld data episodes [overrides] write long scripted episodes
+    dfworld train stage=NAME [overrides]  run a training stage (codec, teacher, ...)
     dfworld script validate FILE...   check event scripts
     dfworld script make-suite DIR     regenerate the shipped suites
 """
@@ -103,6 +104,57 @@ def _cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+STAGES = {
+    "codec": ("dfworld.training.codec_stage", "CodecStageConfig", "CodecStage"),
+    "teacher": ("dfworld.training.teacher_stage", "TeacherStageConfig", "TeacherStage"),
+}
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import importlib
+
+    import torch
+
+    from dfworld.configuration import build, compose
+    from dfworld.training.loop import Loop
+
+    stage_args = [o for o in args.overrides if o.startswith("stage=")]
+    if len(stage_args) != 1:
+        raise ValueError(f"dfworld train needs exactly one stage=<{'|'.join(STAGES)}>")
+    name = stage_args[0].split("=", 1)[1]
+    if name not in STAGES:
+        raise ValueError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
+    module, cfg_cls, stage_cls = STAGES[name]
+    mod = importlib.import_module(module)
+    overrides = [o for o in args.overrides if not o.startswith("stage=")]
+    cfg = build(getattr(mod, cfg_cls), compose(f"stage/{name}", overrides))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ckpt = Loop(getattr(mod, stage_cls)(cfg)).run()
+    print(f"checkpoint: {ckpt}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.what == "codec":
+        from dfworld.bench.codec_quality import evaluate_codec
+
+        summary = evaluate_codec(args.checkpoint or "runs/codec/checkpoint", seed=args.seed or 777)
+    else:
+        from dfworld.bench.teacher_quality import evaluate_teacher
+
+        summary = evaluate_teacher(
+            args.checkpoint or "runs/teacher/checkpoint", args.clips, n=args.n, steps=args.steps, guidance=args.guidance,
+            seed=args.seed, out=args.out, device=args.device,
+        )
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
 def _cmd_script(args: argparse.Namespace) -> int:
     from dfworld.world.scripts import load_script
     from dfworld.world.suite import write_shipped_suites
@@ -134,6 +186,24 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. n=4096 out=data/clips world.height=128")
     data.set_defaults(func=_cmd_data)
 
+    train = sub.add_parser("train", help="run a training stage: stage=codec|teacher plus Hydra overrides")
+    train.add_argument("overrides", nargs="+", help="stage=NAME, then overrides, e.g. train.steps=100 model=large")
+    train.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    train.set_defaults(func=_cmd_train)
+
+    ev = sub.add_parser("eval", help="evaluate a checkpoint with the probes (codec: reconstructions; teacher: sampled clips)")
+    ev.add_argument("what", choices=("codec", "teacher"), help="codec: PSNR and probes on reconstructions; teacher: sampled clips")
+    ev.add_argument("--checkpoint", default=None, help="checkpoint directory (default: runs/<what>/checkpoint)")
+    ev.add_argument("--clips", default="data/clips_eval", help="evaluation clips (dfworld data clips split=heldout seed=...)")
+    ev.add_argument("--n", type=int, default=64, help="clips to sample")
+    ev.add_argument("--steps", type=int, default=24, help="sampler steps")
+    ev.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale")
+    ev.add_argument("--seed", type=int, default=0, help="sampling seed")
+    ev.add_argument("--out", default="outputs/eval", help="where the JSON and the mp4 go")
+    ev.add_argument("--device", default="cpu", help="cpu or cuda")
+    ev.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ev.set_defaults(func=_cmd_eval)
+
     script = sub.add_parser("script", help="validate event scripts or regenerate the shipped suites")
     script.add_argument("action", choices=("validate", "make-suite"), help="validate FILE...; make-suite DIR")
     script.add_argument("paths", nargs="+", help="script files to validate, or the directory for make-suite")
@@ -145,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, ValueError, FileNotFoundError, FileExistsError) as e:
+    except (ConfigError, ValueError, FileNotFoundError, FileExistsError, ImportError) as e:
         print(f"dfworld {args.command}: error: {e}", file=sys.stderr)
         return 2
 

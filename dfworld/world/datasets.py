@@ -244,3 +244,30 @@ class EventWorldDataset(torch.utils.data.Dataset):
         }
         item.update({k: torch.from_numpy(np.asarray(a[k][i])) for k in a if k.startswith("state_")})
         return item
+
+
+@dataclass
+class ClipTensors:
+    """A whole clips data set as tensors."""
+
+    frames: torch.Tensor  # [N, F, H, W, 3] uint8
+    actions: torch.Tensor  # [N, F] int64
+    prompts: list[str]  # [N]
+    dataset: EventWorldDataset
+
+
+def load_clips(path: str | Path) -> ClipTensors:
+    """All clips of a data set written by `dfworld data clips`."""
+    path = Path(path)
+    if not (path / "manifest.json").is_file():
+        raise FileNotFoundError(f"no clips data set at {str(path)!r}; make one with: dfworld data clips out={path}")
+    ds = EventWorldDataset(path)
+    if ds.kind != "clips":
+        raise ValueError(f"{str(path)!r} holds {ds.kind!r}; the teacher and codec train on clips")
+    items = [ds[i] for i in tqdm(range(len(ds)), desc="load clips", leave=False)]
+    return ClipTensors(
+        frames=torch.stack([it["frames"] for it in items]),
+        actions=torch.stack([it["actions"] for it in items]),
+        prompts=[it["prompt"] for it in items],
+        dataset=ds,
+    )

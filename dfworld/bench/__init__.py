@@ -1,0 +1,1 @@
+"""Benchmarks and evaluations: metrics from the probes, suites, reports."""

@@ -1,0 +1,1 @@
+"""Losses of the training chain, as TorchRL LossModules."""

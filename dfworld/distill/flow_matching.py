@@ -1,0 +1,36 @@
+"""Flow-matching loss (the teacher's training loss, and the critic's in DMD) as a TorchRL LossModule."""
+
+from __future__ import annotations
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from torchrl.objectives import LossModule
+
+from dfworld.model.transformer import VideoTransformer
+from dfworld.schedule import add_noise, velocity_target
+
+
+class FlowMatchingLoss(LossModule):
+    """|| v(x_s, s, c) - (eps - x0) ||^2 with x_s = (1 - s) x0 + s eps (rectified flow).
+
+    Input keys: latents [B, F, C, h, w] (x0), noise (eps), sigma [B, F], text [B, L, Dt],
+    text_mask [B, L], actions [B, F], and optionally loss_mask [B, F] (frames that count).
+    Output: loss_flow.
+    """
+
+    def __init__(self, network: VideoTransformer):
+        super().__init__()
+        self.network = network
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDict:
+        td = tensordict
+        x0, eps, sigma = td["latents"], td["noise"], td["sigma"]
+        x_s = add_noise(x0, eps, sigma)
+        v, _ = self.network(x_s, sigma, td["text"], td["text_mask"], td["actions"])
+        err = (v.float() - velocity_target(x0, eps)).pow(2).mean(dim=(2, 3, 4))  # [B, F]
+        if "loss_mask" in td.keys():
+            m = td["loss_mask"].to(err.dtype)
+            loss = (err * m).sum() / m.sum().clamp(min=1)
+        else:
+            loss = err.mean()
+        return TensorDict({"loss_flow": loss}, batch_size=[])

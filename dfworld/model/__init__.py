@@ -1,0 +1,1 @@
+"""The world model: codec, conditioning, the video transformer and its KV cache."""

@@ -1,0 +1,62 @@
+"""Rebuilding models from checkpoints: codec, transformers and the text conditioner."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from dfworld.configuration import ConfigError, build
+from dfworld.model.codec import CodecConfig, LatentCodec
+from dfworld.model.conditioning import TextConditioner
+from dfworld.model.transformer import TransformerConfig, VideoTransformer
+from dfworld.checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_into
+
+TEXT_CACHE = "text_cache.safetensors"
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """The text encoder behind the conditioning."""
+
+    encoder: str = "minilm"  # minilm (all-MiniLM-L6-v2, the `text` extra) or vocab (tests)
+    max_tokens: int = 32  # longest prompt in encoder tokens; longer prompts are refused
+    dim: int = 384  # width of the encoder's token embeddings
+
+
+def _build(cls, data, where: str):
+    try:
+        return build(cls, data, where)
+    except ConfigError as e:
+        raise CheckpointError(str(e)) from e
+
+
+def codec_from(ckpt: Checkpoint) -> LatentCodec:
+    """The codec stored in a checkpoint (a codec checkpoint, or any stage that carries one)."""
+    if "codec" not in ckpt.config:
+        raise CheckpointError(f"checkpoint {str(ckpt.path)!r} carries no codec")
+    codec = LatentCodec(_build(CodecConfig, ckpt.config["codec"], f"{ckpt.path}: codec"))
+    load_into(codec, ckpt.module_weights("codec"), f"codec weights of {str(ckpt.path)!r}")
+    return codec.eval()
+
+
+def transformer_from(ckpt: Checkpoint, name: str, config_key: str = "model") -> VideoTransformer:
+    """The transformer `name` (teacher, generator, critic) with config `config_key` in a checkpoint."""
+    if config_key not in ckpt.config:
+        raise CheckpointError(f"checkpoint {str(ckpt.path)!r} has no {config_key!r} config")
+    model = VideoTransformer(_build(TransformerConfig, ckpt.config[config_key], f"{ckpt.path}: {config_key}"))
+    load_into(model, ckpt.module_weights(name), f"{name} weights of {str(ckpt.path)!r}")
+    return model.eval()
+
+
+def conditioner_from(ckpt: Checkpoint) -> TextConditioner:
+    """The text conditioner of a checkpoint, with its cached embeddings."""
+    text = _build(TextConfig, ckpt.config.get("text", {}), f"{ckpt.path}: text")
+    cond = TextConditioner(text.encoder, text.max_tokens, text.dim)
+    cache = Path(ckpt.path) / TEXT_CACHE
+    if cache.is_file():
+        cond.load(cache)
+    return cond
+
+
+def load_codec(path: str | Path) -> LatentCodec:
+    return codec_from(load_checkpoint(path))

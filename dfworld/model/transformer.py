@@ -1,0 +1,324 @@
+"""One video transformer for every role: teacher and critic (full attention), generator (block-causal).
+
+Input: latent frames x [B, F, C, h, w] at per-frame noise levels sigma [B, F], text tokens
+[B, L, Dt] with mask [B, L], and per-frame actions [B, F]. Output: the flow-matching velocity
+v = eps - x0 for every frame (same shape as x).
+
+- Tokens: each frame is cut into patches (N = (h/p)^2 tokens), with a learned spatial position
+  and the frame's action embedding added.
+- Time: rotary positions over the frame index (RoFormer).
+- Conditioning: per-frame adaLN-zero from the noise level, the pooled text and the action
+  (DiT); cross-attention to the text tokens. A learned null text and a null action are the
+  unconditional input for classifier-free guidance.
+- Attention: `full` over all frames, or `block_causal` over chunks of `chunk_frames` frames
+  (bidirectional inside a chunk, causal across chunks), restricted to `sink_frames` at the start
+  plus a rolling window of the last `window_frames` frames (LongLive's frame sink).
+
+Sink positions. A sink key would be ever further away in time as an episode goes on, a distance
+never seen in training. So a sink frame i is always placed as if it sat just before the window:
+at position max(S, s - W) - S + i for a query chunk starting at s. Keys are rotated once at
+their absolute positions; the query is rotated twice (at its absolute position for window keys,
+and shifted for sink keys), and both products go through one SDPA call by concatenating the two
+rotations along the head dimension, with each key zero in the half it does not use. The
+full-sequence forward (training) and the cached chunk step (generation) compute exactly the same.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dfworld.model.kv_cache import KVCache
+from dfworld.model.layers import MLP, RMSNorm, modulate, rope_angles, rope_apply, timestep_embedding
+
+ATTENTION_MODES = ("full", "block_causal")
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """Video transformer hyperparameters."""
+
+    latent_channels: int = 8  # channels of a latent frame (the codec's latent_channels)
+    latent_size: int = 16  # latent height and width
+    patch: int = 4  # patch side in latent pixels; tokens per frame = (latent_size / patch)^2
+    dim: int = 128  # model width
+    depth: int = 4  # transformer blocks
+    heads: int = 4  # attention heads
+    mlp_ratio: float = 4.0  # MLP hidden width / dim
+    text_dim: int = 384  # width of the text encoder's token embeddings
+    text_tokens: int = 32  # most text tokens the model reads
+    n_actions: int = 5  # discrete actions; index n_actions is the null action
+    attention: str = "full"  # full (teacher, critic) or block_causal (generator)
+    chunk_frames: int = 4  # frames per chunk (block_causal)
+    sink_frames: int = 4  # first frames kept in attention forever (block_causal; multiple of chunk_frames)
+    window_frames: int = 12  # most recent frames in attention besides the sink (multiple of chunk_frames)
+    rope_theta: float = 10000.0  # rotary base
+
+    def __post_init__(self) -> None:
+        if self.attention not in ATTENTION_MODES:
+            raise ValueError(f"attention {self.attention!r} is not one of {ATTENTION_MODES}")
+        if self.latent_size % self.patch:
+            raise ValueError(f"latent_size {self.latent_size} is not divisible by patch {self.patch}")
+        if self.dim % self.heads or (self.dim // self.heads) % 2:
+            raise ValueError(f"dim {self.dim} must split into {self.heads} heads of even width")
+        for name in ("sink_frames", "window_frames"):
+            if getattr(self, name) % self.chunk_frames:
+                raise ValueError(f"{name}={getattr(self, name)} must be a multiple of chunk_frames={self.chunk_frames}")
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return (self.latent_size // self.patch) ** 2
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.heads
+
+    @property
+    def patch_dim(self) -> int:
+        return self.latent_channels * self.patch * self.patch
+
+
+@lru_cache(maxsize=32)
+def _block_causal_frame_mask(frames: int, chunk: int, sink: int, window: int) -> torch.Tensor:
+    """[F, F] bool: query frame q may attend key frame k (see the module docstring)."""
+    q = torch.arange(frames)[:, None]
+    k = torch.arange(frames)[None, :]
+    start = (q // chunk) * chunk
+    return (k < start + chunk) & ((k < sink) | (k >= start - window))
+
+
+class Attention(nn.Module):
+    """Self-attention with rotary time positions, optional sink positioning and a KV cache."""
+
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.qkv = nn.Linear(cfg.dim, 3 * cfg.dim)
+        self.q_norm, self.k_norm = RMSNorm(cfg.head_dim), RMSNorm(cfg.head_dim)
+        self.out = nn.Linear(cfg.dim, cfg.dim)
+
+    def forward(self, x, rope_q, rope_qs, rope_k, key_sink, mask, cache_kv=None):
+        """x [B, T, D]; rope_* are (cos, sin) pairs [B, 1, T, Dh/2]; key_sink [B, 1, Tk, 1] or None.
+
+        Returns the output [B, T, D] and this input's rotated keys and values [B, H, T, Dh].
+        """
+        B, T, _ = x.shape
+        H, Dh = self.cfg.heads, self.cfg.head_dim
+        q, k, v = self.qkv(x).view(B, T, 3, H, Dh).permute(2, 0, 3, 1, 4)  # 3 x [B, H, T, Dh]
+        q, k = self.q_norm(q), self.k_norm(k)
+        k = rope_apply(k, *rope_k)
+        new_kv = (k, v)
+        if cache_kv is not None:
+            k = torch.cat([cache_kv[0], k], dim=2)  # [B, H, S + T, Dh]
+            v = torch.cat([cache_kv[1], v], dim=2)
+        q_abs = rope_apply(q, *rope_q)
+        if key_sink is not None:
+            q = torch.cat([q_abs, rope_apply(q, *rope_qs)], dim=-1)  # [B, H, T, 2 Dh]
+            k = torch.cat([k * ~key_sink, k * key_sink], dim=-1)
+        else:
+            q = q_abs
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=Dh**-0.5)
+        return self.out(o.transpose(1, 2).reshape(B, T, H * Dh)), new_kv
+
+
+class CrossAttention(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.heads = cfg.heads
+        self.q = nn.Linear(cfg.dim, cfg.dim)
+        self.kv = nn.Linear(cfg.dim, 2 * cfg.dim)
+        self.out = nn.Linear(cfg.dim, cfg.dim)
+
+    def forward(self, x: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        B, T, D = x.shape
+        H, Dh = self.heads, D // self.heads
+        q = self.q(x).view(B, T, H, Dh).transpose(1, 2)
+        k, v = self.kv(text).view(B, text.shape[1], 2, H, Dh).permute(2, 0, 3, 1, 4)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=text_mask[:, None, None, :])
+        return self.out(o.transpose(1, 2).reshape(B, T, D))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(cfg.dim, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(cfg)
+        self.norm_x = nn.LayerNorm(cfg.dim, eps=1e-6)
+        self.cross = CrossAttention(cfg)
+        self.norm2 = nn.LayerNorm(cfg.dim, elementwise_affine=False, eps=1e-6)
+        self.mlp = MLP(cfg.dim, int(cfg.dim * cfg.mlp_ratio))
+        self.ada = nn.Linear(cfg.dim, 6 * cfg.dim)
+        nn.init.zeros_(self.ada.weight)  # adaLN-zero: every block starts as the identity
+        nn.init.zeros_(self.ada.bias)
+
+    def forward(self, x, c, text, text_mask, attn_args, cache_kv=None):
+        """x [B, F, N, D]; c [B, F, D] per-frame conditioning."""
+        B, Fr, N, D = x.shape
+        sh1, sc1, g1, sh2, sc2, g2 = self.ada(F.silu(c))[:, :, None].chunk(6, dim=-1)  # each [B, F, 1, D]
+        h = modulate(self.norm1(x), sh1, sc1).reshape(B, Fr * N, D)
+        a, new_kv = self.attn(h, *attn_args, cache_kv=cache_kv)
+        x = x + g1 * a.view(B, Fr, N, D)
+        x = x + self.cross(self.norm_x(x).view(B, Fr * N, D), text, text_mask).view(B, Fr, N, D)
+        x = x + g2 * self.mlp(modulate(self.norm2(x), sh2, sc2))
+        return x, new_kv
+
+
+class VideoTransformer(nn.Module):
+    """The shared video transformer (see the module docstring)."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.config = cfg = config
+        N = cfg.tokens_per_frame
+        self.patch_in = nn.Linear(cfg.patch_dim, cfg.dim)
+        self.pos = nn.Parameter(torch.randn(N, cfg.dim) * 0.02)
+        self.action = nn.Embedding(cfg.n_actions + 1, cfg.dim)  # last index: null action
+        self.time = nn.Sequential(nn.Linear(cfg.dim, cfg.dim), nn.SiLU(), nn.Linear(cfg.dim, cfg.dim))
+        self.text_in = nn.Sequential(nn.LayerNorm(cfg.text_dim), nn.Linear(cfg.text_dim, cfg.dim))
+        self.null_text = nn.Parameter(torch.randn(1, cfg.text_dim) * 0.02)  # the unconditional text
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
+        self.norm_out = nn.LayerNorm(cfg.dim, elementwise_affine=False, eps=1e-6)
+        self.ada_out = nn.Linear(cfg.dim, 2 * cfg.dim)
+        self.patch_out = nn.Linear(cfg.dim, cfg.patch_dim)
+        for layer in (self.ada_out, self.patch_out):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    # -- conditioning --------------------------------------------------------------------------
+    def drop_condition(self, text, text_mask, actions, drop_text, drop_actions):
+        """Replace the text (rows where drop_text [B] is true) and actions (drop_actions [B]) by null ones.
+
+        Used for condition dropout in training and for the unconditional branch of CFG; the null
+        text stays differentiable, so it is learned.
+        """
+        slot0 = text.new_zeros(text.shape[:2] + (1,))
+        slot0[:, 0] = 1.0
+        null_full = slot0 * self.null_text  # [B, L, Dt]: the null token in slot 0, zeros after
+        null_m = torch.zeros_like(text_mask)
+        null_m[:, 0] = True
+        dt = drop_text[:, None, None]
+        text = torch.where(dt, null_full, text)
+        text_mask = torch.where(drop_text[:, None], null_m, text_mask)
+        actions = torch.where(drop_actions[:, None], torch.full_like(actions, self.config.n_actions), actions)
+        return text, text_mask, actions
+
+    def _condition(self, sigma, text, text_mask, actions):
+        t = self.time(timestep_embedding(sigma, self.config.dim))  # [B, F, D]
+        tx = self.text_in(text)  # [B, L, D]
+        m = text_mask[..., None].to(tx.dtype)
+        pooled = (tx * m).sum(1) / m.sum(1).clamp(min=1)  # [B, D]
+        a = self.action(actions)  # [B, F, D]
+        return t + pooled[:, None] + a, tx, a
+
+    def _patchify(self, x: torch.Tensor) -> torch.Tensor:
+        B, Fr, C, h, w = x.shape
+        p = self.config.patch
+        x = x.reshape(B, Fr, C, h // p, p, w // p, p).permute(0, 1, 3, 5, 2, 4, 6)
+        return x.reshape(B, Fr, (h // p) * (w // p), C * p * p)  # [B, F, N, C p p]
+
+    def _unpatchify(self, x: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        B, Fr, N, _ = x.shape
+        g, p = cfg.latent_size // cfg.patch, cfg.patch
+        x = x.reshape(B, Fr, g, g, cfg.latent_channels, p, p).permute(0, 1, 4, 2, 5, 3, 6)
+        return x.reshape(B, Fr, cfg.latent_channels, cfg.latent_size, cfg.latent_size)
+
+    # -- positions and masks -------------------------------------------------------------------
+    def _frame_positions(self, start_frame: torch.Tensor, frames: int) -> torch.Tensor:
+        return start_frame[:, None] + torch.arange(frames, device=start_frame.device)  # [B, F]
+
+    def _sink_query_positions(self, frame: torch.Tensor) -> torch.Tensor:
+        """Query positions for sink keys: the sink sits just before the window (module docstring)."""
+        c = self.config
+        start = (frame // c.chunk_frames) * c.chunk_frames
+        return frame - torch.clamp(start - c.window_frames, min=c.sink_frames) + c.sink_frames
+
+    def _tokens(self, per_frame: torch.Tensor) -> torch.Tensor:
+        """[B, F] -> [B, F * N], repeating each frame's value over its tokens."""
+        return per_frame.repeat_interleave(self.config.tokens_per_frame, dim=1)
+
+    def _rope(self, positions: torch.Tensor):
+        cos, sin = rope_angles(self._tokens(positions), self.config.head_dim, self.config.rope_theta)
+        return cos[:, None], sin[:, None]  # [B, 1, T, Dh/2]
+
+    def _check_inputs(self, x: torch.Tensor, sigma: torch.Tensor, actions: torch.Tensor) -> None:
+        cfg = self.config
+        want = (cfg.latent_channels, cfg.latent_size, cfg.latent_size)
+        if x.ndim != 5 or tuple(x.shape[2:]) != want:
+            raise ValueError(f"latents must be [B, F, {want[0]}, {want[1]}, {want[2]}], got {tuple(x.shape)}")
+        if sigma.shape != x.shape[:2] or actions.shape != x.shape[:2]:
+            raise ValueError(f"sigma {tuple(sigma.shape)} and actions {tuple(actions.shape)} must be [B, F] = {tuple(x.shape[:2])}")
+        if actions.numel() and (int(actions.min()) < 0 or int(actions.max()) > cfg.n_actions):
+            bad = actions[(actions < 0) | (actions > cfg.n_actions)][0].item()
+            raise ValueError(f"unknown action index {bad}; actions are 0..{cfg.n_actions - 1} (and {cfg.n_actions} = null)")
+
+    # -- forward -------------------------------------------------------------------------------
+    def forward(
+        self,
+        x: torch.Tensor,
+        sigma: torch.Tensor,
+        text: torch.Tensor,
+        text_mask: torch.Tensor,
+        actions: torch.Tensor,
+        start_frame: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        """Velocity for x, and (with a cache) this chunk's keys and values [L, B, H, C*N, Dh].
+
+        Without a cache: the whole sequence from frame 0 (or `start_frame` in full mode).
+        With a cache (block_causal only): one chunk starting at `start_frame` [B], attending to
+        the cache; the caller writes the returned keys and values with `cache.update`.
+        """
+        cfg = self.config
+        B, Fr = x.shape[:2]
+        N = cfg.tokens_per_frame
+        if not torch.jit.is_tracing() and not torch.compiler.is_compiling():
+            self._check_inputs(x, sigma, actions)
+        if start_frame is None:
+            start_frame = torch.zeros(B, dtype=torch.long, device=x.device)
+        frames = self._frame_positions(start_frame, Fr)  # [B, F]
+        c, tx, a = self._condition(sigma, text, text_mask, actions)
+        h = self.patch_in(self._patchify(x)) + self.pos + a[:, :, None]  # [B, F, N, D]
+
+        # 1. attention geometry: rotations, which keys are sink keys, and the mask
+        rope_q = rope_k = self._rope(frames)
+        rope_qs, key_sink, mask, caches = None, None, None, [None] * cfg.depth
+        if cfg.attention == "block_causal":
+            sink_on = cfg.sink_frames > 0
+            if sink_on:
+                rope_qs = self._rope(self._sink_query_positions(frames))
+            if cache is None:
+                if bool((start_frame != 0).any()):
+                    raise ValueError("a block-causal forward without a cache starts at frame 0")
+                fm = _block_causal_frame_mask(Fr, cfg.chunk_frames, cfg.sink_frames, cfg.window_frames).to(x.device)
+                mask = fm.repeat_interleave(N, 0).repeat_interleave(N, 1)  # [T, T]
+                if sink_on:
+                    key_sink = self._tokens(frames < cfg.sink_frames)[:, None, :, None]
+            else:
+                if Fr != cfg.chunk_frames:
+                    raise ValueError(f"a cached step takes one chunk of {cfg.chunk_frames} frames, got {Fr}")
+                cur = torch.ones(B, Fr * N, dtype=torch.bool, device=x.device)
+                mask = torch.cat([cache.valid, cur], dim=1)[:, None, None, :]  # [B, 1, 1, S + T]
+                if sink_on:
+                    cur_sink = torch.zeros_like(cur)  # current-chunk keys use the absolute rotation
+                    key_sink = torch.cat([cache.is_sink.expand(B, -1), cur_sink], dim=1)[:, None, :, None]
+                caches = [(cache.k[i], cache.v[i]) for i in range(cfg.depth)]
+        elif cache is not None:
+            raise ValueError("full attention does not use a KV cache")
+
+        # 2. blocks
+        new_k, new_v = [], []
+        for block, cache_kv in zip(self.blocks, caches):
+            h, (k, v) = block(h, c, tx, text_mask, (rope_q, rope_qs, rope_k, key_sink, mask), cache_kv)
+            new_k.append(k)
+            new_v.append(v)
+
+        # 3. output
+        shift, scale = self.ada_out(F.silu(c))[:, :, None].chunk(2, dim=-1)
+        out = self._unpatchify(self.patch_out(modulate(self.norm_out(h), shift, scale)))
+        kv = (torch.stack(new_k), torch.stack(new_v)) if cache is not None else None
+        return out, kv

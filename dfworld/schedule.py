@@ -1,0 +1,49 @@
+"""Flow-matching noise schedule (teacher) and the few-step schedule of the student.
+
+Forward process x_s = (1 - s) x0 + s eps with s in [0, 1] (t = 1000 s); the networks predict the
+velocity v = eps - x0, so x0 = x_s - s v. Timesteps are shifted toward noise with
+s' = k s / (1 + (k - 1) s) (SD3 / Wan; Self Forcing uses k = 5).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def shift_sigma(s: torch.Tensor | float, shift: float) -> torch.Tensor:
+    """Shift noise levels toward 1: s' = k s / (1 + (k - 1) s)."""
+    s = torch.as_tensor(s, dtype=torch.float32)
+    return shift * s / (1 + (shift - 1) * s)
+
+
+def sample_sigma(shape: tuple[int, ...], shift: float, generator: torch.Generator | None = None, device="cpu") -> torch.Tensor:
+    """Training noise levels: uniform, then shifted."""
+    u = torch.rand(shape, generator=generator, device=device)
+    return shift_sigma(u, shift)
+
+
+def add_noise(x0: torch.Tensor, eps: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """x_s = (1 - s) x0 + s eps, with sigma broadcast from [B, F] over [B, F, C, h, w]."""
+    s = sigma[..., None, None, None]
+    return (1 - s) * x0 + s * eps
+
+
+def velocity_target(x0: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    return eps - x0
+
+
+def predict_x0(x_s: torch.Tensor, v: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    return x_s - sigma[..., None, None, None] * v
+
+
+def euler_sigmas(steps: int, shift: float) -> torch.Tensor:
+    """steps + 1 decreasing noise levels from 1 to 0 for an Euler sampler."""
+    return torch.cat([shift_sigma(torch.linspace(1.0, 0.0, steps + 1)[:-1], shift), torch.zeros(1)])
+
+
+def student_sigmas(timesteps: tuple[float, ...], shift: float) -> torch.Tensor:
+    """The student's few-step noise levels: warped timesteps (e.g. 1000, 750, 500, 250) through the shift.
+
+    Self Forcing's [1000, 750, 500, 250] with shift 5 gives s = [1, .9375, .8333, .625].
+    """
+    return shift_sigma(torch.tensor(timesteps, dtype=torch.float32) / 1000.0, shift)

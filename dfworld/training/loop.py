@@ -1,0 +1,314 @@
+"""The training loop every stage runs on: seeds, DDP, EMA, logging, checkpoints, exact resume.
+
+A stage (codec, teacher, ODE init, DMD, streaming, Delta Forcing) supplies its modules, its
+optimizers and one `train_step`; this loop does the rest:
+
+1. seeds every step from (seed, step, rank), so a resumed run draws exactly the batches and
+   noise an uninterrupted run would have drawn;
+2. under torchrun, starts a process group (gloo on CPU, NCCL on CUDA) and wraps the trained
+   modules in DistributedDataParallel;
+3. keeps an EMA of the modules the stage names;
+4. logs `loss_*` and other scalars to TorchRL loggers (CSV, TensorBoard) and to
+   `history.jsonl`, which resume truncates to the checkpoint so the curve has no duplicates;
+5. writes a checkpoint (inference weights plus full training state) every `checkpoint_every`
+   steps, at the end, and when `max_minutes` runs out; resumes from it when asked.
+
+TorchRL's Trainer drives a collector-and-replay-buffer loop for RL; the stages here draw their
+own batches from tensors or from the generator itself, so the loop uses TorchRL's LossModules
+and loggers and keeps the iteration itself here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm.auto import tqdm
+
+from dfworld.configuration import to_dict
+from dfworld.checkpoint import load_checkpoint, save_checkpoint
+
+LOGGERS = ("csv", "tensorboard")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of the training loop shared by every stage."""
+
+    out: str = "runs/run"  # run directory: checkpoint/, logs/, history.jsonl
+    steps: int = 1000  # optimisation steps
+    batch_size: int = 16  # items per step (per process under torchrun)
+    lr: float = 3e-4  # peak learning rate
+    weight_decay: float = 0.0  # AdamW weight decay
+    beta1: float = 0.9  # AdamW beta1
+    beta2: float = 0.999  # AdamW beta2
+    warmup: int = 50  # linear learning-rate warm-up steps
+    grad_clip: float = 1.0  # gradient norm clip (0 disables)
+    ema: float = 0.999  # EMA decay of the inference weights (0 disables)
+    seed: int = 0  # base seed; step s on rank r draws from seed (seed, s, r)
+    checkpoint_every: int = 250  # steps between checkpoints
+    log_every: int = 10  # steps between logged rows
+    loggers: tuple[str, ...] = ("csv",)  # any of: csv, tensorboard
+    resume: bool = True  # continue from out/checkpoint if it holds a training state
+    device: str = "auto"  # auto (cuda if available), cpu or cuda
+    max_minutes: float = 0.0  # stop with a checkpoint after this much wall time (0: no limit)
+
+    def __post_init__(self) -> None:
+        if unknown := set(self.loggers) - set(LOGGERS):
+            raise ValueError(f"unknown logger(s) {sorted(unknown)}; expected any of {LOGGERS}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device {self.device!r} is not auto, cpu or cuda")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device=cuda was asked for, but torch sees no CUDA device")
+    if name == "cuda" and dist.is_initialized():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device(name)
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    return module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module
+
+
+class EMA:
+    """Exponential moving average of a module's parameters and buffers."""
+
+    def __init__(self, module: nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, module: nn.Module) -> None:
+        for k, v in module.state_dict().items():
+            if v.dtype.is_floating_point:
+                self.shadow[k].lerp_(v.detach(), 1 - self.decay)
+            else:
+                self.shadow[k].copy_(v)
+
+
+class Stage:
+    """What a training stage provides to the loop."""
+
+    name = "stage"
+    train: TrainConfig
+
+    def trained(self) -> dict[str, nn.Module]:
+        """Modules the stage optimises (saved, EMA'd, DDP-wrapped)."""
+        raise NotImplementedError
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        raise NotImplementedError
+
+    def train_step(self, step: int, generator: torch.Generator) -> dict[str, float]:
+        """One optimisation step; returns scalars to log (losses named loss_*)."""
+        raise NotImplementedError
+
+    def checkpoint_config(self) -> dict[str, Any]:
+        """Everything needed to rebuild the modules (configs of the stage and its inputs)."""
+        raise NotImplementedError
+
+    def extra_weights(self) -> dict[str, torch.Tensor]:
+        """Weights of modules the checkpoint carries but the stage does not train (e.g. the codec)."""
+        return {}
+
+    def extra_files(self) -> dict[str, Path]:
+        return {}
+
+    def on_checkpoint(self) -> None:
+        """Called before a checkpoint is written (e.g. to refresh statistics)."""
+
+    def wrap(self, wrapper: Callable[[nn.Module], nn.Module]) -> None:
+        """Replace trained modules by wrapper(module) (DDP); default: nothing to wrap."""
+
+
+def seed_everything(seed: int) -> None:
+    """Seed the global RNGs (module initialisation); every rank builds the same initial weights."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """The seed of one step on one rank: a resumed run redraws exactly what it would have drawn."""
+    return ((seed * 1_000_003 + step) * 1024 + rank) % 2**63
+
+
+def set_lr(opt: torch.optim.Optimizer, step: int, cfg: TrainConfig, lr: float | None = None) -> None:
+    peak = cfg.lr if lr is None else lr
+    scale = min(1.0, (step + 1) / cfg.warmup) if cfg.warmup > 0 else 1.0
+    for g in opt.param_groups:
+        g["lr"] = peak * scale
+
+
+def optimize(loss: torch.Tensor, opt: torch.optim.Optimizer, params, clip: float) -> float:
+    """Backward, clip, step; returns the gradient norm before clipping."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    params = [p for p in params if p.grad is not None]
+    norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else math.inf)
+    opt.step()
+    return float(norm)
+
+
+def adamw(params, cfg: TrainConfig) -> torch.optim.AdamW:
+    return torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
+
+
+class Loop:
+    """Runs a Stage (see the module docstring)."""
+
+    def __init__(self, stage: Stage):
+        self.stage = stage
+        self.cfg = stage.train
+        self.out = Path(self.cfg.out)
+        self.rank, self.world = 0, 1
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() and self.cfg.device != "cpu" else "gloo"
+            dist.init_process_group(backend)
+        if dist.is_initialized():
+            self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        self.emas = {n: EMA(m, self.cfg.ema) for n, m in stage.trained().items()} if self.cfg.ema > 0 else {}
+        self.step = 0
+        self.seconds = 0.0  # wall time spent training, across resumes
+        self.loggers: list = []
+
+    # -- state ---------------------------------------------------------------------------------
+    def _weights(self) -> dict[str, torch.Tensor]:
+        out = dict(self.stage.extra_weights())
+        for name, module in self.stage.trained().items():
+            src = self.emas[name].shadow if name in self.emas else unwrap(module).state_dict()
+            out.update({f"{name}.{k}": v for k, v in src.items()})
+        return out
+
+    def _train_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        tensors: dict[str, torch.Tensor] = {"rng.torch": torch.get_rng_state()}
+        meta: dict[str, Any] = {"step": self.step, "seconds": self.seconds, "optimizers": {}}
+        for name, module in self.stage.trained().items():
+            tensors.update({f"param.{name}.{k}": v for k, v in unwrap(module).state_dict().items()})
+        for name, ema in self.emas.items():
+            tensors.update({f"ema.{name}.{k}": v for k, v in ema.shadow.items()})
+        for name, opt in self.stage.optimizers().items():
+            sd = opt.state_dict()
+            meta["optimizers"][name] = sd["param_groups"]
+            for idx, st in sd["state"].items():
+                for key, val in st.items():
+                    tensors[f"opt.{name}.{idx}.{key}"] = val if torch.is_tensor(val) else torch.tensor(val)
+        return tensors, meta
+
+    def _restore(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        torch.set_rng_state(tensors["rng.torch"])
+        for name, module in self.stage.trained().items():
+            pre = f"param.{name}."
+            unwrap(module).load_state_dict({k[len(pre) :]: v for k, v in tensors.items() if k.startswith(pre)})
+        for name, ema in self.emas.items():
+            pre = f"ema.{name}."
+            ema.shadow = {k[len(pre) :]: v.clone() for k, v in tensors.items() if k.startswith(pre)}
+        for name, opt in self.stage.optimizers().items():
+            pre = f"opt.{name}."
+            state: dict[int, dict[str, torch.Tensor]] = {}
+            for k, v in tensors.items():
+                if k.startswith(pre):
+                    idx, key = k[len(pre) :].split(".", 1)
+                    state.setdefault(int(idx), {})[key] = v
+            opt.load_state_dict({"state": state, "param_groups": meta["optimizers"][name]})
+        self.step = int(meta["step"])
+        self.seconds = float(meta.get("seconds", 0.0))
+
+    def save(self) -> Path:
+        self.stage.on_checkpoint()
+        tensors, meta = self._train_state()
+        config = {
+            **self.stage.checkpoint_config(),
+            "stage": self.stage.name,
+            "record": {"step": self.step, "seconds": round(self.seconds, 1), "train": to_dict(self.cfg), "world_size": self.world},
+        }
+        return save_checkpoint(self.out / "checkpoint", config, self._weights(), tensors, meta, self.stage.extra_files())
+
+    # -- logging -------------------------------------------------------------------------------
+    def _open_loggers(self) -> None:
+        if self.rank != 0:
+            return
+        from torchrl.record.loggers import CSVLogger, TensorboardLogger
+
+        logs = str(self.out / "logs")
+        for kind in self.cfg.loggers:
+            self.loggers.append(CSVLogger(self.stage.name, log_dir=logs) if kind == "csv" else TensorboardLogger(self.stage.name, log_dir=logs))
+
+    def _history(self, truncate_after: int | None = None) -> Path:
+        path = self.out / "history.jsonl"
+        if truncate_after is not None and path.exists():
+            rows = [r for r in path.read_text().splitlines() if r and json.loads(r)["step"] <= truncate_after]
+            path.write_text("".join(r + "\n" for r in rows))
+        return path
+
+    def _log(self, scalars: dict[str, float], seconds: float) -> None:
+        if self.rank != 0:
+            return
+        row = {"step": self.step, **{k: float(v) for k, v in scalars.items()}, "seconds": round(seconds, 3)}
+        with self._history().open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        for logger in self.loggers:
+            for k, v in scalars.items():
+                logger.log_scalar(f"{self.stage.name}/{k}", float(v), step=self.step)
+
+    # -- run -----------------------------------------------------------------------------------
+    def run(self) -> Path:
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        ckpt_dir = self.out / "checkpoint"
+        if cfg.resume and (ckpt_dir / "train_state.json").is_file():
+            ckpt = load_checkpoint(ckpt_dir, stage=self.stage.name, train_state=True)
+            self._restore(ckpt.train_state, ckpt.train_meta)
+            if self.rank == 0:
+                self._history(truncate_after=self.step)
+                print(f"[{self.stage.name}] resumed from {ckpt_dir} at step {self.step}")
+        elif self.rank == 0:
+            self._history(truncate_after=-1)
+        if self.world > 1:
+            self.stage.wrap(lambda m: nn.parallel.DistributedDataParallel(m))
+        self._open_loggers()
+        start = time.perf_counter() - self.seconds
+        bar = tqdm(total=cfg.steps, initial=self.step, desc=self.stage.name, disable=self.rank != 0, dynamic_ncols=True)
+        while self.step < cfg.steps:
+            gen = torch.Generator().manual_seed(step_seed(cfg.seed, self.step, self.rank))
+            scalars = self.stage.train_step(self.step, gen)
+            for name, module in self.stage.trained().items():
+                if name in self.emas:
+                    self.emas[name].update(unwrap(module))
+            self.step += 1
+            bar.update(1)
+            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                self._log(scalars, time.perf_counter() - start)
+                bar.set_postfix({k: f"{v:.4g}" for k, v in scalars.items() if k.startswith("loss")})
+            out_of_time = cfg.max_minutes > 0 and time.perf_counter() - start > cfg.max_minutes * 60
+            if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps or out_of_time:
+                self.seconds = time.perf_counter() - start
+                self._checkpoint()
+            if out_of_time:
+                if self.rank == 0:
+                    print(f"[{self.stage.name}] stopped at step {self.step} after {cfg.max_minutes} minutes; run again to resume")
+                break
+        bar.close()
+        return ckpt_dir
+
+    def _checkpoint(self) -> None:
+        if self.rank == 0:
+            self.save()
+        if self.world > 1:
+            dist.barrier()

@@ -1,0 +1,161 @@
+"""Stage `teacher`: the bidirectional video transformer, trained by flow matching on single-event clips.
+
+The clips come from `dfworld data clips`: each clip's event happens before its first frame, so
+the teacher never sees a switch (as Wan-class teachers never see prompt changes). Text and
+actions are dropped independently for classifier-free guidance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tensordict import TensorDict
+from tqdm.auto import tqdm
+
+from dfworld.checkpoint import load_checkpoint
+from dfworld.configuration import to_dict
+from dfworld.distill.flow_matching import FlowMatchingLoss
+from dfworld.model.codec import LatentCodec
+from dfworld.model.loading import TEXT_CACHE, TextConfig, codec_from
+from dfworld.model.conditioning import TextConditioner
+from dfworld.model.transformer import TransformerConfig, VideoTransformer
+from dfworld.schedule import sample_sigma
+from dfworld.world.datasets import load_clips
+from dfworld.world.events import all_event_texts
+from dfworld.training.loop import Stage, seed_everything, TrainConfig, adamw, optimize, resolve_device, set_lr, unwrap
+
+
+@dataclass(frozen=True)
+class TeacherStageConfig:
+    """`dfworld train stage=teacher`."""
+
+    clips: str = "data/clips"  # clips data set (dfworld data clips)
+    codec_checkpoint: str = "runs/codec/checkpoint"  # codec checkpoint (dfworld train stage=codec)
+    model: TransformerConfig = field(default_factory=TransformerConfig)  # attention must be full
+    text: TextConfig = field(default_factory=TextConfig)  # the text encoder
+    text_cache: str = ""  # optional safetensors of precomputed embeddings; texts found there skip the encoder
+    shift: float = 3.0  # timestep shift of the training noise levels and the sampler
+    text_dropout: float = 0.1  # probability of training a row with the null text
+    action_dropout: float = 0.1  # probability of training a row with null actions
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(out="runs/teacher", steps=3000))
+
+
+@torch.inference_mode()
+def encode_clips(codec: LatentCodec, frames: torch.Tensor, device: torch.device, batch: int = 256) -> torch.Tensor:
+    """Latents [N, F, C, h, w] of uint8 clips [N, F, H, W, 3]."""
+    flat = frames.flatten(0, 1)
+    out = [codec.encode(flat[i : i + batch].to(device)).cpu() for i in tqdm(range(0, len(flat), batch), desc="encode clips", leave=False)]
+    return torch.cat(out).reshape(frames.shape[:2] + out[0].shape[1:])
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    h = hashlib.sha1()
+    for k, v in sorted(module.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+class TeacherStage(Stage):
+    name = "teacher"
+
+    def __init__(self, config: TeacherStageConfig):
+        self.config, self.train = config, config.train
+        seed_everything(config.train.seed)
+        cfg = config.model
+        if cfg.attention != "full":
+            raise ValueError(f"the teacher uses full attention; got model.attention={cfg.attention!r}")
+        if cfg.text_dim != config.text.dim or cfg.text_tokens != config.text.max_tokens:
+            raise ValueError(
+                f"model.text_dim/text_tokens ({cfg.text_dim}, {cfg.text_tokens}) must equal text.dim/max_tokens "
+                f"({config.text.dim}, {config.text.max_tokens})"
+            )
+        self.device = resolve_device(config.train.device)
+        codec_ckpt = load_checkpoint(config.codec_checkpoint, stage="codec")
+        self.codec = codec_from(codec_ckpt).to(self.device)
+        c = self.codec.config
+        if (cfg.latent_channels, cfg.latent_size) != (c.latent_channels, c.latent_size):
+            raise ValueError(
+                f"model latent {cfg.latent_channels}x{cfg.latent_size} does not match the codec's "
+                f"{c.latent_channels}x{c.latent_size} ({config.codec_checkpoint})"
+            )
+
+        # 1. data: latents of every clip (cached per codec), prompts as padded token embeddings
+        clips = load_clips(config.clips)
+        self.clip_frames = clips.frames.shape[1]
+        self.latents = self._latents(clips.frames)
+        self.actions = clips.actions
+        self.conditioner = TextConditioner(config.text.encoder, config.text.max_tokens, config.text.dim)
+        if config.text_cache:
+            self.conditioner.load(config.text_cache)
+        # every wording of every event (held-out ones too), so the checkpoint's cache covers the grammar
+        self.conditioner.warm(sorted(set(all_event_texts("all")) | set(clips.prompts)))
+        self.text, self.text_mask = self.conditioner(clips.prompts)  # [N, L, Dt], [N, L]
+
+        # 2. model and loss
+        self.model = VideoTransformer(cfg).to(self.device)
+        self.loss = FlowMatchingLoss(self.model)
+        self.opt = adamw(self.model.parameters(), config.train)
+
+    def _latents(self, frames: torch.Tensor) -> torch.Tensor:
+        from safetensors.torch import load_file, save_file
+
+        out = Path(self.train.out)
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / f"latents-{weights_digest(self.codec)}.safetensors"
+        if path.is_file():
+            return load_file(str(path))["latents"]
+        lat = encode_clips(self.codec, frames, self.device)
+        save_file({"latents": lat.contiguous()}, str(path))
+        return lat
+
+    def trained(self):
+        return {"teacher": self.model}
+
+    def optimizers(self):
+        return {"teacher": self.opt}
+
+    def wrap(self, wrapper) -> None:
+        self.loss.network = wrapper(self.model)
+
+    def train_step(self, step: int, generator: torch.Generator) -> dict[str, float]:
+        cfg, B = self.config, self.train.batch_size
+        idx = torch.randint(len(self.latents), (B,), generator=generator)
+        x0 = self.latents[idx]
+        noise = torch.randn(x0.shape, generator=generator)
+        sigma = sample_sigma((B, 1), cfg.shift, generator).expand(B, x0.shape[1])  # one level per clip
+        drop_t = torch.rand(B, generator=generator) < cfg.text_dropout
+        drop_a = torch.rand(B, generator=generator) < cfg.action_dropout
+        dev = self.device
+        text, mask, actions = unwrap(self.model).drop_condition(
+            self.text[idx].to(dev), self.text_mask[idx].to(dev), self.actions[idx].to(dev), drop_t.to(dev), drop_a.to(dev)
+        )
+        td = TensorDict(
+            {"latents": x0, "noise": noise, "sigma": sigma, "text": text, "text_mask": mask, "actions": actions},
+            batch_size=[B],
+        ).to(dev)
+        loss = self.loss(td)["loss_flow"]
+        set_lr(self.opt, step, self.train)
+        norm = optimize(loss, self.opt, self.model.parameters(), self.train.grad_clip)
+        return {"loss_flow": loss.item(), "grad_norm": norm, "lr": self.opt.param_groups[0]["lr"]}
+
+    def extra_weights(self):
+        return {f"codec.{k}": v for k, v in self.codec.state_dict().items()}
+
+    def extra_files(self):
+        path = Path(self.train.out) / TEXT_CACHE
+        self.conditioner.save(path)
+        return {TEXT_CACHE: path}
+
+    def checkpoint_config(self):
+        return {
+            "model": to_dict(self.config.model),
+            "codec": to_dict(self.codec.config),
+            "text": to_dict(self.config.text),
+            "shift": self.config.shift,
+            "clip_frames": self.clip_frames,
+            "stage_config": to_dict(self.config),
+        }

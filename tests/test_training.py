@@ -1,0 +1,181 @@
+"""The training infrastructure on tiny configs: stages, checkpoints, exact resume after a kill, DDP."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from dfworld.checkpoint import CheckpointError, load_checkpoint, load_into
+from dfworld.cli import main
+from dfworld.model.loading import codec_from, conditioner_from, transformer_from
+from dfworld.model.transformer import TransformerConfig, VideoTransformer
+
+TINY_TEACHER = [
+    "text.encoder=vocab", "text.dim=16", "text.max_tokens=16", "model.text_dim=16", "model.text_tokens=16",
+    "model.dim=32", "model.depth=1", "model.heads=2", "train.batch_size=4", "train.log_every=1", "train.device=cpu",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """Tiny clips at 32x32 and a codec trained for 3 steps on them."""
+    root = tmp_path_factory.mktemp("tiny")
+    assert main(["data", "clips", f"out={root / 'clips'}", "n=12", "frames=8", "world.height=32", "world.width=32"]) == 0
+    assert main([
+        "train", "stage=codec", f"clips={root / 'clips'}", "codec.image_size=32", "codec.block_out_channels=[8,8]",
+        "codec.norm_num_groups=4", "train.steps=3", "train.batch_size=4", f"train.out={root / 'codec'}", "train.device=cpu",
+    ]) == 0
+    return root
+
+
+def teacher_args(tiny, out, *extra):
+    return ["train", "stage=teacher", f"clips={tiny / 'clips'}", f"codec_checkpoint={tiny / 'codec' / 'checkpoint'}",
+            f"train.out={out}", *TINY_TEACHER, *extra]
+
+
+def history(run: Path) -> list[dict]:
+    return [json.loads(r) for r in (run / "history.jsonl").read_text().splitlines()]
+
+
+def test_teacher_stage_writes_a_complete_checkpoint(tiny, tmp_path):
+    assert main(teacher_args(tiny, tmp_path / "t", "train.steps=4", "train.loggers=[csv,tensorboard]")) == 0
+    ckpt = load_checkpoint(tmp_path / "t" / "checkpoint", stage="teacher", train_state=True)
+    assert ckpt.config["record"]["step"] == 4 and ckpt.modules() == ["codec", "teacher"]
+    model = transformer_from(ckpt, "teacher")
+    assert model.config.attention == "full" and model.config.dim == 32
+    codec = codec_from(ckpt)
+    assert codec.config.image_size == 32
+    cond = conditioner_from(ckpt)
+    assert "night falls" in cond.cache and "the stars come out" in cond.cache  # the whole grammar, held-out too
+    assert [r["step"] for r in history(tmp_path / "t")] == [1, 2, 3, 4]
+    logs = tmp_path / "t" / "logs"
+    assert any(logs.rglob("*.csv")) and any(logs.rglob("events.out.tfevents*"))
+
+
+def cli(*args) -> list[str]:
+    """The dfworld command in a fresh process with two threads (same numerics for every run)."""
+    return [sys.executable, "-m", "dfworld.cli", "train", "--threads", "2", *args[1:]]
+
+
+def test_resume_after_a_kill_gives_the_same_loss_curve(tiny, tmp_path):
+    steps = 16
+    # 1. the uninterrupted run
+    subprocess.run(cli(*teacher_args(tiny, tmp_path / "a", f"train.steps={steps}")), check=True, capture_output=True)
+    # 2. a run killed with SIGKILL after a few checkpoints, then resumed
+    run = tmp_path / "b"
+    cmd = cli(*teacher_args(tiny, run, "train.steps=100000", "train.checkpoint_every=3"))
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        ckpt = run / "checkpoint" / "train_state.json"
+        if ckpt.is_file() and json.loads(ckpt.read_text())["step"] >= 6:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = json.loads((run / "checkpoint" / "train_state.json").read_text())["step"]
+    assert 6 <= killed_at < steps, killed_at
+    subprocess.run(cli(*teacher_args(tiny, run, f"train.steps={steps}")), check=True, capture_output=True)
+    a, b = history(tmp_path / "a"), history(run)
+    assert [r["step"] for r in b] == list(range(1, steps + 1))
+    assert [r["loss_flow"] for r in a] == [r["loss_flow"] for r in b]
+    wa = load_checkpoint(tmp_path / "a" / "checkpoint").weights
+    wb = load_checkpoint(run / "checkpoint").weights
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_ddp_under_torchrun_with_gloo(tiny, tmp_path):
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "dfworld.cli", *teacher_args(tiny, run, "train.steps=3")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    ckpt = load_checkpoint(run / "checkpoint", stage="teacher")
+    assert ckpt.config["record"]["world_size"] == 2 and ckpt.config["record"]["step"] == 3
+
+
+def test_checkpoint_errors(tiny, tmp_path):
+    src = tiny / "codec" / "checkpoint"
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope")
+    with pytest.raises(CheckpointError, match="expected teacher"):
+        load_checkpoint(src, stage="teacher")
+    # truncated weights
+    bad = tmp_path / "truncated"
+    bad.mkdir()
+    (bad / "config.json").write_text((src / "config.json").read_text())
+    data = (src / "weights.safetensors").read_bytes()
+    (bad / "weights.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_checkpoint(bad)
+    # another format version
+    cfg = json.loads((src / "config.json").read_text())
+    (bad / "config.json").write_text(json.dumps({**cfg, "version": 99}))
+    with pytest.raises(CheckpointError, match="version 99"):
+        load_checkpoint(bad)
+    with pytest.raises(CheckpointError, match="no training state"):
+        load_checkpoint(src.parent.parent / "codec" / "checkpoint", train_state=False) and load_checkpoint(
+            _without_state(src, tmp_path), train_state=True
+        )
+
+
+def _without_state(src: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "nostate"
+    dst.mkdir()
+    for name in ("config.json", "weights.safetensors"):
+        (dst / name).write_bytes((src / name).read_bytes())
+    return dst
+
+
+def test_a_checkpoint_of_another_model_is_refused(tiny, tmp_path):
+    assert main(teacher_args(tiny, tmp_path / "t", "train.steps=1")) == 0
+    ckpt = load_checkpoint(tmp_path / "t" / "checkpoint")
+    other = VideoTransformer(TransformerConfig(latent_size=16, dim=64, depth=1, heads=2, text_dim=16, text_tokens=16))
+    with pytest.raises(CheckpointError, match="shape mismatch .*checkpoint \\(32,\\) vs model \\(64,\\)"):
+        load_into(other, ckpt.module_weights("teacher"), "teacher weights")
+    cfg_path = tmp_path / "t" / "checkpoint" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["model"]["depth"] = 2
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="missing \\['blocks.1"):
+        transformer_from(load_checkpoint(tmp_path / "t" / "checkpoint"), "teacher")
+    cfg["model"]["attention"] = "sideways"
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="attention 'sideways'"):
+        transformer_from(load_checkpoint(tmp_path / "t" / "checkpoint"), "teacher")
+
+
+def test_train_command_errors(tiny, capsys):
+    assert main(["train", "train.steps=1"]) == 2
+    assert "exactly one stage=" in capsys.readouterr().err
+    assert main(["train", "stage=nonsense"]) == 2
+    assert "unknown stage 'nonsense'" in capsys.readouterr().err
+    assert main(["train", "stage=teacher", "clips=/nonexistent", f"codec_checkpoint={tiny / 'codec' / 'checkpoint'}", *TINY_TEACHER]) == 2
+    assert "dfworld data clips out=/nonexistent" in capsys.readouterr().err
+    assert main(["train", "stage=teacher", f"clips={tiny / 'clips'}", f"codec_checkpoint={tiny / 'codec' / 'checkpoint'}",
+                 "text.encoder=vocab", "model.text_dim=16", "model.text_tokens=16"]) == 2
+    assert "must equal text.dim" in capsys.readouterr().err
+
+
+def test_teacher_evaluation_runs_end_to_end(tiny, tmp_path):
+    from dfworld.bench.teacher_quality import evaluate_teacher
+
+    assert main(teacher_args(tiny, tmp_path / "t", "train.steps=2")) == 0
+    summary = evaluate_teacher(tmp_path / "t" / "checkpoint", tiny / "clips", n=3, steps=2, out=tmp_path / "eval")
+    assert summary["clips"] == 3 and summary["real_prompt_ok"] == 1.0 and summary["real_objects"] == 1.0
+    assert (tmp_path / "eval" / "teacher_samples.mp4").is_file()
+
+
+def test_codec_evaluation(tiny):
+    from dfworld.bench.codec_quality import evaluate_codec
+
+    s = evaluate_codec(str(tiny / "codec" / "checkpoint"), episodes=2)
+    assert s["frames"] == 192 and 0 < s["psnr_mean"] < 100
+    assert 0 <= s["probe_time_acc"] <= 1 and 0 <= s["probe_presence_acc"] <= 1
