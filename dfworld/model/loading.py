@@ -60,3 +60,62 @@ def conditioner_from(ckpt: Checkpoint) -> TextConditioner:
 
 def load_codec(path: str | Path) -> LatentCodec:
     return codec_from(load_checkpoint(path))
+
+
+GENERATOR_STAGES = ("ode", "dmd", "stream", "delta", "generator")
+
+
+@dataclass
+class Generator:
+    """Everything a rollout needs from a generator checkpoint."""
+
+    model: VideoTransformer
+    codec: LatentCodec
+    conditioner: TextConditioner
+    sampler: dict  # SamplerConfig fields
+    checkpoint: Checkpoint
+
+
+def load_generator(path: str | Path) -> Generator:
+    """A block-causal generator with its codec and text conditioner (stages ode, dmd, stream, delta)."""
+    ckpt = load_checkpoint(path, stage=GENERATOR_STAGES)
+    model = transformer_from(ckpt, "generator")
+    if model.config.attention != "block_causal":
+        raise CheckpointError(f"{str(path)!r}: the generator must be block_causal, got {model.config.attention!r}")
+    return Generator(model, codec_from(ckpt), conditioner_from(ckpt), dict(ckpt.config.get("sampler", {})), ckpt)
+
+
+def write_generator_checkpoint(
+    path: str | Path,
+    model: VideoTransformer,
+    codec: LatentCodec,
+    text: TextConfig,
+    sampler: dict | None = None,
+    stage: str = "generator",
+    record: dict | None = None,
+    conditioner: TextConditioner | None = None,
+) -> Path:
+    """Write a generator checkpoint that `load_generator` reads (stages write theirs through the loop)."""
+    import tempfile
+
+    from dfworld.checkpoint import save_checkpoint
+    from dfworld.configuration import to_dict
+
+    if stage not in GENERATOR_STAGES:
+        raise ValueError(f"generator checkpoints are stages {GENERATOR_STAGES}, got {stage!r}")
+    weights = {f"generator.{k}": v for k, v in model.state_dict().items()}
+    weights.update({f"codec.{k}": v for k, v in codec.state_dict().items()})
+    config = {
+        "stage": stage,
+        "model": to_dict(model.config),
+        "codec": to_dict(codec.config),
+        "text": to_dict(text),
+        "sampler": dict(sampler or {}),
+        "record": dict(record or {}),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        extra = {}
+        if conditioner is not None and conditioner.cache:
+            conditioner.save(Path(tmp) / TEXT_CACHE)
+            extra[TEXT_CACHE] = Path(tmp) / TEXT_CACHE
+        return save_checkpoint(path, config, weights, extra_files=extra)

@@ -1,0 +1,192 @@
+"""The autoregressive sampler: a block-causal generator, its KV cache, and per-row episode state.
+
+One `Rollout` serves B rows (environments) with one model. Each call to `step` produces the next
+chunk of frames for every row:
+
+1. the chunk starts from per-row noise (one torch.Generator per row, seeded at reset, so a row's
+   frames do not depend on the other rows);
+2. a few denoising steps (Self Forcing's 4-step schedule): predict x0, re-noise to the next
+   level, until the last level gives the clean chunk;
+3. the clean chunk is run once more at `context_noise` to write its keys and values into the
+   cache, and kept in a latent history laid out like the cache.
+
+A text event re-encodes the row's condition and re-caches (LongLive): the frames still in the
+cache (sink and window) are replayed under the new text in time order, which rewrites their keys
+and values. Actions are per frame. Rows reset independently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from dfworld.model.conditioning import TextConditioner
+from dfworld.model.kv_cache import KVCache
+from dfworld.model.transformer import VideoTransformer
+from dfworld.schedule import student_sigmas
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Few-step sampling of the block-causal generator."""
+
+    timesteps: tuple[float, ...] = (1000.0, 750.0, 500.0, 250.0)  # warped student timesteps
+    shift: float = 5.0  # timestep shift applied to them (Self Forcing: 5)
+    context_noise: float = 0.0  # noise level of the cache-writing pass (0: clean)
+
+
+class Rollout:
+    """Owns the KV cache and the per-row state of B generated episodes."""
+
+    def __init__(
+        self,
+        generator: VideoTransformer,
+        conditioner: TextConditioner,
+        batch: int,
+        sampler: SamplerConfig = SamplerConfig(),
+        device: torch.device | str = "cpu",
+    ):
+        cfg = generator.config
+        if cfg.attention != "block_causal":
+            raise ValueError(f"a rollout needs a block_causal generator, got attention={cfg.attention!r}")
+        self.model, self.conditioner, self.sampler = generator, conditioner, sampler
+        self.cfg, self.B, self.device = cfg, batch, torch.device(device)
+        self.sigmas = student_sigmas(sampler.timesteps, sampler.shift).tolist()
+        self.cache = KVCache(cfg, batch, self.device)
+        n_frames = cfg.sink_frames + cfg.window_frames
+        lat = (cfg.latent_channels, cfg.latent_size, cfg.latent_size)
+        self.history = torch.zeros((batch, n_frames) + lat, device=self.device)  # clean latents, cache layout
+        self.history_actions = torch.zeros(batch, n_frames, dtype=torch.long, device=self.device)
+        self.frame = torch.zeros(batch, dtype=torch.long, device=self.device)  # next frame index per row
+        self.text = torch.zeros(batch, 1, cfg.text_dim, device=self.device)
+        self.text_mask = torch.zeros(batch, 1, dtype=torch.bool, device=self.device)
+        self.prompts = [""] * batch
+        self.generators = [torch.Generator(device=self.device).manual_seed(i) for i in range(batch)]
+
+    # -- per-row state -------------------------------------------------------------------------
+    def _set_text(self, rows: list[int], prompts: list[str]) -> None:
+        tokens, mask = self.conditioner(prompts, self.device)
+        L = max(tokens.shape[1], self.text.shape[1])
+        if L > self.text.shape[1]:  # widen the padded text of every row
+            pad = L - self.text.shape[1]
+            self.text = torch.cat([self.text, self.text.new_zeros(self.B, pad, self.text.shape[2])], 1)
+            self.text_mask = torch.cat([self.text_mask, self.text_mask.new_zeros(self.B, pad)], 1)
+        for j, r in enumerate(rows):
+            self.text[r].zero_()
+            self.text_mask[r] = False
+            n = int(mask[j].sum())
+            self.text[r, :n] = tokens[j, :n]
+            self.text_mask[r, :n] = True
+            self.prompts[r] = prompts[j]
+
+    @torch.inference_mode()
+    def reset(self, rows: list[int], prompts: list[str], seeds: list[int], context: torch.Tensor | None = None) -> None:
+        """Start new episodes in `rows` with their prompts and seeds.
+
+        `context`: optional clean latents [len(rows), C, h, w] of a first frame each; it is written
+        into the cache as a still first chunk, and generation continues after it.
+        """
+        if not (len(rows) == len(prompts) == len(seeds)):
+            raise ValueError("reset needs one prompt and one seed per row")
+        mask = torch.zeros(self.B, dtype=torch.bool, device=self.device)
+        mask[rows] = True
+        self.cache.reset(mask)
+        self.history[mask] = 0
+        self.history_actions[mask] = 0
+        self.frame[mask] = 0
+        self._set_text(rows, prompts)
+        for r, s in zip(rows, seeds):
+            self.generators[r].manual_seed(int(s))
+        if context is not None:
+            C = self.cfg.chunk_frames
+            chunk = torch.zeros((self.B, C) + self.history.shape[2:], device=self.device)
+            chunk[mask] = context.to(self.device)[:, None].expand(-1, C, -1, -1, -1)
+            actions = torch.zeros(self.B, C, dtype=torch.long, device=self.device)
+            self._commit(chunk, actions, mask)
+
+    @torch.inference_mode()
+    def set_prompt(self, rows: list[int], prompts: list[str]) -> None:
+        """A text event: the rows' condition becomes `prompts`, and their cache is rebuilt under it."""
+        self._set_text(rows, prompts)
+        mask = torch.zeros(self.B, dtype=torch.bool, device=self.device)
+        mask[rows] = True
+        self._recache(mask)
+
+    # -- generation ----------------------------------------------------------------------------
+    def _forward(self, x, sigma: float, actions, start):
+        s = torch.full(x.shape[:2], sigma, device=self.device)
+        return self.model(x, s, self.text, self.text_mask, actions, start_frame=start, cache=self.cache)
+
+    def _noise(self, shape, rows: torch.Tensor) -> torch.Tensor:
+        """Per-row noise; rows not generating draw nothing, so their random streams are untouched."""
+        return torch.stack(
+            [
+                torch.randn(shape, generator=g, device=self.device) if on else torch.zeros(shape, device=self.device)
+                for g, on in zip(self.generators, rows.tolist())
+            ]
+        )
+
+    def _slots(self, frames: torch.Tensor) -> torch.Tensor:
+        """History slots of frame indices [B, n] (the cache's frame layout)."""
+        c = self.cfg
+        ring = c.sink_frames + (frames - c.sink_frames).remainder(max(c.window_frames, 1))
+        return torch.where(frames < c.sink_frames, frames, ring)
+
+    def _commit(self, chunk: torch.Tensor, actions: torch.Tensor, rows: torch.Tensor) -> None:
+        """Write a clean chunk into the cache and the history for `rows`, and advance them."""
+        start = self.frame
+        _, (k, v) = self._forward(chunk, self.sampler.context_noise, actions, start)
+        self.cache.update(start, k, v, rows=rows)
+        C = self.cfg.chunk_frames
+        slots = self._slots(start[:, None] + torch.arange(C, device=self.device))  # [B, C]
+        for b in torch.nonzero(rows).flatten().tolist():
+            self.history[b, slots[b]] = chunk[b]
+            self.history_actions[b, slots[b]] = actions[b]
+        self.frame = torch.where(rows, self.frame + C, self.frame)
+
+    @torch.inference_mode()
+    def step(self, actions: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Generate the next chunk under per-frame actions [B, C]; returns clean latents [B, C, ...].
+
+        With a bool mask `rows` [B], only those rows advance (the batch is still computed at once).
+        """
+        C = self.cfg.chunk_frames
+        if actions.shape != (self.B, C):
+            raise ValueError(f"actions must be [B, C] = [{self.B}, {C}], got {tuple(actions.shape)}")
+        actions = actions.to(self.device)
+        rows = torch.ones(self.B, dtype=torch.bool, device=self.device) if rows is None else rows.to(self.device)
+        shape = (C,) + self.history.shape[2:]
+        x = self._noise(shape, rows)
+        for i, sigma in enumerate(self.sigmas):  # 1-2. denoise, re-noising between levels
+            v, _ = self._forward(x, sigma, actions, self.frame)
+            x0 = x - sigma * v
+            if i + 1 < len(self.sigmas):
+                nxt = self.sigmas[i + 1]
+                x = (1 - nxt) * x0 + nxt * self._noise(shape, rows)
+        self._commit(x0, actions, rows)  # 3. write the cache
+        return x0
+
+    @torch.inference_mode()
+    def _recache(self, rows: torch.Tensor) -> None:
+        """Replay the frames still in the cache of `rows`, in time order, under their current text."""
+        c, C = self.cfg, self.cfg.chunk_frames
+        n = self.frame.clone()
+        self.cache.reset(rows)
+        # stored chunk starts per row: the sink chunks, then the window's chunks, oldest first
+        sink = [s for s in range(0, c.sink_frames, C)]
+        per_row = []
+        for b in range(self.B):
+            nb = int(n[b])
+            starts = [s for s in sink if s < nb] + list(range(max(c.sink_frames, nb - c.window_frames), nb, C))
+            per_row.append(starts)
+        for k in range(max((len(s) for s in per_row), default=0)):
+            has = torch.tensor([k < len(s) for s in per_row], device=self.device) & rows
+            if not bool(has.any()):
+                continue
+            start = torch.tensor([s[k] if k < len(s) else 0 for s in per_row], device=self.device)
+            slots = self._slots(start[:, None] + torch.arange(C, device=self.device))
+            chunk = torch.stack([self.history[b, slots[b]] for b in range(self.B)])
+            actions = torch.stack([self.history_actions[b, slots[b]] for b in range(self.B)])
+            _, (kk, vv) = self._forward(chunk, self.sampler.context_noise, actions, start)
+            self.cache.update(start, kk, vv, rows=has)

@@ -1,0 +1,377 @@
+"""`dfworld/WorldModel-v0`: the trained generator as a Gymnasium environment, single and batched.
+
+Both environments run on one `WorldModelCore`: one generator, one KV cache, B rows. A step
+generates one chunk of frames per row; an action is held for the chunk; a text event re-encodes
+the row's condition and re-caches (LongLive) before the chunk is generated.
+
+Reward and termination come from the probes on the generated frames (they read pixels only):
+a coin is counted as collected when the coin seen at the end of the previous step has left its
+place (respawned elsewhere, or gone) while the agent was within reach of it, which is what a
+collection looks like in EventWorld. The episode terminates after `coins_to_win` coins.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from dfworld.envs.spaces import make_action_space, parse_step_input
+from dfworld.rollout import Rollout, SamplerConfig
+from dfworld.world.config import WorldConfig
+from dfworld.world.events import TIMES, initial_prompt, validate_text
+from dfworld.world.probes import read_frame
+
+_RESET_OPTIONS = {"prompt", "image", "events", "reset_mask"}
+
+
+def default_checkpoint() -> Path:
+    """The generator checkpoint shipped inside the package."""
+    from importlib import resources
+
+    return Path(str(resources.files("dfworld") / "checkpoints" / "default"))
+
+
+class CoinCounter:
+    """Probe-based reward for one row (see the module docstring)."""
+
+    def __init__(self, world: WorldConfig, frames_per_read: int):
+        self.world = world
+        # touch distance, plus how far the agent can move between two reads, plus a pixel of slack
+        touch = world.px(world.agent_radius + world.coin_radius + 2)
+        self.reach = touch + frames_per_read * world.agent_speed * world.px(1) + 1
+        self.jump = world.px(3)  # a coin never moves unless collected: a jump this large is a respawn
+        self.reset()
+
+    def reset(self) -> None:
+        self.coins, self.last_coin, self.last_agent = 0, None, None
+
+    def update(self, frame: np.ndarray) -> float:
+        r = read_frame(frame, self.world)
+        coin = None if r.coin is None else np.array([r.coin.x, r.coin.y])
+        agent = None if r.agent is None else np.array([r.agent.x, r.agent.y])
+        reward = 0.0
+        if self.last_coin is not None and self.last_agent is not None:
+            was_near = np.abs(self.last_agent - self.last_coin).max() <= self.reach
+            moved = coin is None or np.abs(coin - self.last_coin).max() > self.jump
+            if was_near and moved:
+                reward = 1.0
+                self.coins += 1
+        self.last_coin, self.last_agent = coin, agent
+        return reward
+
+
+class WorldModelCore:
+    """One generator serving B rows: reset, events, steps, decoding, rewards."""
+
+    def __init__(self, num_rows: int, checkpoint: str | Path | None = None, device: str = "cpu", coins_to_win: int = 3):
+        from dfworld.model.loading import load_generator
+
+        path = Path(checkpoint) if checkpoint is not None else default_checkpoint()
+        if checkpoint is None and not (path / "config.json").is_file():
+            raise FileNotFoundError(
+                "this dfworld has no shipped default generator yet; pass checkpoint=<a generator checkpoint directory>"
+            )
+        gen = load_generator(path)
+        self.device = torch.device(device)
+        self.model = gen.model.to(self.device)
+        self.codec = gen.codec.to(self.device)
+        self.checkpoint = path
+        sampler = SamplerConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in gen.sampler.items()})
+        self.rollout = Rollout(self.model, gen.conditioner, num_rows, sampler, self.device)
+        size = self.codec.config.image_size
+        self.world = WorldConfig(height=size, width=size, coins_to_win=coins_to_win)
+        self.chunk = self.model.config.chunk_frames
+        self.B = num_rows
+        self.counters = [CoinCounter(self.world, self.chunk) for _ in range(num_rows)]
+        self.steps = np.zeros(num_rows, np.int64)
+        self.schedules: list[dict[int, str]] = [{} for _ in range(num_rows)]
+        self.last = np.zeros((num_rows, size, size, 3), np.uint8)
+
+    @torch.inference_mode()
+    def _decode(self, latents: torch.Tensor) -> np.ndarray:
+        return self.codec.decode(latents).cpu().numpy()  # [B, C, H, W, 3]
+
+    def reset(self, rows: list[int], seeds: list[int], options: list[dict[str, Any]]) -> np.ndarray:
+        """Start episodes in `rows`; returns their first observations [len(rows), H, W, 3]."""
+        prompts, images, schedules = [], [], []
+        for seed, opt in zip(seeds, options):
+            if unknown := set(opt) - _RESET_OPTIONS:
+                raise ValueError(f"unknown reset option(s) {sorted(unknown)}; WorldModel-v0 accepts {sorted(_RESET_OPTIONS)}")
+            prompt = opt.get("prompt") or initial_prompt(TIMES[seed % len(TIMES)])
+            prompts.append(validate_text(prompt))
+            images.append(self._check_image(opt.get("image")))
+            schedules.append(self._check_schedule(opt.get("events", ())))
+        with_image = [i for i, im in enumerate(images) if im is not None]
+        if with_image and len(with_image) != len(rows):
+            raise ValueError("reset: give an initial image for every reset row or for none")
+        context = None
+        if with_image:
+            with torch.inference_mode():
+                context = self.codec.encode(torch.from_numpy(np.stack(images)).to(self.device))
+        self.rollout.reset(rows, prompts, seeds, context)
+        for r, sched in zip(rows, schedules):
+            self.counters[r].reset()
+            self.steps[r] = 0
+            self.schedules[r] = sched
+        if context is not None:
+            obs = np.stack(images)
+            self.last[rows] = obs
+            for r, o in zip(rows, obs):
+                self.counters[r].update(o)
+            return obs
+        # no image: the first chunk is generated under noop actions; its last frame is the observation
+        frames = self._generate(np.zeros(self.B, np.int64), rows)
+        return frames[rows, -1]
+
+    def _check_image(self, image) -> np.ndarray | None:
+        if image is None:
+            return None
+        image = np.asarray(image)
+        want = (self.world.height, self.world.width, 3)
+        if image.dtype != np.uint8 or image.shape != want:
+            raise ValueError(f"reset option 'image' must be a uint8 array {want}, got {image.dtype} {image.shape}")
+        return image
+
+    @staticmethod
+    def _check_schedule(events) -> dict[int, str]:
+        """An event schedule: [(step, text), ...] or [{"step": k, "event": text}, ...]."""
+        out: dict[int, str] = {}
+        for i, e in enumerate(events):
+            step, text = (e["step"], e["event"]) if isinstance(e, dict) else e
+            if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+                raise ValueError(f"event schedule entry {i}: step must be a non-negative int, got {step!r}")
+            if int(step) in out:
+                raise ValueError(f"event schedule entry {i}: two events at step {step}")
+            out[int(step)] = validate_text(text)
+        return out
+
+    def _generate(self, moves: np.ndarray, rows: list[int] | None = None) -> np.ndarray:
+        actions = torch.as_tensor(np.repeat(moves[:, None], self.chunk, 1), dtype=torch.long)
+        keep = list(range(self.B)) if rows is None else rows
+        mask = torch.zeros(self.B, dtype=torch.bool)
+        mask[keep] = True
+        frames = self._decode(self.rollout.step(actions, mask))
+        for r in keep:
+            self.last[r] = frames[r, -1]
+            self.counters[r].update(frames[r, -1])
+        return frames
+
+    def step(self, moves: np.ndarray, texts: list[str | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str | None]]:
+        """One chunk for every row. Returns frames [B, C, H, W, 3], rewards [B], terminated [B], applied events."""
+        events: list[str | None] = []
+        for r in range(self.B):
+            events.append(texts[r] if texts[r] is not None else self.schedules[r].get(int(self.steps[r])))
+        switch = [r for r, t in enumerate(events) if t is not None]
+        if switch:
+            self.rollout.set_prompt(switch, [events[r] for r in switch])
+        before = np.array([c.coins for c in self.counters])
+        frames = self._generate(moves)
+        self.steps += 1
+        coins = np.array([c.coins for c in self.counters])
+        rewards = (coins - before).astype(np.float32)
+        terminated = coins >= self.world.coins_to_win
+        return frames, rewards, terminated, events
+
+
+def _parse_batch(actions, n: int) -> tuple[np.ndarray, list[str | None]]:
+    """Per-row (move, text) from a batched Dict action, a sequence of per-row inputs, or an int array."""
+    if isinstance(actions, dict):
+        kinds = np.asarray(actions.get("kind"))
+        if kinds.shape != (n,):
+            raise ValueError(f"batched Dict action needs 'kind' of shape ({n},), got {kinds.shape}")
+        rows = [
+            {"kind": int(kinds[i]), "action": np.asarray(actions.get("action", np.zeros(n, np.int64)))[i],
+             "prompt": (actions.get("prompt") or [""] * n)[i]}
+            for i in range(n)
+        ]
+    elif isinstance(actions, np.ndarray) and actions.ndim == 1:
+        rows = [actions[i] for i in range(len(actions))]
+    elif isinstance(actions, (list, tuple)):
+        rows = list(actions)
+    else:
+        raise TypeError(f"vector step() takes a batched Dict, an int array or a list of per-row actions; got {type(actions).__name__}")
+    if len(rows) != n:
+        raise ValueError(f"vector step() needs {n} actions, got {len(rows)}")
+    parsed = [parse_step_input(a) for a in rows]
+    return np.array([m for m, _ in parsed], np.int64), [t for _, t in parsed]
+
+
+class WorldModelEnv(gym.Env):
+    """The world model as an environment: EventWorld-v0's interface, frames from the generator.
+
+    ## Description
+    Each step generates one chunk of frames (4 by default) with the block-causal generator and its
+    KV cache. Text events change the condition and re-cache; actions condition every frame.
+
+    ## Action space
+    `Dict(kind=Discrete(2), action=Discrete(5), prompt=EventText)`, as EventWorld-v0; `step()`
+    also takes a plain int (an action) or a plain str (any sentence: the world model reads free
+    text, so wording outside the EventWorld grammar is allowed; empty or over-long text is not).
+
+    ## Observation space
+    `Box(0, 255, (H, W, 3), uint8)`: the last generated frame; `info["frames"]` holds the chunk.
+
+    ## Rewards
+    +1 per coin collected, read from the generated frames by the probes (module docstring).
+
+    ## Episode end
+    Terminated after `coins_to_win` coins; truncated by the registered TimeLimit (250 steps).
+
+    ## Arguments
+    - `checkpoint`: a generator checkpoint directory (default: the shipped one).
+    - `render_mode`: None or "rgb_array". `device`: "cpu" or "cuda". `coins_to_win`: 3.
+
+    `reset(seed=..., options={"prompt": text, "image": uint8 HWC frame, "events": [(step, text), ...]})`.
+
+    ## Version history
+    - v0: first version.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": WorldConfig().fps}
+
+    def __init__(self, checkpoint: str | Path | None = None, render_mode: str | None = None, device: str = "cpu", coins_to_win: int = 3):
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode {render_mode!r} is not supported; use None or 'rgb_array'")
+        self.core = WorldModelCore(1, checkpoint, device, coins_to_win)
+        self.render_mode = render_mode
+        self.observation_space = spaces.Box(0, 255, self.core.last.shape[1:], np.uint8)
+        self.action_space = make_action_space()
+        self._started = self._done = self._closed = False
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        if self._closed:
+            raise RuntimeError("WorldModel-v0: the environment is closed; make a new one")
+        super().reset(seed=seed)
+        row_seed = seed if seed is not None else int(self.np_random.integers(2**31))
+        obs = self.core.reset([0], [row_seed], [dict(options or {})])[0]
+        self._started, self._done = True, False
+        return obs, {"prompt": self.core.rollout.prompts[0], "seed": row_seed}
+
+    def step(self, action):
+        if self._closed:
+            raise RuntimeError("WorldModel-v0: the environment is closed; make a new one")
+        if not self._started:
+            raise RuntimeError("WorldModel-v0: call reset() before step()")
+        if self._done:
+            raise RuntimeError("WorldModel-v0: the episode has terminated; call reset() before step()")
+        move, text = parse_step_input(action)
+        frames, rewards, terminated, events = self.core.step(np.array([move]), [text])
+        self._done = bool(terminated[0])
+        info = {"frames": frames[0], "prompt": self.core.rollout.prompts[0], "coins": self.core.counters[0].coins}
+        if events[0] is not None:
+            info["event"] = events[0]
+        return frames[0, -1], float(rewards[0]), bool(terminated[0]), False, info
+
+    def render(self):
+        if self.render_mode == "rgb_array":
+            if not self._started:
+                raise RuntimeError("WorldModel-v0: call reset() before render()")
+            return self.core.last[0].copy()
+        return None
+
+    def close(self):
+        self._closed = True
+
+
+class WorldModelVectorEnv(VectorEnv):
+    """N rows of the world model on one generator, with per-row events and same-step autoreset.
+
+    Actions: a batched Dict (`kind` [N], `action` [N], `prompt` N strings), an int array [N], or a
+    list of N per-row inputs (int, str or Dict). A row that terminates or is truncated is reset in
+    the same step: its observation is the new episode's first one, and `info["final_obs"]`
+    and `info["final_info"]` hold the end of the old one. `reset(options={"reset_mask": mask})`
+    resets only the masked rows.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": WorldConfig().fps, "autoreset_mode": AutoresetMode.SAME_STEP}
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        checkpoint: str | Path | None = None,
+        render_mode: str | None = None,
+        device: str = "cpu",
+        coins_to_win: int = 3,
+        max_episode_steps: int | None = None,
+    ):
+        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
+        self.core = WorldModelCore(num_envs, checkpoint, device, coins_to_win)
+        self.num_envs = num_envs
+        self.render_mode = render_mode
+        self.max_episode_steps = max_episode_steps
+        self.single_observation_space = spaces.Box(0, 255, self.core.last.shape[1:], np.uint8)
+        self.single_action_space = make_action_space()
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self._started = np.zeros(num_envs, bool)
+        self._closed = False
+
+    def _seeds(self, seed, n_rows: list[int]) -> list[int]:
+        if seed is None:
+            return [int(s) for s in self.np_random.integers(2**31, size=len(n_rows))]
+        if isinstance(seed, int):
+            return [seed + r for r in n_rows]
+        if len(seed) != self.num_envs:
+            raise ValueError(f"reset needs {self.num_envs} seeds, got {len(seed)}")
+        return [int(seed[r]) for r in n_rows]
+
+    def reset(self, *, seed=None, options: dict[str, Any] | None = None):
+        if self._closed:
+            raise RuntimeError("WorldModel-v0 (vector): the environment is closed; make a new one")
+        if seed is not None:
+            self._np_random, self._np_random_seed = gym.utils.seeding.np_random(seed if isinstance(seed, int) else int(seed[0]))
+        options = dict(options or {})
+        mask = np.asarray(options.pop("reset_mask", np.ones(self.num_envs, bool)), bool)
+        if mask.shape != (self.num_envs,):
+            raise ValueError(f"reset_mask must have shape ({self.num_envs},), got {mask.shape}")
+        rows = [int(r) for r in np.flatnonzero(mask)]
+        per_row = [{k: (v[r] if isinstance(v, (list, tuple)) and k != "events" else v) for k, v in options.items()} for r in rows]
+        obs = self.core.reset(rows, self._seeds(seed, rows), per_row)
+        self._started[rows] = True
+        out = self.core.last.copy()
+        out[rows] = obs
+        return out, {}
+
+    def step(self, actions):
+        if self._closed:
+            raise RuntimeError("WorldModel-v0 (vector): the environment is closed; make a new one")
+        if not self._started.all():
+            raise RuntimeError("WorldModel-v0 (vector): call reset() before step()")
+        moves, texts = _parse_batch(actions, self.num_envs)
+        frames, rewards, terminated, events = self.core.step(moves, texts)
+        truncated = np.zeros(self.num_envs, bool)
+        if self.max_episode_steps is not None:
+            truncated = (self.core.steps >= self.max_episode_steps) & ~terminated
+        obs = frames[:, -1].copy()
+        infos: dict[str, Any] = {
+            "frames": frames,  # [N, C, H, W, 3]
+            "coins": np.array([c.coins for c in self.core.counters]),
+            "prompt": np.array(self.core.rollout.prompts, dtype=object),
+            "event": np.array(events, dtype=object),  # the text event applied at this step, or None
+        }
+        done = terminated | truncated
+        if done.any():
+            rows = [int(r) for r in np.flatnonzero(done)]
+            infos["final_obs"] = np.array([obs[r] if d else None for r, d in enumerate(done)], dtype=object)
+            infos["final_info"] = {"coins": infos["coins"].copy()}
+            infos["_final_obs"] = done.copy()
+            infos["_final_info"] = done.copy()
+            seeds = [int(s) for s in self.np_random.integers(2**31, size=len(rows))]
+            obs[rows] = self.core.reset(rows, seeds, [{} for _ in rows])
+        return obs, rewards, terminated, truncated, infos
+
+    def render(self):
+        if self.render_mode == "rgb_array":
+            return self.core.last.copy()
+        return None
+
+    def close_extras(self, **kwargs):
+        self._closed = True

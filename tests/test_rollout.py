@@ -1,0 +1,105 @@
+"""The autoregressive sampler: determinism per row, partial resets, re-cache at a text event."""
+
+import pytest
+import torch
+
+from dfworld.model.conditioning import TextConditioner, VocabEncoder
+from dfworld.model.transformer import TransformerConfig, VideoTransformer
+from dfworld.rollout import Rollout
+
+CFG = TransformerConfig(latent_channels=4, latent_size=8, patch=4, dim=32, depth=2, heads=2, text_dim=16, text_tokens=16,
+                        attention="block_causal", chunk_frames=2, sink_frames=2, window_frames=4)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    m = VideoTransformer(CFG).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0, 0.1)
+    return m
+
+
+def make(model, batch):
+    return Rollout(model, TextConditioner("vocab", 16, 16, encoder=VocabEncoder(16, 16)), batch)
+
+
+def acts(B, seed=0):
+    return torch.randint(0, 5, (B, CFG.chunk_frames), generator=torch.Generator().manual_seed(seed))
+
+
+def test_a_row_does_not_depend_on_the_others(model):
+    alone, crowd = make(model, 1), make(model, 3)
+    alone.reset([0], ["night falls"], [42])
+    crowd.reset([0, 1, 2], ["it starts to rain", "night falls", "the sun sets"], [1, 42, 3])
+    for i in range(6):
+        a = alone.step(acts(1, i))
+        c = crowd.step(torch.cat([acts(1, 100 + i), acts(1, i), acts(1, 200 + i)]))
+        assert torch.allclose(a[0], c[1], atol=1e-5)
+
+
+def test_same_seed_same_latents(model):
+    outs = []
+    for _ in range(2):
+        r = make(model, 2)
+        r.reset([0, 1], ["night falls", "dusk falls"], [5, 6])
+        outs.append(torch.cat([r.step(acts(2, i)) for i in range(4)], 1))
+    assert torch.equal(outs[0], outs[1])
+
+
+def test_partial_reset_leaves_other_rows(model):
+    r, ref = make(model, 2), make(model, 1)
+    r.reset([0, 1], ["night falls", "dusk falls"], [5, 6])
+    ref.reset([0], ["night falls"], [5])
+    for i in range(3):
+        r.step(torch.cat([acts(1, i), acts(1, 50 + i)]))
+        ref.step(acts(1, i))
+    r.reset([1], ["it starts to snow"], [9])
+    assert r.frame.tolist() == [6, 0]
+    for i in range(3, 8):
+        a = r.step(torch.cat([acts(1, i), acts(1, 60 + i)]))
+        b = ref.step(acts(1, i))
+        assert torch.allclose(a[0], b[0], atol=1e-5)
+
+
+def test_recache_with_the_same_prompt_rebuilds_the_same_cache(model):
+    r = make(model, 2)
+    r.reset([0, 1], ["night falls", "dusk falls"], [5, 6])
+    for i in range(3):  # 6 frames: sink 2 + window 4, not yet rolled over
+        r.step(acts(2, i))
+    k, v, valid = r.cache.k.clone(), r.cache.v.clone(), r.cache.valid.clone()
+    r.set_prompt([0], ["night falls"])
+    assert torch.equal(r.cache.valid, valid)
+    assert torch.allclose(r.cache.k, k, atol=1e-5) and torch.allclose(r.cache.v, v, atol=1e-5)
+
+
+def test_recache_under_a_new_prompt_changes_only_that_row(model):
+    r = make(model, 2)
+    r.reset([0, 1], ["night falls", "dusk falls"], [5, 6])
+    for i in range(5):  # 10 frames: the window has rolled over
+        r.step(acts(2, i))
+    k = r.cache.k.clone()
+    r.set_prompt([1], ["the red object turns blue"])
+    assert torch.equal(r.cache.k[:, 0], k[:, 0])
+    assert not torch.allclose(r.cache.k[:, 1], k[:, 1])
+    assert r.prompts == ["night falls", "the red object turns blue"]
+    assert r.cache.valid[1].sum() == (2 + 4) * CFG.tokens_per_frame
+
+
+def test_context_frame_is_the_first_chunk(model):
+    r = make(model, 1)
+    r.reset([0], ["night falls"], [1], context=torch.randn(1, 4, 8, 8))
+    assert r.frame.tolist() == [2] and r.cache.valid[0].sum() == 2 * CFG.tokens_per_frame
+    assert r.step(acts(1)).shape == (1, 2, 4, 8, 8)
+
+
+def test_errors(model):
+    with pytest.raises(ValueError, match="block_causal"):
+        Rollout(VideoTransformer(TransformerConfig(latent_size=8, dim=32, depth=1, heads=2, text_dim=16)), None, 1)
+    r = make(model, 2)
+    r.reset([0, 1], ["night falls", "dusk falls"], [5, 6])
+    with pytest.raises(ValueError, match="actions must be"):
+        r.step(torch.zeros(2, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="one prompt and one seed"):
+        r.reset([0], ["a", "b"], [1])
