@@ -1,0 +1,111 @@
+"""DMD and the Delta Forcing trust region on tiny models."""
+
+import pytest
+import torch
+from tensordict import TensorDict
+
+from dfworld.distill.delta import (
+    DeltaForcingLoss,
+    TrustRegionConfig,
+    consistency_measures,
+    continuity_frames,
+    trust_weight,
+)
+from dfworld.distill.dmd import DMDLoss, dmd_direction
+from dfworld.model.transformer import TransformerConfig, VideoTransformer
+
+
+def nets():
+    torch.manual_seed(0)
+    cfg = TransformerConfig(latent_channels=4, latent_size=8, patch=4, dim=32, depth=1, heads=2, text_dim=16)
+    teacher, critic = VideoTransformer(cfg), VideoTransformer(cfg)
+    with torch.no_grad():
+        for p in list(teacher.parameters()) + list(critic.parameters()):
+            p.normal_(0, 0.1)
+    return teacher, critic
+
+
+def window(B=2, F=6, overlap=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, F, 4, 8, 8, generator=g).requires_grad_(True)
+    mask = torch.zeros(B, F, dtype=torch.bool)
+    mask[:, overlap:] = True
+    return TensorDict(
+        {
+            "latents": x, "noise": torch.randn(B, F, 4, 8, 8, generator=g), "sigma": torch.full((B, 1), 0.6),
+            "text": torch.randn(B, 3, 16, generator=g), "text_mask": torch.ones(B, 3, dtype=torch.bool),
+            "actions": torch.zeros(B, F, dtype=torch.long), "loss_mask": mask, "overlap": overlap,
+        },
+        batch_size=[],
+    )
+
+
+def test_dmd_gradient_is_the_normalised_direction():
+    teacher, critic = nets()
+    td = window()
+    loss_mod = DMDLoss(teacher, critic, guidance=3.0)
+    loss_mod(td)["loss_dmd"].backward()
+    xc, xt = loss_mod.estimates(td)
+    g = dmd_direction(td["latents"].detach(), xc, xt)
+    n_masked = int(td["loss_mask"].sum())
+    expected = g * td["loss_mask"][..., None, None, None] / (n_masked * 4 * 8 * 8)
+    assert torch.allclose(td["latents"].grad, expected, atol=1e-7)
+    assert td["latents"].grad[:, :2].abs().sum() == 0  # overlap frames get no gradient
+
+
+def test_w_one_and_lambda_zero_give_exactly_the_streaming_loss():
+    teacher, critic = nets()
+    dmd = DMDLoss(teacher, critic)
+    delta = DeltaForcingLoss(dmd, TrustRegionConfig(shape="constant", w_const=1.0, lam=0.0))
+    a = dmd(window())["loss_dmd"]
+    b = delta(window())["loss_generator"]
+    assert torch.equal(a, b)
+
+
+def test_the_weight_dips_when_the_teacher_rewrites_the_trajectory():
+    x = torch.randn(2, 6, 4, 8, 8) * 0.1
+    x = x + torch.arange(6.0)[None, :, None, None, None] * 0.05  # a smooth trajectory
+    teacher_close = x + 0.01 * torch.randn_like(x)
+    teacher_far = x + 2.0 * torch.randn_like(x)  # wants every frame somewhere else
+    for measure in ("relative_step", "history", "direction"):
+        for shape in ("radius", "exponential", "sigmoid"):
+            cfg = TrustRegionConfig(measure=measure, shape=shape, w_min=0.1)
+            w_close = trust_weight(consistency_measures(x, teacher_close, 2), cfg)
+            w_far = trust_weight(consistency_measures(x, teacher_far, 2), cfg)
+            assert ((w_close >= 0.1) & (w_close <= 1)).all() and ((w_far >= 0.1) & (w_far <= 1)).all()
+            if measure != "history":  # history compares overlap with new frames: both far here
+                assert (w_far < w_close).all(), (measure, shape, w_close, w_far)
+
+
+def test_history_disagreement_spikes_when_the_teacher_rewrites_committed_frames():
+    x = torch.randn(1, 6, 4, 8, 8)
+    t = x.clone()
+    t[:, :2] += 3.0  # the teacher rewrites only the committed overlap frames
+    t[:, 2:] += 0.1
+    assert consistency_measures(x, t, 2)["history"].item() > 10
+
+
+def test_monotonic_continuity_penalises_only_large_steps():
+    x = torch.zeros(1, 5, 4, 8, 8, requires_grad=True)
+    with torch.no_grad():
+        x[:, 3:] += 1.0  # one big jump into the new frames
+    small = continuity_frames(x, 2, torch.tensor(10.0), "monotonic")
+    big = continuity_frames(x, 2, torch.tensor(0.1), "monotonic")
+    assert small.sum() == 0 and big[:, 3] > 0 and big[:, :2].sum() == 0
+    prox = continuity_frames(x, 2, torch.tensor(0.0), "proximal")
+    prox.sum().backward()
+    assert x.grad[:, :2].abs().sum() == 0  # committed frames get no gradient
+
+
+def test_delta_loss_logs_weights_and_updates_the_running_step():
+    teacher, critic = nets()
+    delta = DeltaForcingLoss(DMDLoss(teacher, critic), TrustRegionConfig(lam=0.5))
+    out = delta(window())
+    assert out["w"].shape == (2,) and out["loss_generator"].requires_grad
+    assert delta.m_bar > 0 and delta.m_count == 1
+
+
+@pytest.mark.parametrize("kw, message", [({"measure": "vibes"}, "measure"), ({"shape": "square"}, "shape"), ({"w_min": 2.0}, "w_min")])
+def test_trust_region_config_errors(kw, message):
+    with pytest.raises(ValueError, match=message):
+        TrustRegionConfig(**kw)
