@@ -21,7 +21,7 @@ import numpy as np
 import psutil
 import torch
 
-from dfworld.configuration import build, compose
+from dfworld.configuration import build, compose_group
 from dfworld.envs.world_model import WorldModelVectorEnv
 from dfworld.model.codec import CodecConfig, LatentCodec
 from dfworld.model.loading import TextConfig, write_generator_checkpoint
@@ -30,8 +30,8 @@ from dfworld.world.events import all_event_texts
 
 
 def default_checkpoint(path: str) -> str:
-    model_cfg = build(TransformerConfig, {**compose("model/default"), "attention": "block_causal"})
-    codec = LatentCodec(build(CodecConfig, compose("codec/default")))
+    model_cfg = build(TransformerConfig, {**compose_group("model", "default"), "attention": "block_causal"})
+    codec = LatentCodec(build(CodecConfig, compose_group("codec", "default")))
     text = TextConfig(encoder="vocab", max_tokens=model_cfg.text_tokens, dim=model_cfg.text_dim)
     return str(write_generator_checkpoint(path, VideoTransformer(model_cfg), codec, text))
 
@@ -53,7 +53,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=None, help="generator checkpoint (default: untrained default-size model)")
     parser.add_argument("--batches", default="1,16,64", help="batch sizes to time")
     parser.add_argument("--steps", type=int, default=30, help="timed steps per batch size")
-    parser.add_argument("--long", type=int, default=2000, help="steps of the flatness episode (batch 1)")
+    parser.add_argument("--long", type=int, default=2000, help="steps of the flatness episode (batch 1; 0 skips it)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
@@ -78,6 +78,9 @@ def main() -> None:
                   f"action step {p50 * 1e3:.1f} ms: ratio {np.percentile(ev, 50) / p50:.2f}\n")
         env.close()
 
+    if args.long <= 0:
+        tmp.cleanup()
+        return
     env = WorldModelVectorEnv(1, ckpt, device=args.device)
     env.reset(seed=0)
     proc = psutil.Process(os.getpid())

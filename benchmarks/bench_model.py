@@ -18,7 +18,7 @@ import time
 import psutil
 import torch
 
-from dfworld.configuration import build, compose
+from dfworld.configuration import build, compose_group
 from dfworld.model.kv_cache import KVCache
 from dfworld.model.transformer import TransformerConfig, VideoTransformer
 
@@ -82,9 +82,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    base = build(TransformerConfig, compose(f"model/{args.model}"))
+    base = build(TransformerConfig, compose_group("model", args.model))
     teacher = VideoTransformer(base).to(device).eval()
-    student = VideoTransformer(build(TransformerConfig, {**compose(f"model/{args.model}"), "attention": "block_causal"})).to(device).eval()
+    student = VideoTransformer(build(TransformerConfig, {**compose_group("model", args.model), "attention": "block_causal"})).to(device).eval()
     params = sum(p.numel() for p in teacher.parameters())
     print(f"model {args.model}: {params / 1e6:.2f} M parameters, {base.tokens_per_frame} tokens/frame, device {device}, threads {args.threads}")
     print("\n| forward (no grad) | batch x frames | frames/s |\n|---|---|---|")

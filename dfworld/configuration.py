@@ -95,3 +95,8 @@ def to_dict(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [to_dict(v) for v in obj]
     return obj
+
+
+def compose_group(group: str, name: str, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """One option of a config group (e.g. model/default) as a plain dict, without the group key."""
+    return compose(f"{group}/{name}", overrides)[group]

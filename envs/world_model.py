@@ -28,7 +28,7 @@ from dfworld.world.config import WorldConfig
 from dfworld.world.events import TIMES, initial_prompt, validate_text
 from dfworld.world.probes import read_frame
 
-_RESET_OPTIONS = {"prompt", "image", "events", "reset_mask"}
+_RESET_OPTIONS = {"prompt", "image", "events"}  # per row; the vector env also takes "reset_mask"
 
 
 def default_checkpoint() -> Path:
@@ -228,7 +228,8 @@ class WorldModelEnv(gym.Env):
     - `checkpoint`: a generator checkpoint directory (default: the shipped one).
     - `render_mode`: None or "rgb_array". `device`: "cpu" or "cuda". `coins_to_win`: 3.
 
-    `reset(seed=..., options={"prompt": text, "image": uint8 HWC frame, "events": [(step, text), ...]})`.
+    `reset(seed=..., options={"prompt": text, "image": uint8 HWC frame, "events": [(step, text), ...]})`;
+    without a prompt, the initial prompt is a time-of-day sentence chosen by the seed.
 
     ## Version history
     - v0: first version.
@@ -287,7 +288,8 @@ class WorldModelVectorEnv(VectorEnv):
     list of N per-row inputs (int, str or Dict). A row that terminates or is truncated is reset in
     the same step: its observation is the new episode's first one, and `info["final_obs"]`
     and `info["final_info"]` hold the end of the old one. `reset(options={"reset_mask": mask})`
-    resets only the masked rows.
+    resets only the masked rows; the other options ("prompt", "image", "events") are sequences of
+    N per-row values, None for a row's default.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": WorldConfig().fps, "autoreset_mode": AutoresetMode.SAME_STEP}
@@ -333,7 +335,10 @@ class WorldModelVectorEnv(VectorEnv):
         if mask.shape != (self.num_envs,):
             raise ValueError(f"reset_mask must have shape ({self.num_envs},), got {mask.shape}")
         rows = [int(r) for r in np.flatnonzero(mask)]
-        per_row = [{k: (v[r] if isinstance(v, (list, tuple)) and k != "events" else v) for k, v in options.items()} for r in rows]
+        for k, v in options.items():  # per-row options: one value per row of the batch
+            if k in _RESET_OPTIONS and (not hasattr(v, "__len__") or isinstance(v, str) or len(v) != self.num_envs):
+                raise ValueError(f"vector reset option {k!r} must be a sequence of {self.num_envs} per-row values (None for a default)")
+        per_row = [{k: v[r] for k, v in options.items() if v[r] is not None} for r in rows]
         obs = self.core.reset(rows, self._seeds(seed, rows), per_row)
         self._started[rows] = True
         out = self.core.last.copy()

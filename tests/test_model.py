@@ -163,7 +163,7 @@ def test_null_text_is_learned():
 
 @torch.no_grad()
 def test_codec_round_trip_shapes():
-    codec = LatentCodec(CodecConfig(image_size=32, block_out_channels=(8, 8), norm_num_groups=4)).eval()
+    codec = LatentCodec(CodecConfig(image_size=32, latent_channels=4, block_out_channels=(8, 8), norm_num_groups=4)).eval()
     frames = torch.randint(0, 255, (2, 3, 32, 32, 3), dtype=torch.uint8)
     z = codec.encode(frames)
     assert z.shape == (2, 3, 4, 16, 16)

@@ -176,3 +176,16 @@ def test_record_video(tiny_generator, tmp_path):
         env.step(a)
     env.close()
     assert list(tmp_path.glob("*.mp4"))
+
+
+def test_vector_reset_options_are_per_row(tiny_generator):
+    v = WorldModelVectorEnv(2, tiny_generator)
+    v.reset(seed=0, options={"prompt": ["night falls", None], "events": [None, [(1, "it starts to rain")]]})
+    assert v.core.rollout.prompts[0] == "night falls" and v.core.schedules[1] == {1: "it starts to rain"}
+    with pytest.raises(ValueError, match="sequence of 2 per-row values"):
+        v.reset(options={"prompt": "night falls"})
+
+
+def test_single_env_refuses_the_vector_only_option(env):
+    with pytest.raises(ValueError, match="unknown reset option"):
+        env.reset(options={"reset_mask": [True]})

@@ -60,6 +60,7 @@ class LatentCodec(nn.Module):
         )
         self.register_buffer("latent_mean", torch.zeros(config.latent_channels))
         self.register_buffer("latent_std", torch.ones(config.latent_channels))
+        self.vae.decoder.to(memory_format=torch.channels_last)  # faster convolutions on CPU
 
     @staticmethod
     def to_pixels(frames: torch.Tensor) -> torch.Tensor:
@@ -96,7 +97,7 @@ class LatentCodec(nn.Module):
     def decode_pixels(self, latents: torch.Tensor) -> torch.Tensor:
         """Normalised latents [..., C, h, w] -> pixels [..., 3, H, W] in about [-1, 1]."""
         flat, lead = self._flat(latents, 3)
-        x = self.vae.decode(self.denormalize(flat)).sample
+        x = self.vae.decode(self.denormalize(flat).contiguous(memory_format=torch.channels_last)).sample
         return x.reshape(lead + x.shape[1:])
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
