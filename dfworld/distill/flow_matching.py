@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from tensordict import TensorDict, TensorDictBase
 from torchrl.objectives import LossModule
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from dfworld.configuration import to_dict
 from dfworld.model.codec import CodecConfig, LatentCodec

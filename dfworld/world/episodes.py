@@ -16,6 +16,7 @@ from dfworld.world.config import WorldConfig
 from dfworld.world.events import initial_prompt
 from dfworld.world.scripts import Episode
 from dfworld.world.simulator import EventWorld
+from dfworld.world.suite import plan_episode
 
 
 @dataclass
@@ -94,8 +95,6 @@ def sample_episodes(
     An event every `event_every` frames (offset by half a period) covers every time, weather and
     object change quickly: the sample used to measure the probes.
     """
-    from dfworld.world.suite import plan_episode  # suite builds on this module
-
     world = EventWorld(config)
     rng = np.random.default_rng(seed)
     recs = []
