@@ -3,9 +3,12 @@
     dfworld demo                      play a scripted episode and write an mp4 and a report
     dfworld data clips [overrides]    write single-event clips (Hydra overrides: n=4096 out=...)
     dfworld data episodes [overrides] write long scripted episodes
-    dfworld train stage=NAME [overrides]  run a training stage (codec, teacher, ...)
+    dfworld train stage=NAME [overrides]  run a training stage (codec, teacher, ode, dmd, stream, delta)
+    dfworld pipeline [overrides]      every stage from data to the dmd, stream and delta checkpoints
+    dfworld eval codec|teacher|generator  probe-measured quality of a checkpoint
     dfworld script validate FILE...   check event scripts
     dfworld script make-suite DIR     regenerate the shipped suites
+    dfworld bench [--checkpoint NAME=PATH ...]  score checkpoints against EventWorld on an event suite
 """
 
 from __future__ import annotations
@@ -104,12 +107,6 @@ def _cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
-STAGES = {
-    "codec": ("dfworld.training.codec_stage", "CodecStageConfig", "CodecStage"),
-    "teacher": ("dfworld.training.teacher_stage", "TeacherStageConfig", "TeacherStage"),
-}
-
-
 def _cmd_train(args: argparse.Namespace) -> int:
     import importlib
 
@@ -117,6 +114,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     from dfworld.configuration import build, compose
     from dfworld.training.loop import Loop
+    from dfworld.training.pipeline import STAGES
 
     stage_args = [o for o in args.overrides if o.startswith("stage=")]
     if len(stage_args) != 1:
@@ -135,6 +133,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pipeline(args: argparse.Namespace) -> int:
+    import torch
+
+    from dfworld.configuration import build, compose
+    from dfworld.training.pipeline import PipelineConfig, run_pipeline
+
+    cfg = build(PipelineConfig, compose("pipeline", args.overrides))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    run_pipeline(cfg)
+    return 0
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
@@ -147,11 +158,28 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     else:
         from dfworld.bench.teacher_quality import evaluate_teacher
 
+        default = "runs/teacher/checkpoint" if args.what == "teacher" else "runs/delta/checkpoint"
         summary = evaluate_teacher(
-            args.checkpoint or "runs/teacher/checkpoint", args.clips, n=args.n, steps=args.steps, guidance=args.guidance,
+            args.checkpoint or default, args.clips, n=args.n, steps=args.steps, guidance=args.guidance,
             seed=args.seed, out=args.out, device=args.device,
         )
     print(json.dumps(summary, indent=1))
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from dfworld.bench.suite_runner import BenchConfig, run_bench
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = BenchConfig(
+        script=args.script, checkpoints=tuple(args.checkpoint), episodes=args.episodes, frames=args.frames, batch=args.batch,
+        out=args.out, video_episodes=args.video_episodes, seed=args.seed, device=args.device, restart=args.restart,
+    )
+    run_bench(cfg)
+    print((Path(args.out) / "bench.md").read_text(), end="")
     return 0
 
 
@@ -186,14 +214,20 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. n=4096 out=data/clips world.height=128")
     data.set_defaults(func=_cmd_data)
 
-    train = sub.add_parser("train", help="run a training stage: stage=codec|teacher plus Hydra overrides")
+    train = sub.add_parser("train", help="run a training stage: stage=codec|teacher|ode|dmd|stream|delta plus Hydra overrides")
     train.add_argument("overrides", nargs="+", help="stage=NAME, then overrides, e.g. train.steps=100 model=large")
     train.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     train.set_defaults(func=_cmd_train)
 
-    ev = sub.add_parser("eval", help="evaluate a checkpoint with the probes (codec: reconstructions; teacher: sampled clips)")
-    ev.add_argument("what", choices=("codec", "teacher"), help="codec: PSNR and probes on reconstructions; teacher: sampled clips")
-    ev.add_argument("--checkpoint", default=None, help="checkpoint directory (default: runs/<what>/checkpoint)")
+    pipe = sub.add_parser("pipeline", help="train every stage from data to the dmd, stream and delta checkpoints (resumable)")
+    pipe.add_argument("overrides", nargs="*", help="Hydra overrides of configs/pipeline.yaml, e.g. runs=runs2 'stages=[ode,dmd]'")
+    pipe.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    pipe.set_defaults(func=_cmd_pipeline)
+
+    ev = sub.add_parser("eval", help="evaluate a checkpoint with the probes (codec: reconstructions; teacher, generator: sampled clips)")
+    ev.add_argument("what", choices=("codec", "teacher", "generator"),
+                    help="codec: PSNR and probes on reconstructions; teacher or generator (ode/dmd/stream/delta): sampled clips")
+    ev.add_argument("--checkpoint", default=None, help="checkpoint directory (default: runs/codec, runs/teacher or runs/delta)")
     ev.add_argument("--clips", default="data/clips_eval", help="evaluation clips (dfworld data clips split=heldout seed=...)")
     ev.add_argument("--n", type=int, default=64, help="clips to sample")
     ev.add_argument("--steps", type=int, default=24, help="sampler steps")
@@ -203,6 +237,21 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="cpu", help="cpu or cuda")
     ev.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ev.set_defaults(func=_cmd_eval)
+
+    bench = sub.add_parser("bench", help="score generator checkpoints against EventWorld on an event suite (resumable)")
+    bench.add_argument("--script", default="core", help="a shipped suite (core, core-heldout) or a script file")
+    bench.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH",
+                       help="a generator checkpoint to score, repeatable (none: the reference alone)")
+    bench.add_argument("--episodes", type=int, default=0, help="the first N episodes of the script (0: all)")
+    bench.add_argument("--frames", type=int, default=240, help="frames per episode (longer ones are cut, later events dropped)")
+    bench.add_argument("--batch", type=int, default=8, help="episodes generated at once (generator rows)")
+    bench.add_argument("--out", default="outputs/bench", help="output directory: bench.json, bench.md, plots, videos, parts/")
+    bench.add_argument("--video-episodes", type=int, default=2, help="side-by-side mp4s of the first N episodes")
+    bench.add_argument("--seed", type=int, default=0, help="added to each episode's seed for generation")
+    bench.add_argument("--device", default="cpu", help="cpu or cuda")
+    bench.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    bench.add_argument("--restart", action="store_true", help="discard the finished parts in --out instead of resuming")
+    bench.set_defaults(func=_cmd_bench)
 
     script = sub.add_parser("script", help="validate event scripts or regenerate the shipped suites")
     script.add_argument("action", choices=("validate", "make-suite"), help="validate FILE...; make-suite DIR")

@@ -80,7 +80,7 @@ class Rollout:
             self.text_mask[r, :n] = True
             self.prompts[r] = prompts[j]
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def reset(self, rows: list[int], prompts: list[str], seeds: list[int], context: torch.Tensor | None = None) -> None:
         """Start new episodes in `rows` with their prompts and seeds.
 
@@ -105,7 +105,7 @@ class Rollout:
             actions = torch.zeros(self.B, C, dtype=torch.long, device=self.device)
             self._commit(chunk, actions, mask)
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def set_prompt(self, rows: list[int], prompts: list[str]) -> None:
         """A text event: the rows' condition becomes `prompts`, and their cache is rebuilt under it."""
         self._set_text(rows, prompts)
@@ -143,7 +143,7 @@ class Rollout:
         for b in torch.nonzero(rows).flatten().tolist():
             self.history[b, slots[b]] = chunk[b]
             self.history_actions[b, slots[b]] = actions[b]
-        self.frame = torch.where(rows, self.frame + C, self.frame)
+        self.frame.add_(rows.to(self.frame.dtype) * C)  # in place: the tensor stays a normal one under inference mode
 
     @torch.inference_mode()
     def step(self, actions: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
@@ -151,23 +151,76 @@ class Rollout:
 
         With a bool mask `rows` [B], only those rows advance (the batch is still computed at once).
         """
+        return self.generate(actions, rows)
+
+    def generate(self, actions: torch.Tensor, rows: torch.Tensor | None = None, exit_step: int | None = None) -> torch.Tensor:
+        """`step` for training (Self Forcing): the chunk's output is the x0 predicted at level `exit_step`.
+
+        Every level before the exit runs without gradient; the exit level runs with gradient when
+        autograd is on, and its x0 is the chunk. The cache is written from the detached output,
+        so no gradient ever crosses chunks. `exit_step=None` runs every level (inference).
+        """
         C = self.cfg.chunk_frames
         if actions.shape != (self.B, C):
             raise ValueError(f"actions must be [B, C] = [{self.B}, {C}], got {tuple(actions.shape)}")
+        last = len(self.sigmas) - 1 if exit_step is None else exit_step
+        if not 0 <= last < len(self.sigmas):
+            raise ValueError(f"exit_step {exit_step} is not one of the {len(self.sigmas)} denoising levels")
         actions = actions.to(self.device)
         rows = torch.ones(self.B, dtype=torch.bool, device=self.device) if rows is None else rows.to(self.device)
         shape = (C,) + self.history.shape[2:]
+        grad = torch.is_grad_enabled()
         x = self._noise(shape, rows)
-        for i, sigma in enumerate(self.sigmas):  # 1-2. denoise, re-noising between levels
-            v, _ = self._forward(x, sigma, actions, self.frame)
-            x0 = x - sigma * v
-            if i + 1 < len(self.sigmas):
+        for i, sigma in enumerate(self.sigmas[: last + 1]):  # 1-2. denoise, re-noising between levels
+            with torch.set_grad_enabled(grad and i == last):
+                v, _ = self._forward(x, sigma, actions, self.frame)
+                x0 = x - sigma * v
+            if i < last:
                 nxt = self.sigmas[i + 1]
                 x = (1 - nxt) * x0 + nxt * self._noise(shape, rows)
-        self._commit(x0, actions, rows)  # 3. write the cache
+        with torch.no_grad():
+            self._commit(x0.detach(), actions, rows)  # 3. write the cache
         return x0
 
-    @torch.inference_mode()
+    def reseed(self, seeds: list[int]) -> None:
+        """Reseed every row's noise stream (training draws fresh noise each step)."""
+        for g, s in zip(self.generators, seeds):
+            g.manual_seed(int(s))
+
+    def recent(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The last `n` committed clean latents [B, n, C, h, w] and actions [B, n], in time order.
+
+        Every row must have at least `n` frames, all of them still held (n <= window, or the
+        episode is short enough that the sink holds them).
+        """
+        c = self.cfg
+        lo = int(self.frame.min())
+        if n > lo:
+            raise ValueError(f"asked for the last {n} frames, but a row has only {lo}")
+        if n > c.window_frames and lo > c.sink_frames + c.window_frames:
+            raise ValueError(f"only the last {c.window_frames} frames (and the sink) are held, asked for {n}")
+        frames = self.frame[:, None] - n + torch.arange(n, device=self.device)  # [B, n]
+        slots = self._slots(frames)
+        idx = slots[:, :, None, None, None].expand((-1, -1) + self.history.shape[2:])
+        return self.history.gather(1, idx), self.history_actions.gather(1, slots)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """Tensors of the rollout (cache, history, positions, text): a training checkpoint keeps them."""
+        return {**{f"cache.{k}": v for k, v in self.cache.state().items()}, "history": self.history,
+                "history_actions": self.history_actions, "frame": self.frame, "text": self.text, "text_mask": self.text_mask}
+
+    def load_state(self, tensors: dict[str, torch.Tensor], prompts: list[str]) -> None:
+        """Restore what `state` returned (and the rows' prompts)."""
+        self.cache.k.copy_(tensors["cache.k"])
+        self.cache.v.copy_(tensors["cache.v"])
+        self.cache.valid.copy_(tensors["cache.valid"])
+        self.history.copy_(tensors["history"])
+        self.history_actions.copy_(tensors["history_actions"])
+        self.frame.copy_(tensors["frame"])
+        self.text, self.text_mask = tensors["text"].clone().to(self.device), tensors["text_mask"].clone().to(self.device)
+        self.prompts = list(prompts)
+
+    @torch.no_grad()
     def _recache(self, rows: torch.Tensor) -> None:
         """Replay the frames still in the cache of `rows`, in time order, under their current text."""
         c, C = self.cfg, self.cfg.chunk_frames

@@ -103,3 +103,32 @@ def test_errors(model):
         r.step(torch.zeros(2, 3, dtype=torch.long))
     with pytest.raises(ValueError, match="one prompt and one seed"):
         r.reset([0], ["a", "b"], [1])
+
+
+def test_generate_for_training_matches_inference_and_carries_gradient_only_at_the_exit(model):
+    inf, tr = make(model, 2), make(model, 2)
+    for r in (inf, tr):
+        r.reset([0, 1], ["night falls", "dusk falls"], [5, 6])
+    with torch.no_grad():  # all levels: the same chunks as the inference step
+        for i in range(3):
+            assert torch.equal(inf.step(acts(2, i)), tr.generate(acts(2, i)))
+    # stopping at an earlier level: gradient through that level only, and a detached cache
+    x = tr.generate(acts(2, 9), exit_step=1)
+    assert x.requires_grad and not tr.cache.k.requires_grad and not tr.history.requires_grad
+    x.sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    model.zero_grad(set_to_none=True)
+    assert not inf.step(acts(2, 9)).requires_grad
+    with pytest.raises(ValueError, match="exit_step 4"):
+        tr.generate(acts(2, 0), exit_step=4)
+
+
+def test_recent_frames_are_the_last_chunks_in_time_order(model):
+    r = make(model, 2)
+    r.reset([0, 1], ["night falls", "dusk falls"], [1, 2])
+    chunks = [r.step(acts(2, i)) for i in range(5)]  # 10 frames: sink 2 + window 4 hold frames 0-1 and 6-9
+    recent, actions = r.recent(4)
+    assert torch.equal(recent, torch.cat(chunks[3:], 1))
+    assert torch.equal(actions, torch.cat([acts(2, 3), acts(2, 4)], 1))
+    with pytest.raises(ValueError, match="only the last 4 frames"):
+        r.recent(6)

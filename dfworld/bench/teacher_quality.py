@@ -1,8 +1,9 @@
-"""Teacher quality: sampled clips for held-out seeds and paraphrases, read by the probes.
+"""Clip quality of the teacher and of the generators: sampled clips for held-out seeds and paraphrases.
 
-For each evaluation clip (written by `dfworld data clips split=heldout seed=<new>`), the teacher
-samples a clip from noise given the clip's prompt and actions, with classifier-free guidance. The
-probes then measure:
+For each evaluation clip (written by `dfworld data clips split=heldout seed=<new>`), the model
+samples a clip from noise given the clip's prompt and actions: the teacher with its Euler sampler
+and classifier-free guidance, a generator (ode, dmd, stream, delta) chunk by chunk with its
+few-step sampler and KV cache, as the environment runs it. The probes then measure:
 
 - prompt accuracy: the fraction of clips in which the prompted attribute holds in most frames
   (time or weather is the prompted one; an object event's colour is present, absent or changed);
@@ -24,7 +25,8 @@ from tqdm.auto import tqdm
 
 from dfworld.bench.metrics import event_holds, object_detection_rate
 from dfworld.checkpoint import load_checkpoint
-from dfworld.model.loading import codec_from, conditioner_from, transformer_from
+from dfworld.model.loading import GENERATOR_STAGES, codec_from, conditioner_from, transformer_from
+from dfworld.rollout import Rollout, SamplerConfig
 from dfworld.sampling import sample_clips
 from dfworld.video import compose, side_by_side, write_mp4
 from dfworld.world.datasets import load_clips
@@ -44,6 +46,15 @@ def clip_scores(frames: np.ndarray, prompt: str, config) -> dict[str, float]:
     }
 
 
+def generator_clips(model, conditioner, sampler: dict, prompts: list[str], actions: torch.Tensor, seeds: list[int], device) -> torch.Tensor:
+    """Clips [B, F, C, h, w] from a block-causal generator, chunk by chunk, as the env generates them."""
+    sampler_cfg = SamplerConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in sampler.items()})
+    rollout = Rollout(model, conditioner, len(prompts), sampler_cfg, device)
+    rollout.reset(list(range(len(prompts))), prompts, seeds)
+    C = model.config.chunk_frames
+    return torch.cat([rollout.step(actions[:, c : c + C]) for c in range(0, actions.shape[1], C)], 1)
+
+
 def evaluate_teacher(
     checkpoint: str | Path,
     clips: str | Path,
@@ -55,8 +66,9 @@ def evaluate_teacher(
     out: str | Path | None = None,
     device: str = "cpu",
 ) -> dict:
-    ckpt = load_checkpoint(checkpoint, stage="teacher")
-    model = transformer_from(ckpt, "teacher").to(device)
+    ckpt = load_checkpoint(checkpoint, stage=("teacher",) + GENERATOR_STAGES)
+    is_teacher = ckpt.config["stage"] == "teacher"
+    model = transformer_from(ckpt, "teacher" if is_teacher else "generator").to(device)
     codec = codec_from(ckpt).to(device)
     cond = conditioner_from(ckpt)
     data = load_clips(clips)
@@ -68,7 +80,12 @@ def evaluate_teacher(
         prompts = data.prompts[i : min(i + batch, n)]
         text, mask = cond(prompts, device)
         actions = data.actions[i : i + len(prompts)].to(device)
-        lat = sample_clips(model, text, mask, actions, data.frames.shape[1], steps, guidance, ckpt.config["shift"], gen)
+        if is_teacher:
+            lat = sample_clips(model, text, mask, actions, data.frames.shape[1], steps, guidance, ckpt.config["shift"], gen)
+        else:  # the generator's own few-step sampler (no CFG: distillation folded it in)
+            F = data.frames.shape[1] - data.frames.shape[1] % model.config.chunk_frames
+            seeds = [seed * 100_003 + i + j for j in range(len(prompts))]
+            lat = generator_clips(model, cond, ckpt.config.get("sampler", {}), prompts, actions[:, :F], seeds, device)
         with torch.inference_mode():
             frames = codec.decode(lat).cpu().numpy()
         for j, p in enumerate(prompts):
@@ -79,7 +96,9 @@ def evaluate_teacher(
     summary = {
         f"{src}_{k}": float(np.mean([r[src][k] for r in rows])) for src in ("generated", "real") for k in ("prompt_ok", "objects", "agent")
     }
-    summary.update({"clips": len(rows), "steps": steps, "guidance": guidance, "checkpoint": str(checkpoint), "seed": seed})
+    summary.update({"clips": len(rows), "checkpoint": str(checkpoint), "stage": ckpt.config["stage"], "seed": seed})
+    if is_teacher:
+        summary.update(steps=steps, guidance=guidance)
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)

@@ -116,7 +116,7 @@ def continuity_frames(x: torch.Tensor, overlap: int, m_bar: torch.Tensor, form: 
 class DeltaForcingLoss(LossModule):
     """w L_DMD + lambda (1 - w) L_cont on a streaming window (module docstring).
 
-    Input keys: those of DMDLoss, plus `overlap` (int, the committed frames at the window's start)
+    Input keys: those of DMDLoss, plus `overlap` (the committed frames at the window's start: an int or [B])
     and `switch_free` [B] (windows without a recent switch update the running transition size).
     Output: loss_generator, loss_dmd, loss_continuity, and the per-window w and measures.
     """
@@ -130,7 +130,8 @@ class DeltaForcingLoss(LossModule):
     def forward(self, tensordict: TensorDictBase) -> TensorDict:
         cfg = self.config
         x = tensordict["latents"]
-        overlap = int(tensordict["overlap"])
+        overlap = tensordict["overlap"]  # an int, or the same value per row [B]
+        overlap = int(overlap.flatten()[0]) if torch.is_tensor(overlap) else int(overlap)
         mask = tensordict.get("loss_mask", None)
         out = self.dmd(tensordict)
         measures = consistency_measures(x.detach(), out["x0_teacher"], overlap, cfg.eps)

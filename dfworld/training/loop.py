@@ -119,6 +119,20 @@ class Stage:
         """Everything needed to rebuild the modules (configs of the stage and its inputs)."""
         raise NotImplementedError
 
+    def ema_modules(self) -> list[str]:
+        """Trained modules whose EMA is the inference weights (default: all of them)."""
+        return list(self.trained())
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Training state beyond modules and optimizers (replay buffer, persistent rollouts): tensors, JSON."""
+        return {}, {}
+
+    def load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        """Restore what `state` returned."""
+
+    def on_start(self, resumed: bool) -> None:
+        """Called once before the first step (e.g. to clear logs of an earlier, unrelated run)."""
+
     def extra_weights(self) -> dict[str, torch.Tensor]:
         """Weights of modules the checkpoint carries but the stage does not train (e.g. the codec)."""
         return {}
@@ -183,7 +197,8 @@ class Loop:
             dist.init_process_group(backend)
         if dist.is_initialized():
             self.rank, self.world = dist.get_rank(), dist.get_world_size()
-        self.emas = {n: EMA(m, self.cfg.ema) for n, m in stage.trained().items()} if self.cfg.ema > 0 else {}
+        ema_names = set(stage.ema_modules()) if self.cfg.ema > 0 else set()
+        self.emas = {n: EMA(m, self.cfg.ema) for n, m in stage.trained().items() if n in ema_names}
         self.step = 0
         self.seconds = 0.0  # wall time spent training, across resumes
         self.loggers: list = []
@@ -209,6 +224,8 @@ class Loop:
             for idx, st in sd["state"].items():
                 for key, val in st.items():
                     tensors[f"opt.{name}.{idx}.{key}"] = val if torch.is_tensor(val) else torch.tensor(val)
+        stage_tensors, meta["stage"] = self.stage.state()
+        tensors.update({f"stage.{k}": v for k, v in stage_tensors.items()})
         return tensors, meta
 
     def _restore(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
@@ -227,6 +244,7 @@ class Loop:
                     idx, key = k[len(pre) :].split(".", 1)
                     state.setdefault(int(idx), {})[key] = v
             opt.load_state_dict({"state": state, "param_groups": meta["optimizers"][name]})
+        self.stage.load_state({k[6:]: v for k, v in tensors.items() if k.startswith("stage.")}, meta.get("stage", {}))
         self.step = int(meta["step"])
         self.seconds = float(meta.get("seconds", 0.0))
 
@@ -272,7 +290,8 @@ class Loop:
         cfg = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
         ckpt_dir = self.out / "checkpoint"
-        if cfg.resume and (ckpt_dir / "train_state.json").is_file():
+        resumed = cfg.resume and (ckpt_dir / "train_state.json").is_file()
+        if resumed:
             ckpt = load_checkpoint(ckpt_dir, stage=self.stage.name, train_state=True)
             self._restore(ckpt.train_state, ckpt.train_meta)
             if self.rank == 0:
@@ -280,6 +299,7 @@ class Loop:
                 print(f"[{self.stage.name}] resumed from {ckpt_dir} at step {self.step}")
         elif self.rank == 0:
             self._history(truncate_after=-1)
+        self.stage.on_start(resumed)
         if self.world > 1:
             self.stage.wrap(lambda m: nn.parallel.DistributedDataParallel(m))
         self._open_loggers()

@@ -271,3 +271,19 @@ def load_clips(path: str | Path) -> ClipTensors:
         prompts=[it["prompt"] for it in items],
         dataset=ds,
     )
+
+
+def load_clip_conditions(path: str | Path) -> tuple[torch.Tensor, list[str]]:
+    """The actions [N, F] and prompts of a clips data set, without reading its frames."""
+    path = Path(path)
+    if not (path / "manifest.json").is_file():
+        raise FileNotFoundError(f"no clips data set at {str(path)!r}; make one with: dfworld data clips out={path}")
+    ds = EventWorldDataset(path)
+    if ds.kind != "clips":
+        raise ValueError(f"{str(path)!r} holds {ds.kind!r}, not clips")
+    actions, prompts = [], []
+    for shard in ds.manifest["shards"]:
+        with np.load(ds.root / shard["file"], allow_pickle=False) as z:
+            actions.append(torch.from_numpy(z["actions"].astype(np.int64)))
+            prompts.extend(str(p) for p in z["prompt"])
+    return torch.cat(actions), prompts

@@ -1,0 +1,120 @@
+"""`dfworld pipeline`: the whole training chain, from data to the generator checkpoints.
+
+Stages run in order (data, codec, teacher, ode, dmd, stream, delta), each wired to the outputs
+of the ones before it. A stage whose checkpoint is finished (all its steps, or its time budget
+spent) is skipped; an unfinished one resumes from its checkpoint; so a stopped pipeline is
+continued by running the same command again. Wall times are recorded in <runs>/pipeline.json.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dfworld.configuration import build, compose
+
+STAGE_ORDER = ("data", "codec", "teacher", "ode", "dmd", "stream", "delta")
+
+# stage -> (module, config class, stage class)
+STAGES = {
+    "codec": ("dfworld.training.codec_stage", "CodecStageConfig", "CodecStage"),
+    "teacher": ("dfworld.training.teacher_stage", "TeacherStageConfig", "TeacherStage"),
+    "ode": ("dfworld.training.distill_stages", "OdeStageConfig", "OdeStage"),
+    "dmd": ("dfworld.training.distill_stages", "DmdStageConfig", "DmdStage"),
+    "stream": ("dfworld.training.distill_stages", "StreamStageConfig", "StreamStage"),
+    "delta": ("dfworld.training.distill_stages", "StreamStageConfig", "DeltaStage"),
+}
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """`dfworld pipeline` (configs/pipeline.yaml)."""
+
+    runs: str = "runs"  # stage run directories: <runs>/<stage>
+    clips: str = "data/clips"  # the clips data set
+    stages: tuple[str, ...] = STAGE_ORDER  # which stages to run, in this order
+    overrides: dict[str, list[str]] = field(default_factory=dict)  # Hydra overrides per stage
+
+    def __post_init__(self) -> None:
+        if unknown := [s for s in self.stages if s not in STAGE_ORDER]:
+            raise ValueError(f"unknown pipeline stage(s) {unknown}; stages: {', '.join(STAGE_ORDER)}")
+        if unknown := [s for s in self.overrides if s not in STAGE_ORDER]:
+            raise ValueError(f"overrides for unknown stage(s) {unknown}; stages: {', '.join(STAGE_ORDER)}")
+
+
+def wiring(cfg: PipelineConfig, stage: str) -> list[str]:
+    """The overrides that connect a stage to the outputs of the stages before it."""
+    runs = Path(cfg.runs)
+    ck = {s: runs / s / "checkpoint" for s in STAGE_ORDER}
+    out = [f"train.out={runs / stage}"]
+    if stage in ("codec", "teacher", "ode", "dmd"):
+        out.append(f"clips={cfg.clips}")
+    if stage == "teacher":
+        out.append(f"codec_checkpoint={ck['codec']}")
+    if stage in ("ode", "dmd", "stream", "delta"):
+        out.append(f"teacher_checkpoint={ck['teacher']}")
+    if stage == "dmd":
+        out.append(f"generator_checkpoint={ck['ode']}")
+    if stage in ("stream", "delta"):
+        out.append(f"generator_checkpoint={ck['dmd']}")
+    return out
+
+
+def stage_config(cfg: PipelineConfig, stage: str):
+    module, cfg_cls, _ = STAGES[stage]
+    mod = importlib.import_module(module)
+    return build(getattr(mod, cfg_cls), compose(f"stage/{stage}", wiring(cfg, stage) + list(cfg.overrides.get(stage, []))))
+
+
+def finished(run: Path, steps: int, max_minutes: float) -> dict | None:
+    """The training record of a finished checkpoint in `run`, or None."""
+    path = run / "checkpoint" / "config.json"
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text()).get("record", {})
+    done = record.get("step", 0) >= steps or (max_minutes > 0 and record.get("seconds", 0) >= max_minutes * 60)
+    return record if done else None
+
+
+def run_pipeline(cfg: PipelineConfig) -> dict:
+    from dfworld.training.loop import Loop
+    from dfworld.world.datasets import ClipsConfig, write_clips
+
+    runs = Path(cfg.runs)
+    runs.mkdir(parents=True, exist_ok=True)
+    report_path = runs / "pipeline.json"
+    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+    for stage in cfg.stages:
+        t0 = time.perf_counter()
+        entry = report.get(stage, {"wall_seconds": 0.0})
+        if stage == "data":
+            if (Path(cfg.clips) / "manifest.json").is_file():
+                print(f"[pipeline] data: {cfg.clips} exists, skipped")
+                entry["status"] = "present"
+            else:
+                print(f"[pipeline] data: writing {cfg.clips}")
+                write_clips(build(ClipsConfig, compose("data/clips", [f"out={cfg.clips}"] + list(cfg.overrides.get("data", [])))))
+                entry["status"] = "written"
+        else:
+            scfg = stage_config(cfg, stage)
+            record = finished(runs / stage, scfg.train.steps, scfg.train.max_minutes)
+            if record is not None:
+                print(f"[pipeline] {stage}: finished at step {record.get('step')} ({record.get('seconds')} s of training), skipped")
+                entry["status"] = "finished"
+            else:
+                print(f"[pipeline] {stage}: training (resumes if a checkpoint is there)")
+                module, _, stage_cls = STAGES[stage]
+                Loop(getattr(importlib.import_module(module), stage_cls)(scfg)).run()
+                record = finished(runs / stage, scfg.train.steps, scfg.train.max_minutes)
+                entry["status"] = "finished" if record is not None else "stopped"
+            ck = json.loads((runs / stage / "checkpoint" / "config.json").read_text()).get("record", {})
+            entry.update(steps=ck.get("step"), train_seconds=ck.get("seconds"))
+        entry["wall_seconds"] = round(entry.get("wall_seconds", 0.0) + time.perf_counter() - t0, 1)
+        report[stage] = entry
+        report_path.write_text(json.dumps(report, indent=1))
+    total = sum(v.get("wall_seconds", 0.0) for v in report.values())
+    print(f"[pipeline] done; wall time recorded in {report_path} (all invocations together: {total / 60:.1f} min)")
+    return report

@@ -1,0 +1,147 @@
+"""The distillation chain on tiny configs: ode, dmd, stream, delta, the pipeline command, resume, DDP."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from dfworld.checkpoint import load_checkpoint
+from dfworld.cli import main
+from dfworld.model.loading import load_generator
+from dfworld.training.distill_stages import euler_grid_indices
+from dfworld.training.pipeline import PipelineConfig, run_pipeline
+
+TINY_TEACHER = [
+    "text.encoder=vocab", "text.dim=16", "text.max_tokens=16", "model.text_dim=16", "model.text_tokens=16",
+    "model.dim=32", "model.depth=1", "model.heads=2", "train.batch_size=4", "train.steps=3",
+]
+TINY = ["train.batch_size=2", "train.log_every=1", "train.device=cpu"]
+TINY_STREAM = [*TINY, "critic.batch_size=2", "horizon=32", "switch_gaps=[8,12]", "train.checkpoint_every=5"]
+
+
+def tiny_pipeline(runs: Path, stages=("data", "codec", "teacher", "ode", "dmd", "stream", "delta")) -> PipelineConfig:
+    return PipelineConfig(
+        runs=str(runs), clips=str(runs / "clips"), stages=tuple(stages),
+        overrides={
+            "data": ["n=12", "frames=8", "world.height=32", "world.width=32"],
+            "codec": ["codec.image_size=32", "codec.block_out_channels=[8,8]", "codec.norm_num_groups=4", "train.steps=3",
+                      "train.batch_size=4", "train.device=cpu"],
+            "teacher": [*TINY_TEACHER, "train.device=cpu"],
+            "ode": [*TINY, "pairs=4", "pair_batch=2", "train.steps=3"],
+            "dmd": [*TINY, "critic.batch_size=2", "train.steps=4"],
+            "stream": [*TINY_STREAM, "train.steps=12"],
+            "delta": [*TINY_STREAM, "train.steps=12"],
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    """The whole tiny chain, trained once by the pipeline."""
+    runs = tmp_path_factory.mktemp("chain")
+    report = run_pipeline(tiny_pipeline(runs))
+    return runs, report
+
+
+def history(run: Path) -> list[dict]:
+    return [json.loads(r) for r in (run / "history.jsonl").read_text().splitlines()]
+
+
+def test_pipeline_trains_every_stage_and_the_generators_load(chain):
+    runs, report = chain
+    assert [s for s in report] == ["data", "codec", "teacher", "ode", "dmd", "stream", "delta"]
+    for stage in ("ode", "dmd", "stream", "delta"):
+        assert report[stage]["status"] == "finished" and report[stage]["wall_seconds"] > 0
+        gen = load_generator(runs / stage / "checkpoint")
+        assert gen.model.config.attention == "block_causal"
+        assert gen.checkpoint.config["stage"] == stage
+    # the critic travels from dmd to stream and delta; the trust-region log and plot exist
+    assert "critic" in load_checkpoint(runs / "dmd" / "checkpoint").modules()
+    for stage in ("stream", "delta"):
+        assert (runs / stage / "trust_region.png").stat().st_size > 1000
+        rows = [json.loads(r) for r in (runs / stage / "trust_region.jsonl").read_text().splitlines()]
+        assert rows and {"w", "relative_step", "history", "direction", "since_switch"} <= set(rows[0])
+        assert any(r["since_switch"] >= 0 for r in rows)  # switches happened inside the rollouts
+    assert all(r["w"] == 1.0 for r in map(json.loads, (runs / "stream" / "trust_region.jsonl").read_text().splitlines()))
+
+
+def test_pipeline_skips_finished_stages(chain, capsys):
+    runs, _ = chain
+    before = {s: (runs / s / "checkpoint" / "weights.safetensors").stat().st_mtime for s in ("ode", "dmd", "delta")}
+    report = run_pipeline(tiny_pipeline(runs, stages=("data", "ode", "dmd", "delta")))
+    assert "ode: finished at step 3" in capsys.readouterr().out
+    assert all(report[s]["status"] in ("present", "finished") for s in ("data", "ode", "dmd", "delta"))
+    assert before == {s: (runs / s / "checkpoint" / "weights.safetensors").stat().st_mtime for s in ("ode", "dmd", "delta")}
+
+
+def test_pipeline_rejects_unknown_stages():
+    with pytest.raises(ValueError, match="unknown pipeline stage"):
+        PipelineConfig(stages=("data", "distill"))
+
+
+def stream_args(runs: Path, stage: str, out: Path, *extra) -> list[str]:
+    return ["train", f"stage={stage}", f"teacher_checkpoint={runs / 'teacher' / 'checkpoint'}",
+            f"generator_checkpoint={runs / 'dmd' / 'checkpoint'}", f"train.out={out}", *TINY_STREAM, *extra]
+
+
+def test_delta_resumes_exactly(chain, tmp_path):
+    runs, _ = chain
+    assert main(stream_args(runs, "delta", tmp_path / "a", "train.steps=12")) == 0
+    assert main(stream_args(runs, "delta", tmp_path / "b", "train.steps=7")) == 0
+    assert main(stream_args(runs, "delta", tmp_path / "b", "train.steps=12")) == 0
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    a, b = history(tmp_path / "a"), history(tmp_path / "b")
+    assert [r["step"] for r in b] == list(range(1, 13))
+    assert strip(a) == strip(b)  # a rollout restart (horizon 32) and switches happen on both sides of the stop
+    assert (tmp_path / "a" / "trust_region.jsonl").read_text() == (tmp_path / "b" / "trust_region.jsonl").read_text()
+    wa, wb = load_checkpoint(tmp_path / "a" / "checkpoint").weights, load_checkpoint(tmp_path / "b" / "checkpoint").weights
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_delta_with_full_trust_and_no_continuity_is_the_stream_stage(chain, tmp_path):
+    runs, _ = chain
+    assert main(stream_args(runs, "stream", tmp_path / "s", "train.steps=6")) == 0
+    assert main(stream_args(runs, "delta", tmp_path / "d", "train.steps=6", "trust_region.shape=constant",
+                            "trust_region.w_const=1.0", "trust_region.lam=0.0")) == 0
+    s, d = history(tmp_path / "s"), history(tmp_path / "d")
+    gen = [r for r in s if "loss_generator" in r]
+    assert gen and [r["loss_generator"] for r in gen] == [r["loss_generator"] for r in d if "loss_generator" in r]
+    assert [r["loss_critic"] for r in s] == [r["loss_critic"] for r in d]
+    # and the default trust region does change the loss
+    assert main(stream_args(runs, "delta", tmp_path / "t", "train.steps=6", "trust_region.rho=0.01", "trust_region.lam=1.0")) == 0
+    t = history(tmp_path / "t")
+    assert [r["loss_generator"] for r in gen] != [r["loss_generator"] for r in t if "loss_generator" in r]
+
+
+def test_stage_errors(chain, capsys):
+    runs, _ = chain
+    # stream needs a dmd (or later) generator, not the teacher
+    assert main(["train", "stage=stream", f"teacher_checkpoint={runs / 'teacher' / 'checkpoint'}",
+                 f"generator_checkpoint={runs / 'teacher' / 'checkpoint'}", *TINY_STREAM]) == 2
+    assert "stage" in capsys.readouterr().err
+    assert main(["train", "stage=ode", "teacher_checkpoint=/nonexistent", *TINY]) == 2
+    assert main(stream_args(runs, "stream", runs / "x", "switch_gaps=[6]")) == 2
+    assert "multiples of the chunk" in capsys.readouterr().err
+
+
+def test_the_euler_grid_must_hold_the_student_levels():
+    assert euler_grid_indices(16, (1000.0, 750.0, 500.0, 250.0)) == [0, 4, 8, 12]
+    with pytest.raises(ValueError, match="not on a 10-step Euler grid"):
+        euler_grid_indices(10, (1000.0, 750.0, 500.0, 250.0))
+
+
+def test_dmd_under_torchrun_with_gloo(chain, tmp_path):
+    runs, _ = chain
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "dfworld.cli",
+           "train", "stage=dmd", f"teacher_checkpoint={runs / 'teacher' / 'checkpoint'}", f"clips={runs / 'clips'}",
+           f"generator_checkpoint={runs / 'ode' / 'checkpoint'}", f"train.out={run}", *TINY, "critic.batch_size=2",
+           "train.steps=3"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    ckpt = load_checkpoint(run / "checkpoint", stage="dmd")
+    assert ckpt.config["record"]["world_size"] == 2 and ckpt.config["record"]["step"] == 3
