@@ -156,3 +156,24 @@ def check_config(expected: dict[str, Any], found: dict[str, Any], where: str) ->
     diffs += [f"{k}: only in the checkpoint" for k in found if k not in expected]
     if diffs:
         raise CheckpointError(f"{where}: config does not match: " + "; ".join(diffs))
+
+
+def optimizer_tensors(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
+    """An optimizer's state as flat tensors `<prefix><param index>.<key>` plus its JSON-able param groups."""
+    sd = opt.state_dict()
+    tensors = {
+        f"{prefix}{idx}.{key}": val if torch.is_tensor(val) else torch.tensor(val)
+        for idx, st in sd["state"].items()
+        for key, val in st.items()
+    }
+    return tensors, sd["param_groups"]
+
+
+def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], prefix: str, param_groups: list) -> None:
+    """Restore what `optimizer_tensors` wrote."""
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for k, v in tensors.items():
+        if k.startswith(prefix):
+            idx, key = k[len(prefix) :].split(".", 1)
+            state.setdefault(int(idx), {})[key] = v
+    opt.load_state_dict({"state": state, "param_groups": param_groups})

@@ -26,13 +26,16 @@ def test_video_errors(tmp_path):
         side_by_side([np.zeros((8, 8, 3), np.uint8), np.zeros((9, 8, 3), np.uint8)])
 
 
-def test_demo_writes_video_and_report(tmp_path):
-    assert main(["demo", "--out", str(tmp_path), "--episode", "core-03", "--scale", "2"]) == 0
-    report = json.loads((tmp_path / "report.json").read_text())
-    assert report["episode"] == "core-03" and report["frames"] == 320
-    assert all(e["applied"] for e in report["events"]) and len(report["events"]) >= 4
-    assert read_mp4(tmp_path / "core-03.mp4").shape[0] == 320
-    assert (tmp_path / "report.md").read_text().startswith("# dfworld demo")
+def test_demo_writes_video_and_report(tmp_path, tiny_generator):
+    out = tmp_path / "demo"
+    assert main(["demo", "--checkpoint", str(tiny_generator), "--out", str(out), "--episode", "core-03", "--frames", "112",
+                 "--scale", "1"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["episode"] == "core-03" and report["frames"] == 112 and report["frames_per_second"] > 0
+    assert len(report["events"]) >= 1 and all(e["real"]["reaction_delay"] == 0 for e in report["events"])
+    assert all(e["real"]["consistency"] == 1.0 for e in report["events"] if e["real"]["consistency"] is not None)
+    assert read_mp4(out / "core-03.mp4").shape[0] == 112
+    assert (out / "report.md").read_text().startswith("# dfworld demo")
 
 
 def test_demo_errors(tmp_path, capsys):

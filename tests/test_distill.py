@@ -109,3 +109,18 @@ def test_delta_loss_logs_weights_and_updates_the_running_step():
 def test_trust_region_config_errors(kw, message):
     with pytest.raises(ValueError, match=message):
         TrustRegionConfig(**kw)
+
+
+def test_calibrated_trust_region_is_relative_to_ordinary_windows():
+    cfg = TrustRegionConfig(calibrate=True, rho=1.5, w_min=0.1)
+    loss = DeltaForcingLoss(None, cfg)
+    r = torch.tensor([1.0, 1.0, 1.0, 1.0])
+    free = torch.tensor([True, True, True, True])
+    first = loss._calibrated({"relative_step": r, "history": r, "direction": r}, free)
+    assert torch.allclose(first["relative_step"], torch.ones(4)) and float(loss.r_ref) == 1.0
+    # a window at a switch pulls 6 times harder than the ordinary ones: its weight shrinks to 1.5 / 6
+    spike = loss._calibrated({"relative_step": torch.tensor([1.0, 6.0]), "history": r[:2], "direction": r[:2]},
+                             torch.tensor([True, False]))
+    w = trust_weight(spike, cfg)
+    assert torch.allclose(w, torch.tensor([1.0, 0.25]))
+    assert float(loss.r_ref) == 1.0  # only switch-free windows move the reference

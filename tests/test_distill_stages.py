@@ -23,9 +23,9 @@ TINY = ["train.batch_size=2", "train.log_every=1", "train.device=cpu"]
 TINY_STREAM = [*TINY, "critic.batch_size=2", "horizon=32", "switch_gaps=[8,12]", "train.checkpoint_every=5"]
 
 
-def tiny_pipeline(runs: Path, stages=("data", "codec", "teacher", "ode", "dmd", "stream", "delta")) -> PipelineConfig:
+def tiny_pipeline(runs: Path, stages=("data", "codec", "teacher", "ode", "dmd", "stream", "delta", "ship")) -> PipelineConfig:
     return PipelineConfig(
-        runs=str(runs), clips=str(runs / "clips"), stages=tuple(stages),
+        runs=str(runs), clips=str(runs / "clips"), stages=tuple(stages), ship_to=str(runs / "shipped"),
         overrides={
             "data": ["n=12", "frames=8", "world.height=32", "world.width=32"],
             "codec": ["codec.image_size=32", "codec.block_out_channels=[8,8]", "codec.norm_num_groups=4", "train.steps=3",
@@ -53,7 +53,7 @@ def history(run: Path) -> list[dict]:
 
 def test_pipeline_trains_every_stage_and_the_generators_load(chain):
     runs, report = chain
-    assert [s for s in report] == ["data", "codec", "teacher", "ode", "dmd", "stream", "delta"]
+    assert [s for s in report] == ["data", "codec", "teacher", "ode", "dmd", "stream", "delta", "ship"]
     for stage in ("ode", "dmd", "stream", "delta"):
         assert report[stage]["status"] == "finished" and report[stage]["wall_seconds"] > 0
         gen = load_generator(runs / stage / "checkpoint")
@@ -67,6 +67,21 @@ def test_pipeline_trains_every_stage_and_the_generators_load(chain):
         assert rows and {"w", "relative_step", "history", "direction", "since_switch"} <= set(rows[0])
         assert any(r["since_switch"] >= 0 for r in rows)  # switches happened inside the rollouts
     assert all(r["w"] == 1.0 for r in map(json.loads, (runs / "stream" / "trust_region.jsonl").read_text().splitlines()))
+
+
+def test_ship_copies_the_generators_with_their_records(chain):
+    runs, report = chain
+    assert set(report["ship"]["sizes_mb"]) == {"default", "dmd", "stream"}
+    for name, stage in (("default", "delta"), ("dmd", "dmd"), ("stream", "stream")):
+        path = runs / "shipped" / name
+        gen = load_generator(path)
+        assert gen.checkpoint.config["stage"] == stage and gen.checkpoint.modules() == ["codec", "generator"]
+        assert not (path / "train_state.safetensors").exists()
+        record = gen.checkpoint.config["record"]
+        assert record["command"].startswith("dfworld pipeline") and "CPU cores" in record["machine"]
+        assert record["pipeline"]["delta"]["status"] == "finished" and record["step"] > 0
+        trained = load_checkpoint(runs / stage / "checkpoint").module_weights("generator")
+        assert all(torch.equal(trained[k], v) for k, v in gen.model.state_dict().items())
 
 
 def test_pipeline_skips_finished_stages(chain, capsys):

@@ -12,7 +12,9 @@ and the teacher's CFG estimate x0_teacher:
                       history        h = mean_O |d_f| / mean_N |d_f|
                       direction      c = mean_N cos(D_f + d_f, D_f)
 - trust-region weight w in [w_min, 1] (detached): radius min(1, rho / m), exponential
-  exp(-kappa max(0, m - rho)), or a sigmoid gate; m is r or h (for direction, the gate is on c)
+  exp(-kappa max(0, m - rho)), or a sigmoid gate; m is r or h (for direction, the gate is on c).
+  With `calibrate`, m is first divided by its running mean on switch-free windows, so rho is in
+  units of an ordinary chunk's value (the teacher's typical pull on this generator), not absolute
 - continuity: monotonic  mean_N relu(|D_f|^2 - m_bar), m_bar a running mean of |D|^2 on
   switch-free windows (only transitions larger than the natural step are penalised), or
   proximal mean_N |x_f - sg(x_{f-1})|^2
@@ -51,7 +53,8 @@ class TrustRegionConfig:
     w_const: float = 1.0  # the weight of the constant shape
     continuity: str = "monotonic"  # monotonic or proximal
     lam: float = 0.5  # lambda: weight of (1 - w) L_cont
-    ema: float = 0.99  # running mean of the transition size on switch-free windows
+    ema: float = 0.99  # running means (transition size; the calibrated measure) on switch-free windows
+    calibrate: bool = False  # divide the measure by its running mean on switch-free windows (rho in units of it)
     eps: float = 1e-6
 
     def __post_init__(self) -> None:
@@ -126,6 +129,28 @@ class DeltaForcingLoss(LossModule):
         self.dmd, self.config = dmd, config
         self.register_buffer("m_bar", torch.zeros(()))  # running mean of |D|^2 on switch-free windows
         self.register_buffer("m_count", torch.zeros(()))
+        self.register_buffer("r_ref", torch.zeros(()))  # running mean of the measure on switch-free windows
+        self.register_buffer("r_count", torch.zeros(()))
+
+    @torch.no_grad()
+    def _calibrated(self, measures: dict[str, torch.Tensor], free: torch.Tensor) -> dict[str, torch.Tensor]:
+        """With `calibrate`, the measure relative to its running mean on switch-free windows.
+
+        The reference is the mean before this batch (on the first batch: this batch's switch-free
+        windows; with none yet, the weight is 1). Then the switch-free windows update it.
+        """
+        cfg = self.config
+        if not cfg.calibrate or cfg.measure == "direction":
+            return measures
+        m = measures[cfg.measure]
+        batch = m[free].mean() if bool(free.any()) else None
+        ref = self.r_ref if self.r_count > 0 else batch
+        out = dict(measures)
+        out[cfg.measure] = m / ref.clamp(min=cfg.eps) if ref is not None else torch.zeros_like(m)
+        if batch is not None:
+            self.r_ref.copy_(batch if self.r_count == 0 else cfg.ema * self.r_ref + (1 - cfg.ema) * batch)
+            self.r_count += 1
+        return out
 
     def forward(self, tensordict: TensorDictBase) -> TensorDict:
         cfg = self.config
@@ -135,10 +160,10 @@ class DeltaForcingLoss(LossModule):
         mask = tensordict.get("loss_mask", None)
         out = self.dmd(tensordict)
         measures = consistency_measures(x.detach(), out["x0_teacher"], overlap, cfg.eps)
-        w = trust_weight(measures, cfg)
+        free = tensordict.get("switch_free", torch.ones(x.shape[0], dtype=torch.bool, device=x.device))
+        w = trust_weight(self._calibrated(measures, free), cfg)
         # the running natural step size, from switch-free windows
         with torch.no_grad():
-            free = tensordict.get("switch_free", torch.ones(x.shape[0], dtype=torch.bool, device=x.device))
             if bool(free.any()):
                 size = (x[free, overlap:] - x[free, overlap - 1 : -1]).detach().pow(2).mean()
                 first = self.m_count == 0

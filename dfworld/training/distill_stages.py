@@ -632,7 +632,7 @@ class StreamStage(SelfForcingStage):
             tensors.update({f"rollout.{k}": v for k, v in self.rollout.state().items()})
         meta.update(sequence=self.sequence, last_switch=self.last_switch, prompts=self.rollout.prompts, next_step=self.next_step)
         if self.delta is not None:
-            tensors.update({"delta.m_bar": self.delta.m_bar, "delta.m_count": self.delta.m_count})
+            tensors.update({f"delta.{k}": v for k, v in self.delta.named_buffers(recurse=False)})
         return tensors, meta
 
     def load_state(self, tensors, meta):
@@ -643,8 +643,8 @@ class StreamStage(SelfForcingStage):
             self.rollout.load_state({k[8:]: v for k, v in tensors.items() if k.startswith("rollout.")}, meta["prompts"])
             self.last_switch = list(meta["last_switch"])
         if self.delta is not None:
-            self.delta.m_bar.copy_(tensors["delta.m_bar"])
-            self.delta.m_count.copy_(tensors["delta.m_count"])
+            for k, v in self.delta.named_buffers(recurse=False):
+                v.copy_(tensors[f"delta.{k}"])
         # a log written past the checkpoint is replayed by the resumed run: drop those rows
         if rank() == 0 and self.log_path.is_file():
             step = int(meta.get("next_step", 0))

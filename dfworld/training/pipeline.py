@@ -1,7 +1,8 @@
 """`dfworld pipeline`: the whole training chain, from data to the generator checkpoints.
 
-Stages run in order (data, codec, teacher, ode, dmd, stream, delta), each wired to the outputs
-of the ones before it. A stage whose checkpoint is finished (all its steps, or its time budget
+Stages run in order (data, codec, teacher, ode, dmd, stream, delta, ship), each wired to the
+outputs of the ones before it; `ship` copies the delta, dmd and stream generators (inference
+weights, codec, text cache, configs, and a training record) into the package's checkpoints. A stage whose checkpoint is finished (all its steps, or its time budget
 spent) is skipped; an unfinished one resumes from its checkpoint; so a stopped pipeline is
 continued by running the same command again. Wall times are recorded in <runs>/pipeline.json.
 """
@@ -16,7 +17,9 @@ from pathlib import Path
 
 from dfworld.configuration import build, compose
 
-STAGE_ORDER = ("data", "codec", "teacher", "ode", "dmd", "stream", "delta")
+STAGE_ORDER = ("data", "codec", "teacher", "ode", "dmd", "stream", "delta", "ship")
+SHIPPED = {"default": "delta", "dmd": "dmd", "stream": "stream"}  # shipped name -> the stage it comes from
+SHIP_LIMIT_MB = 30.0
 
 # stage -> (module, config class, stage class)
 STAGES = {
@@ -37,6 +40,7 @@ class PipelineConfig:
     clips: str = "data/clips"  # the clips data set
     stages: tuple[str, ...] = STAGE_ORDER  # which stages to run, in this order
     overrides: dict[str, list[str]] = field(default_factory=dict)  # Hydra overrides per stage
+    ship_to: str = "dfworld/checkpoints"  # stage ship: where the generator checkpoints go (the package's, in a clone)
 
     def __post_init__(self) -> None:
         if unknown := [s for s in self.stages if s not in STAGE_ORDER]:
@@ -90,7 +94,10 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
     for stage in cfg.stages:
         t0 = time.perf_counter()
         entry = report.get(stage, {"wall_seconds": 0.0})
-        if stage == "data":
+        if stage == "ship":
+            entry["status"] = "shipped"
+            entry["sizes_mb"] = ship(cfg, report)
+        elif stage == "data":
             if (Path(cfg.clips) / "manifest.json").is_file():
                 print(f"[pipeline] data: {cfg.clips} exists, skipped")
                 entry["status"] = "present"
@@ -118,3 +125,54 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
     total = sum(v.get("wall_seconds", 0.0) for v in report.values())
     print(f"[pipeline] done; wall time recorded in {report_path} (all invocations together: {total / 60:.1f} min)")
     return report
+
+
+def _git_commit() -> str | None:
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+    except OSError:
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def machine() -> str:
+    import os
+    import platform
+
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{platform.machine()}, {os.cpu_count()} CPU cores, {gpu}, Python {platform.python_version()}, torch {torch.__version__}"
+
+
+def ship(cfg: PipelineConfig, report: dict) -> dict[str, float]:
+    """Copy the trained generators into `cfg.ship_to` (inference weights only), each with its record."""
+    from dfworld.checkpoint import load_checkpoint, save_checkpoint
+    from dfworld.model.loading import TEXT_CACHE
+
+    runs, dest = Path(cfg.runs), Path(cfg.ship_to)
+    chain = {s: report.get(s, {}) for s in STAGE_ORDER if s not in ("ship",)}
+    sizes = {}
+    for name, stage in SHIPPED.items():
+        src = runs / stage / "checkpoint"
+        ckpt = load_checkpoint(src, stage=stage)
+        weights = {k: v for k, v in ckpt.weights.items() if k.split(".", 1)[0] in ("generator", "codec")}
+        config = {k: v for k, v in ckpt.config.items() if k not in ("format", "version")}
+        config["record"] = {
+            **config.get("record", {}),
+            "command": "dfworld pipeline --threads 2 (configs/pipeline.yaml)",
+            "commit": _git_commit(),
+            "machine": machine(),
+            "shipped": time.strftime("%Y-%m-%d"),
+            "pipeline": chain,
+        }
+        extra = {TEXT_CACHE: src / TEXT_CACHE} if (src / TEXT_CACHE).is_file() else {}
+        out = save_checkpoint(dest / name, config, weights, extra_files=extra)
+        sizes[name] = round(sum(f.stat().st_size for f in out.iterdir()) / 2**20, 2)
+        print(f"[pipeline] ship: {src} -> {out} ({sizes[name]} MB)")
+    total = sum(sizes.values())
+    if total > SHIP_LIMIT_MB:
+        raise ValueError(f"the shipped checkpoints take {total:.1f} MB, over the {SHIP_LIMIT_MB} MB the package allows")
+    return sizes

@@ -1,0 +1,45 @@
+"""Learning curves: episode return against frames, as JSON and as a matplotlib plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def write_curve(rows: list[dict], out: str | Path, title: str) -> tuple[Path, Path]:
+    """`out`/curve.json (one row per batch) and `out`/curve.png; returns both paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    js = out / "curve.json"
+    js.write_text(json.dumps(rows, indent=1))
+    return js, plot_curves({"": rows}, out / "curve.png", title)
+
+
+def plot_curves(curves: dict[str, list[dict]], path: str | Path, title: str) -> Path:
+    """Mean return of each batch's episodes (band: one standard deviation) against frames, one line per curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for label, rows in curves.items():
+        if not rows:
+            continue
+        x = np.array([r["frames"] for r in rows])
+        y = np.array([r["return_mean"] for r in rows])
+        s = np.array([r["return_std"] for r in rows])
+        (line,) = ax.plot(x, y, label=label or None, marker="." if len(x) < 30 else None)
+        ax.fill_between(x, y - s, y + s, color=line.get_color(), alpha=0.15)
+    ax.set_xlabel("frames")
+    ax.set_ylabel("episode return (coins)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    if any(curves):
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,71 @@
+"""Evaluating agents: returns over a fixed, seeded list of episodes, in either environment.
+
+Episode i starts from seed `seed + i` in both environments, so every agent meets the same
+episodes; an episode runs until it terminates (the coins are collected) or reaches the horizon.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from tensordict import TensorDictBase
+
+from dfworld.agents.worlds import EVAL_SEED
+
+BASELINES = ("random", "scripted")
+
+
+def first_episode_returns(rollout: TensorDictBase) -> torch.Tensor:
+    """Return of each row's first episode in a rollout [N, T] that starts at a reset: rewards up to its first done."""
+    reward = rollout["next", "reward"].squeeze(-1)  # [N, T]
+    done = rollout["next", "done"].squeeze(-1).long()  # [N, T]
+    in_first = (done.cumsum(-1) - done) == 0  # [N, T]: step t ends or precedes the first done
+    return (reward * in_first).sum(-1)  # [N]
+
+
+def load_agent(spec: str | Path, image_size: int, seed: int = 0):
+    """An agent module: 'random', 'scripted', or a saved PPO agent checkpoint directory."""
+    from dfworld.agents.baselines import RandomAgent, ScriptedAgent
+
+    if str(spec) == "random":
+        return RandomAgent(seed)
+    if str(spec) == "scripted":
+        return ScriptedAgent(image_size, seed)
+    if not Path(spec).exists():
+        raise FileNotFoundError(f"agent {str(spec)!r} is neither {' nor '.join(BASELINES)} nor an existing agent checkpoint")
+    from dfworld.agents.ppo import load_ppo
+
+    actor, config = load_ppo(spec)
+    size = config["policy"]["image_size"]
+    if size != image_size:
+        raise ValueError(
+            f"agent {str(spec)!r} reads {size}x{size} frames but this env makes {image_size}x{image_size} frames; "
+            "evaluate it with the generator it was trained with (--checkpoint), or a real env of its size"
+        )
+    return actor
+
+
+@torch.inference_mode()
+def evaluate(agent, env, episodes: int, seed: int = EVAL_SEED) -> np.ndarray:
+    """Returns of `episodes` episodes with seeds seed, seed + 1, ... (rows of `env` run them in rounds).
+
+    A learned policy samples its actions (the stochastic policy it was trained as), from torch's
+    generator seeded with `seed`; the baselines draw from their own seeded generators.
+    """
+    from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+    if episodes < 1:
+        raise ValueError(f"episodes must be at least 1, got {episodes}")
+    N, horizon = env.batch_size[0], env.max_episode_steps
+    agent.to(env.device)
+    torch.manual_seed(seed)
+    out: list[float] = []
+    for start in range(0, episodes, N):
+        env.set_seed(seed + start)  # row r of this round plays episode start + r
+        with set_exploration_type(ExplorationType.RANDOM):
+            # rows whose episode ends early restart; only each row's first episode counts
+            rollout = env.rollout(horizon, agent, break_when_any_done=False)
+        out.extend(first_episode_returns(rollout)[: episodes - start].tolist())
+    return np.array(out)

@@ -1,0 +1,153 @@
+"""The transfer test (DIAMOND's test): does an agent trained only inside the world model act well in the real world?
+
+For each seed:
+
+1. PPO trains in the world model for `frames` frames: it never sees a real frame;
+2. PPO trains in the real EventWorld for the same number of frames (the model-free reference);
+3. both are evaluated in the real EventWorld on one fixed list of episodes, next to a random
+   agent and the scripted agent (which walks to the coin the probes find).
+
+The real env runs at the generator's frame size and chunk, so a step and a frame mean the same
+in both. Scores are also given normalised as (return - random) / (scripted - random), in the
+manner of DIAMOND's human-normalised score. Writes transfer.json, transfer.md and
+transfer_curves.png under `out`; the PPO runs live in `out`/ppo_<env>_seed<s>/ and resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dfworld.agents.evaluate import evaluate, load_agent
+from dfworld.agents.policy import PolicyConfig
+from dfworld.agents.ppo import PPOConfig, train
+from dfworld.agents.worlds import EVAL_SEED, AgentEnvConfig, generator_shape, make_env
+
+AGENTS = ("ppo_world", "ppo_real", "random", "scripted")
+LABELS = {
+    "ppo_world": "PPO trained in the world model",
+    "ppo_real": "PPO trained in the real env",
+    "random": "random",
+    "scripted": "scripted (probes + shortest path)",
+}
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    """The transfer test's budget and evaluation."""
+
+    frames: int = 200_000  # training frames of each PPO agent, the same in both envs
+    seeds: tuple[int, ...] = (0, 1, 2)  # one PPO run per env per seed; also the baselines' seeds
+    episodes: int = 64  # real-env evaluation episodes per agent and seed (episode seeds eval_seed + i)
+    world_episodes: int = 16  # world-model evaluation episodes of the random and scripted agents (0: skip)
+    eval_seed: int = EVAL_SEED  # seed of the first evaluation episode
+    out: str = "outputs/transfer"  # output directory
+
+    def __post_init__(self) -> None:
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"TransferConfig.seeds must be distinct and non-empty, got {self.seeds}")
+        if self.frames < 1 or self.episodes < 1 or self.world_episodes < 0:
+            raise ValueError("TransferConfig: frames and episodes must be at least 1, world_episodes at least 0")
+
+
+def run_transfer(env_cfg: AgentEnvConfig, ppo: PPOConfig, cfg: TransferConfig, policy: PolicyConfig | None = None,
+                 progress: bool = True) -> dict:
+    """Run the test; returns the report written to `cfg.out`/transfer.json."""
+    from dfworld.agents.curves import plot_curves
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    size, frames_per_step = generator_shape(env_cfg.checkpoint)
+    envs = {
+        "world": dataclasses.replace(env_cfg, env="world", size=0, frames_per_step=0),
+        "real": dataclasses.replace(env_cfg, env="real", size=size, frames_per_step=frames_per_step),
+    }
+    eval_rows = min(env_cfg.num_envs, cfg.episodes)
+    real_env = make_env(dataclasses.replace(envs["real"], num_envs=eval_rows))
+    report: dict = {
+        "generator": str(env_cfg.checkpoint or "shipped default"),
+        "frames": cfg.frames, "seeds": list(cfg.seeds), "frame_size": size, "frames_per_step": frames_per_step,
+        "horizon": env_cfg.horizon, "num_envs": env_cfg.num_envs,
+        "eval_episodes": cfg.episodes, "eval_episode_seeds": [cfg.eval_seed, cfg.eval_seed + cfg.episodes - 1],
+        "ppo": dataclasses.asdict(ppo) | {"frames": cfg.frames, "seed": "per run"},
+        "agents": {a: {"label": LABELS[a], "real_return": {}, "real_returns": {}} for a in AGENTS},
+    }
+    curves: dict[str, list[dict]] = {}
+    for seed in cfg.seeds:
+        # 1-2. PPO in each env, the same frames; the real env sees the generator's frame size and chunk.
+        for where in ("world", "real"):
+            name = f"ppo_{where}"
+            t0 = time.perf_counter()
+            ckpt = train(envs[where], dataclasses.replace(ppo, frames=cfg.frames, seed=seed), out / f"{name}_seed{seed}",
+                         policy, progress=progress)
+            curve = json.loads((ckpt.parent / "curve.json").read_text())
+            curves[f"{name} seed {seed} ({where} returns)"] = curve
+            entry = report["agents"][name]
+            entry.setdefault("train_seconds", {})[seed] = round(time.perf_counter() - t0, 1)
+            entry.setdefault(f"{where}_return_last_batch", {})[seed] = curve[-1]["return_mean"] if curve else None
+            entry.setdefault("checkpoint", {})[seed] = str(ckpt)
+            _score(entry, seed, evaluate(load_agent(ckpt, size, seed), real_env, cfg.episodes, cfg.eval_seed))
+        # 3. The baselines on the same episodes.
+        for name in ("random", "scripted"):
+            _score(report["agents"][name], seed, evaluate(load_agent(name, size, seed), real_env, cfg.episodes, cfg.eval_seed))
+    real_env.close()
+    if cfg.world_episodes:  # is the task solvable from generated frames? the baselines inside the world model
+        world_env = make_env(dataclasses.replace(envs["world"], num_envs=min(env_cfg.num_envs, cfg.world_episodes)))
+        for name in ("random", "scripted"):
+            rets = evaluate(load_agent(name, size, cfg.seeds[0]), world_env, cfg.world_episodes, cfg.eval_seed)
+            report["agents"][name]["world_return"] = {"seed": cfg.seeds[0], "mean": float(rets.mean()), "episodes": len(rets)}
+        world_env.close()
+    _summarise(report)
+    (out / "transfer.json").write_text(json.dumps(report, indent=1))
+    (out / "transfer.md").write_text(markdown(report))
+    plot_curves(curves, out / "transfer_curves.png", f"PPO learning curves, {cfg.frames:,} frames per run")
+    return report
+
+
+def _score(entry: dict, seed: int, returns: np.ndarray) -> None:
+    entry["real_returns"][seed] = returns.tolist()
+    entry["real_return"][seed] = float(returns.mean())
+
+
+def _summarise(report: dict) -> None:
+    """Mean and standard deviation over seeds, and the normalised score."""
+    agents = report["agents"]
+    for entry in agents.values():
+        per_seed = list(entry["real_return"].values())
+        entry["mean"], entry["std"] = float(np.mean(per_seed)), float(np.std(per_seed))
+    lo, hi = agents["random"]["mean"], agents["scripted"]["mean"]
+    for entry in agents.values():
+        entry["normalised"] = (entry["mean"] - lo) / (hi - lo) if hi != lo else None
+
+
+def markdown(report: dict) -> str:
+    """The report as a Markdown table."""
+    r = report
+    lines = [
+        f"# Transfer test: world model -> real EventWorld ({r['frames']:,} training frames per PPO run)",
+        "",
+        (f"- generator: `{r['generator']}`; frames {r['frame_size']}x{r['frame_size']}, {r['frames_per_step']} frames per step, "
+         f"episodes of at most {r['horizon']} steps, {r['num_envs']} rows"),
+        (f"- training seeds: {', '.join(map(str, r['seeds']))}; evaluation: {r['eval_episodes']} real episodes per agent and seed, "
+         f"episode seeds {r['eval_episode_seeds'][0]}..{r['eval_episode_seeds'][1]} (the same for every agent)"),
+        "- return: coins collected per episode; normalised: (return - random) / (scripted - random)",
+        "",
+        "| agent | real return (mean ± sd over seeds) | normalised | per seed | world-model return |",
+        "|---|---|---|---|---|",
+    ]
+    for name in AGENTS:
+        e = r["agents"][name]
+        per_seed = ", ".join(f"{s}: {v:.2f}" for s, v in e["real_return"].items())
+        world = "-"
+        if "world_return_last_batch" in e:
+            world = f"{np.mean(list(e['world_return_last_batch'].values())):.2f} (last training batch)"
+        elif "world_return" in e:
+            world = f"{e['world_return']['mean']:.2f} ({e['world_return']['episodes']} episodes, seed {e['world_return']['seed']})"
+        norm = "-" if e["normalised"] is None else f"{e['normalised']:.2f}"
+        lines.append(f"| {e['label']} | {e['mean']:.2f} ± {e['std']:.2f} | {norm} | {per_seed} | {world} |")
+    return "\n".join(lines) + "\n"

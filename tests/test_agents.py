@@ -1,0 +1,160 @@
+"""Agents: random, scripted and PPO (TorchRL) in the tiny world model and in EventWorld; the CLI; bad input."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+from tensordict import TensorDict
+
+from dfworld.agents.evaluate import evaluate, first_episode_returns, load_agent
+from dfworld.agents.ppo import PPOConfig, train
+from dfworld.agents.worlds import AgentEnvConfig, make_env
+from dfworld.checkpoint import CheckpointError, load_checkpoint
+from dfworld.cli import main
+
+TINY_PPO = PPOConfig(frames=64, epochs=1, minibatch=4)  # 2 batches of 2 rows x 4 steps x 4 frames
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread, and a busy CI machine makes thread hand-offs slow."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_env(generator, env="world", **kw) -> AgentEnvConfig:
+    return AgentEnvConfig(env=env, checkpoint=str(generator), num_envs=2, horizon=4, **kw)
+
+
+def test_both_envs_have_the_same_keys_and_seeded_episodes(tiny_generator):
+    from torchrl.envs.utils import check_env_specs
+
+    from dfworld.envs.event_world import EventWorldEnv
+    from dfworld.world.config import WorldConfig
+
+    world, real = make_env(tiny_env(tiny_generator)), make_env(tiny_env(tiny_generator, "real"))
+    check_env_specs(real)
+    assert real.frames_per_step == world.frames_per_step == 4
+    assert real.observation_spec == world.observation_spec and real.full_action_spec["action"] == world.full_action_spec["action"]
+    real.set_seed(7)
+    td = real.reset()
+    ref = EventWorldEnv(world=WorldConfig(height=32, width=32)).reset(seed=8)[0]  # row 1 plays seed 7 + 1
+    assert np.array_equal(td["pixels"][1].numpy(), ref)
+
+
+def test_first_episode_returns_stop_at_the_first_done():
+    reward = torch.tensor([[1.0, 1.0, 1.0, 1.0], [0.0, 1.0, 0.0, 1.0]])[..., None]
+    done = torch.tensor([[False, True, False, False], [False, False, False, True]])[..., None]
+    td = TensorDict({"next": {"reward": reward, "done": done}}, batch_size=[2, 4])
+    assert first_episode_returns(td).tolist() == [2.0, 2.0]
+
+
+def test_ppo_in_the_world_model_trains_saves_resumes_exactly_and_evaluates(tiny_generator, tmp_path):
+    env_cfg = tiny_env(tiny_generator)
+    ckpt = train(env_cfg, TINY_PPO, tmp_path / "a", progress=False)
+    assert {p.name for p in ckpt.iterdir()} >= {"config.json", "weights.safetensors", "train_state.safetensors", "train_state.json"}
+    assert not list(tmp_path.rglob("*.pt")) and not list(tmp_path.rglob("*.pkl"))  # never pickle
+    curve = json.loads((tmp_path / "a" / "curve.json").read_text())
+    assert [r["frames"] for r in curve] == [32, 64] and (tmp_path / "a" / "curve.png").is_file()
+    # half the budget, then resume to the full budget: the same weights as one uninterrupted run
+    train(env_cfg, PPOConfig(frames=32, epochs=1, minibatch=4), tmp_path / "b", progress=False)
+    train(env_cfg, TINY_PPO, tmp_path / "b", progress=False)
+    a, b = load_checkpoint(ckpt).weights, load_checkpoint(tmp_path / "b" / "checkpoint").weights
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # resuming with other settings is refused, naming the field
+    with pytest.raises(CheckpointError, match="lr"):
+        train(env_cfg, PPOConfig(frames=96, epochs=1, minibatch=4, lr=1e-3), tmp_path / "b", progress=False)
+    returns = evaluate(load_agent(tmp_path / "a", 32), make_env(env_cfg), episodes=3, seed=5)
+    assert returns.shape == (3,) and (returns >= 0).all()
+
+
+def test_ppo_in_the_real_env_and_agent_eval_through_the_cli(tiny_generator, tmp_path, capsys):
+    run = tmp_path / "real"
+    common = ["--checkpoint", str(tiny_generator), "--num-envs", "2", "--horizon", "4"]
+    assert main(["agent", "train", "--env", "real", *common, "--frames", "64", "--epochs", "1", "--minibatch", "4",
+                 "--out", str(run), "--no-progress"]) == 0
+    config = load_checkpoint(run / "checkpoint").config
+    assert config["env"]["env"] == "real" and config["policy"]["image_size"] == 32 and config["frames_per_step"] == 4
+    capsys.readouterr()
+    # a saved agent evaluates in the real env at its own frame size without being told
+    assert main(["agent", "eval", str(run), "--env", "real", "--episodes", "3", "--num-envs", "2", "--horizon", "4",
+                 "--out", str(tmp_path / "eval.json")]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    saved = json.loads((tmp_path / "eval.json").read_text())
+    assert printed["frame_size"] == 32 and len(saved["returns"]) == 3 and saved["episode_seeds"] == [1_000_000, 1_000_002]
+
+
+def test_random_and_scripted_agents_run_in_the_world_model(tiny_generator):
+    env = make_env(tiny_env(tiny_generator))
+    for name in ("random", "scripted"):
+        returns = evaluate(load_agent(name, 32, seed=0), env, episodes=2, seed=3)
+        assert returns.shape == (2,) and (returns >= 0).all()
+
+
+def test_scripted_agent_beats_random_in_the_real_env():
+    env = make_env(AgentEnvConfig(env="real", num_envs=8, horizon=40, size=64, frames_per_step=4))
+    random = evaluate(load_agent("random", 64, seed=0), env, episodes=16, seed=1_000_000)
+    scripted = evaluate(load_agent("scripted", 64, seed=0), env, episodes=16, seed=1_000_000)
+    assert scripted.mean() >= random.mean() + 1.0, (scripted.mean(), random.mean())
+    assert (scripted > 0).mean() >= 0.75  # it reaches a coin in most episodes
+
+
+def test_transfer_writes_a_json_and_a_markdown_table(tiny_generator, tmp_path, capsys):
+    out = tmp_path / "transfer"
+    assert main(["agent", "transfer", "--checkpoint", str(tiny_generator), "--frames", "32", "--seeds", "3",
+                 "--num-envs", "2", "--horizon", "4", "--episodes", "2", "--world-episodes", "2", "--epochs", "1",
+                 "--minibatch", "4", "--out", str(out), "--no-progress"]) == 0
+    report = json.loads((out / "transfer.json").read_text())
+    assert set(report["agents"]) == {"ppo_world", "ppo_real", "random", "scripted"} and report["seeds"] == [3]
+    assert all(len(a["real_returns"]["3"]) == 2 for a in report["agents"].values())
+    table = (out / "transfer.md").read_text()
+    assert "PPO trained in the world model" in table and "| scripted" in table and "1000000..1000001" in table
+    assert (out / "transfer_curves.png").is_file() and (out / "ppo_world_seed3" / "checkpoint" / "config.json").is_file()
+
+
+def test_bad_inputs_give_clear_errors(tiny_generator, tmp_path, capsys):
+    with pytest.raises(ValueError, match="unknown env 'moon'; expected one of world, real"):
+        AgentEnvConfig(env="moon")
+    with pytest.raises(SystemExit):  # argparse names the accepted choices
+        main(["agent", "train", "--env", "moon"])
+    capsys.readouterr()
+    missing = tmp_path / "no_such_generator"
+    assert main(["agent", "train", "--checkpoint", str(missing), "--frames", "8", "--out", str(tmp_path / "x")]) == 2
+    assert "no_such_generator" in capsys.readouterr().err
+    garbage = tmp_path / "agent.bin"
+    garbage.write_bytes(b"\x00not an agent")
+    bad_json = tmp_path / "bad_agent"
+    bad_json.mkdir()
+    (bad_json / "config.json").write_text("{not json")
+    for agent, message in [
+        (garbage, "not a dfworld checkpoint"),
+        (bad_json, "not valid JSON"),
+        (tiny_generator, "expected agent"),
+        ("clever", "neither random nor scripted"),
+    ]:
+        assert main(["agent", "eval", str(agent), "--env", "real", "--size", "32", "--frames-per-step", "4", "--episodes", "1"]) == 2
+        assert message in capsys.readouterr().err, agent
+    with pytest.raises(ValueError, match="size and frames_per_step are the generator's"):
+        AgentEnvConfig(env="world", size=64)
+
+
+def test_an_agent_refuses_frames_of_another_size(tiny_generator, tmp_path):
+    ckpt = train(tiny_env(tiny_generator, "real"), PPOConfig(frames=32, epochs=1, minibatch=4), tmp_path, progress=False)
+    with pytest.raises(ValueError, match="reads 32x32 frames but this env makes 64x64"):
+        load_agent(ckpt, 64)
+
+
+def test_cli_help_states_the_ppo_defaults():
+    from dfworld.agents.cli import PPO_FLAGS
+    from dfworld.cli import build_parser
+
+    agent = build_parser()._subparsers._group_actions[0].choices["agent"]
+    train_parser = agent._subparsers._group_actions[0].choices["train"]
+    helps = {a.dest: a.help for a in train_parser._actions}
+    for name in PPO_FLAGS:
+        stated = re.search(r"\(default ([0-9.e-]+)\)", helps[name])
+        assert stated and float(stated.group(1)) == getattr(PPOConfig(), name), (name, helps[name])
