@@ -1,6 +1,6 @@
 """The `dfworld` command.
 
-    dfworld demo                      play a scripted episode and write an mp4 and a report
+    dfworld demo                      a scripted episode through WorldModel-v0: an mp4 and a report
     dfworld data clips [overrides]    write single-event clips (Hydra overrides: n=4096 out=...)
     dfworld data episodes [overrides] write long scripted episodes
     dfworld train stage=NAME [overrides]  run a training stage (codec, teacher, ode, dmd, stream, delta)
@@ -9,6 +9,8 @@
     dfworld script validate FILE...   check event scripts
     dfworld script make-suite DIR     regenerate the shipped suites
     dfworld bench [--checkpoint NAME=PATH ...]  score checkpoints against EventWorld on an event suite
+    dfworld export onnx [--checkpoint PATH] [--out DIR]  the generator's chunk step, cache write and decoder as ONNX
+    dfworld agent train|eval|transfer  agents inside the world model or in EventWorld; the transfer test
 """
 
 from __future__ import annotations
@@ -23,74 +25,11 @@ from dfworld.configuration import ConfigError
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from dfworld.video import write_mp4
-    from dfworld.world.episodes import play_episode
-    from dfworld.world.probes import read_frames
-    from dfworld.world.simulator import EventWorld
-    from dfworld.world.suite import resolve_script
+    from dfworld.demo import run_demo
 
-    script = resolve_script(args.script)
-    episodes = {ep.id: ep for ep in script.episodes}
-    episode = episodes.get(args.episode or script.episodes[0].id)
-    if episode is None:
-        raise ValueError(f"episode {args.episode!r} is not in {script.source}; it has {sorted(episodes)}")
-    world = EventWorld(script.world)
-    t0 = time.perf_counter()
-    rec = play_episode(episode, world, progress=True)
-    sim_seconds = time.perf_counter() - t0
-    readings = read_frames(rec.frames, script.world)
-    prompts = rec.prompts()
-    out = Path(args.out)
-    video = write_mp4(
-        out / f"{episode.id}.mp4",
-        rec.frames,
-        script.world.fps,
-        scale=args.scale,
-        captions=[f"{f:3d}  {p}" for f, p in enumerate(prompts)],
-    )
-    events = []
-    for e in rec.events:
-        before = readings[max(e.t - 1, 0)]
-        after = readings[min(e.t + 15, len(readings) - 1)]
-        events.append(
-            {
-                "t": e.t,
-                "event": e.text,
-                "applied": e.applied,
-                "probe_before": {"time": before.time, "weather": before.weather, "objects": sorted(before.objects)},
-                "probe_after_16": {"time": after.time, "weather": after.weather, "objects": sorted(after.objects)},
-            }
-        )
-    report = {
-        "world": "EventWorld simulator (the world model replaces it once trained)",
-        "script": script.name,
-        "episode": episode.id,
-        "seed": episode.seed,
-        "frames": int(len(rec.frames)),
-        "simulated_fps": round(len(rec.frames) / sim_seconds, 1),
-        "reward": float(rec.rewards.sum()),
-        "events": events,
-        "video": str(video),
-    }
-    (out / "report.json").write_text(json.dumps(report, indent=1))
-    lines = [
-        f"# dfworld demo: {script.name} / {episode.id} (seed {episode.seed})",
-        "",
-        f"- {report['frames']} frames simulated at {report['simulated_fps']} frames/s; reward {report['reward']:.0f}",
-        f"- video: {video}",
-        "",
-        "| t | event | applied | probes before | probes 16 frames after |",
-        "|---|---|---|---|---|",
-    ]
-    for e in events:
-        b, a = e["probe_before"], e["probe_after_16"]
-        lines.append(
-            f"| {e['t']} | {e['event']} | {e['applied']} | {b['time']}, {b['weather']}, {' '.join(b['objects'])} "
-            f"| {a['time']}, {a['weather']}, {' '.join(a['objects'])} |"
-        )
-    (out / "report.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    return 0
+    rep = run_demo(args.checkpoint, args.script, args.episode, args.frames, args.out, args.scale, args.threads)
+    print((Path(args.out) / "report.md").read_text(), end="")
+    return 0 if rep else 1
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
@@ -183,6 +122,19 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from dfworld.envs.world_model import resolve_checkpoint
+    from dfworld.model.loading import load_generator
+    from dfworld.runtime.export import cached_export_dir, export_onnx
+
+    gen = load_generator(resolve_checkpoint(args.checkpoint))
+    out = Path(args.out) if args.out else cached_export_dir(gen)
+    t0 = time.perf_counter()
+    export_onnx(gen, out)
+    print(f"exported {gen.checkpoint.path} to {out} in {time.perf_counter() - t0:.1f} s (chunk.onnx, write.onnx, decoder.onnx, export.json)")
+    return 0
+
+
 def _cmd_script(args: argparse.Namespace) -> int:
     from dfworld.world.scripts import load_script
     from dfworld.world.suite import write_shipped_suites
@@ -202,9 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dfworld", description="dfworld: an interactive video world model behind Gymnasium.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
 
-    demo = sub.add_parser("demo", help="play a scripted episode, write an mp4 and a report (the main job)")
+    demo = sub.add_parser("demo", help="play a scripted episode through WorldModel-v0, write an mp4 and a report (the main job)")
+    demo.add_argument("--checkpoint", default=None, help="a generator checkpoint (default: the shipped one)")
     demo.add_argument("--script", default="core", help="a shipped suite (core, core-heldout) or a script file")
     demo.add_argument("--episode", default=None, help="episode id in the script (default: the first)")
+    demo.add_argument("--frames", type=int, default=240, help="frames to generate (the episode is cut there)")
+    demo.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     demo.add_argument("--out", default="outputs/demo", help="output directory")
     demo.add_argument("--scale", type=int, default=4, help="upscaling factor of the video")
     demo.set_defaults(func=_cmd_demo)
@@ -253,10 +208,20 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--restart", action="store_true", help="discard the finished parts in --out instead of resuming")
     bench.set_defaults(func=_cmd_bench)
 
+    export = sub.add_parser("export", help="export a generator checkpoint for another runtime (onnx: ONNX Runtime)")
+    export.add_argument("kind", choices=("onnx",), help="onnx: chunk.onnx, write.onnx, decoder.onnx and export.json")
+    export.add_argument("--checkpoint", default=None, help="a generator checkpoint, or a shipped one by name (default: the shipped default)")
+    export.add_argument("--out", default=None, help="output directory (default: the cache the onnx backend reads, ~/.cache/dfworld/onnx/<key>)")
+    export.set_defaults(func=_cmd_export)
+
     script = sub.add_parser("script", help="validate event scripts or regenerate the shipped suites")
     script.add_argument("action", choices=("validate", "make-suite"), help="validate FILE...; make-suite DIR")
     script.add_argument("paths", nargs="+", help="script files to validate, or the directory for make-suite")
     script.set_defaults(func=_cmd_script)
+
+    from dfworld.agents.cli import add_agent_parser
+
+    add_agent_parser(sub)
     return parser
 
 

@@ -13,6 +13,10 @@ chunk of frames for every row:
 A text event re-encodes the row's condition and re-caches (LongLive): the frames still in the
 cache (sink and window) are replayed under the new text in time order, which rewrites their keys
 and values. Actions are per frame. Rows reset independently.
+
+The model compute goes through two methods, `_write` (a clean chunk into the cache) and the
+level loop of `generate`; `dfworld.runtime.OrtRollout` replaces just those with ONNX Runtime
+graphs and keeps everything else here (per-row state, noise streams, re-cache order).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from dfworld.model.conditioning import TextConditioner
-from dfworld.model.kv_cache import KVCache
+from dfworld.model.kv_cache import KVCache, frame_slots
 from dfworld.model.transformer import VideoTransformer
 from dfworld.schedule import student_sigmas
 
@@ -34,6 +38,31 @@ class SamplerConfig:
     timesteps: tuple[float, ...] = (1000.0, 750.0, 500.0, 250.0)  # warped student timesteps
     shift: float = 5.0  # timestep shift applied to them (Self Forcing: 5)
     context_noise: float = 0.0  # noise level of the cache-writing pass (0: clean)
+
+
+def forward_at(model: VideoTransformer, x, sigma: float, text, text_mask, actions, start, cache: KVCache):
+    """The generator on a chunk x [B, F, C, h, w] at noise level `sigma` for every frame: (velocity, (k, v))."""
+    s = torch.full(x.shape[:2], sigma, device=x.device)  # [B, F]
+    return model(x, s, text, text_mask, actions, start_frame=start, cache=cache)
+
+
+def denoise(velocity, noise, sigmas: list[float], grad_level: int | None = None) -> torch.Tensor:
+    """Self Forcing's few-step sampler for one chunk: the x0 predicted at the last level of `sigmas`.
+
+    `velocity(x, sigma)` is the model; `noise(i)` the fresh noise of level i (drawn when needed,
+    so the random streams advance level by level). Between levels x0 is re-noised to the next
+    level, x = (1 - s') x0 + s' eps (dfworld.schedule). Only level `grad_level` (if any) runs
+    with autograd on, when it is on.
+    """
+    grad = torch.is_grad_enabled()
+    x = noise(0)
+    for i, sigma in enumerate(sigmas):
+        with torch.set_grad_enabled(grad and i == grad_level):
+            x0 = x - sigma * velocity(x, sigma)
+        if i + 1 < len(sigmas):
+            nxt = sigmas[i + 1]
+            x = (1 - nxt) * x0 + nxt * noise(i + 1)
+    return x0
 
 
 class Rollout:
@@ -115,8 +144,7 @@ class Rollout:
 
     # -- generation ----------------------------------------------------------------------------
     def _forward(self, x, sigma: float, actions, start):
-        s = torch.full(x.shape[:2], sigma, device=self.device)
-        return self.model(x, s, self.text, self.text_mask, actions, start_frame=start, cache=self.cache)
+        return forward_at(self.model, x, sigma, self.text, self.text_mask, actions, start, self.cache)
 
     def _noise(self, shape, rows: torch.Tensor) -> torch.Tensor:
         """Per-row noise; rows not generating draw nothing, so their random streams are untouched."""
@@ -129,17 +157,22 @@ class Rollout:
 
     def _slots(self, frames: torch.Tensor) -> torch.Tensor:
         """History slots of frame indices [B, n] (the cache's frame layout)."""
-        c = self.cfg
-        ring = c.sink_frames + (frames - c.sink_frames).remainder(max(c.window_frames, 1))
-        return torch.where(frames < c.sink_frames, frames, ring)
+        return frame_slots(frames, self.cfg.sink_frames, self.cfg.window_frames)
+
+    def _write(self, chunk: torch.Tensor, actions: torch.Tensor, start: torch.Tensor, rows: torch.Tensor) -> None:
+        """Write the keys and values of a clean chunk [B, F, C, h, w] starting at frames start [B] into the cache of `rows`."""
+        _, (k, v) = self._forward(chunk, self.sampler.context_noise, actions, start)
+        self.cache.update(start, k, v, rows=rows)
 
     def _commit(self, chunk: torch.Tensor, actions: torch.Tensor, rows: torch.Tensor) -> None:
         """Write a clean chunk into the cache and the history for `rows`, and advance them."""
-        start = self.frame
-        _, (k, v) = self._forward(chunk, self.sampler.context_noise, actions, start)
-        self.cache.update(start, k, v, rows=rows)
+        self._write(chunk, actions, self.frame, rows)
+        self._remember(chunk, actions, rows)
+
+    def _remember(self, chunk: torch.Tensor, actions: torch.Tensor, rows: torch.Tensor) -> None:
+        """Keep a committed chunk in the history of `rows` and advance their frame counters."""
         C = self.cfg.chunk_frames
-        slots = self._slots(start[:, None] + torch.arange(C, device=self.device))  # [B, C]
+        slots = self._slots(self.frame[:, None] + torch.arange(C, device=self.device))  # [B, C]
         for b in torch.nonzero(rows).flatten().tolist():
             self.history[b, slots[b]] = chunk[b]
             self.history_actions[b, slots[b]] = actions[b]
@@ -160,27 +193,31 @@ class Rollout:
         autograd is on, and its x0 is the chunk. The cache is written from the detached output,
         so no gradient ever crosses chunks. `exit_step=None` runs every level (inference).
         """
-        C = self.cfg.chunk_frames
-        if actions.shape != (self.B, C):
-            raise ValueError(f"actions must be [B, C] = [{self.B}, {C}], got {tuple(actions.shape)}")
+        actions, rows = self._step_inputs(actions, rows)
         last = len(self.sigmas) - 1 if exit_step is None else exit_step
         if not 0 <= last < len(self.sigmas):
             raise ValueError(f"exit_step {exit_step} is not one of the {len(self.sigmas)} denoising levels")
-        actions = actions.to(self.device)
-        rows = torch.ones(self.B, dtype=torch.bool, device=self.device) if rows is None else rows.to(self.device)
-        shape = (C,) + self.history.shape[2:]
-        grad = torch.is_grad_enabled()
-        x = self._noise(shape, rows)
-        for i, sigma in enumerate(self.sigmas[: last + 1]):  # 1-2. denoise, re-noising between levels
-            with torch.set_grad_enabled(grad and i == last):
-                v, _ = self._forward(x, sigma, actions, self.frame)
-                x0 = x - sigma * v
-            if i < last:
-                nxt = self.sigmas[i + 1]
-                x = (1 - nxt) * x0 + nxt * self._noise(shape, rows)
+        x0 = denoise(  # 1-2. denoise from per-row noise, re-noising between levels
+            lambda x, sigma: self._forward(x, sigma, actions, self.frame)[0],
+            lambda i: self._noise(self._chunk_shape, rows),
+            self.sigmas[: last + 1],
+            grad_level=last,
+        )
         with torch.no_grad():
             self._commit(x0.detach(), actions, rows)  # 3. write the cache
         return x0
+
+    @property
+    def _chunk_shape(self) -> tuple[int, ...]:
+        return (self.cfg.chunk_frames,) + tuple(self.history.shape[2:])  # [F, C, h, w]
+
+    def _step_inputs(self, actions: torch.Tensor, rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Checked actions [B, C] and the bool row mask [B] (all rows when None), on the device."""
+        C = self.cfg.chunk_frames
+        if actions.shape != (self.B, C):
+            raise ValueError(f"actions must be [B, C] = [{self.B}, {C}], got {tuple(actions.shape)}")
+        rows = torch.ones(self.B, dtype=torch.bool, device=self.device) if rows is None else rows.to(self.device)
+        return actions.to(self.device), rows
 
     def reseed(self, seeds: list[int]) -> None:
         """Reseed every row's noise stream (training draws fresh noise each step)."""
@@ -241,5 +278,4 @@ class Rollout:
             slots = self._slots(start[:, None] + torch.arange(C, device=self.device))
             chunk = torch.stack([self.history[b, slots[b]] for b in range(self.B)])
             actions = torch.stack([self.history_actions[b, slots[b]] for b in range(self.B)])
-            _, (kk, vv) = self._forward(chunk, self.sampler.context_noise, actions, start)
-            self.cache.update(start, kk, vv, rows=has)
+            self._write(chunk, actions, start, has)

@@ -29,13 +29,33 @@ from dfworld.world.events import TIMES, initial_prompt, validate_text
 from dfworld.world.probes import read_frame
 
 _RESET_OPTIONS = {"prompt", "image", "events"}  # per row; the vector env also takes "reset_mask"
+BACKENDS = ("torch", "onnx")  # torch: the eager model; onnx: ONNX Runtime graphs (dfworld.runtime)
+
+
+SHIPPED_CHECKPOINTS = ("default", "dmd", "stream")  # default: the Delta Forcing generator; dmd, stream: baselines
+
+
+def shipped_checkpoint(name: str = "default") -> Path:
+    """A generator checkpoint shipped inside the package: default (Delta Forcing), dmd or stream."""
+    from importlib import resources
+
+    if name not in SHIPPED_CHECKPOINTS:
+        raise ValueError(f"unknown shipped checkpoint {name!r}; shipped: {', '.join(SHIPPED_CHECKPOINTS)}")
+    return Path(str(resources.files("dfworld") / "checkpoints" / name))
 
 
 def default_checkpoint() -> Path:
-    """The generator checkpoint shipped inside the package."""
-    from importlib import resources
+    """The generator checkpoint `WorldModel-v0` uses when none is given."""
+    return shipped_checkpoint("default")
 
-    return Path(str(resources.files("dfworld") / "checkpoints" / "default"))
+
+def resolve_checkpoint(checkpoint: str | Path | None) -> Path:
+    """A checkpoint directory, or the name of a shipped one (default, dmd, stream)."""
+    if checkpoint is None:
+        return default_checkpoint()
+    if str(checkpoint) in SHIPPED_CHECKPOINTS and not Path(checkpoint).exists():
+        return shipped_checkpoint(str(checkpoint))
+    return Path(checkpoint)
 
 
 class CoinCounter:
@@ -70,21 +90,41 @@ class CoinCounter:
 class WorldModelCore:
     """One generator serving B rows: reset, events, steps, decoding, rewards."""
 
-    def __init__(self, num_rows: int, checkpoint: str | Path | None = None, device: str = "cpu", coins_to_win: int = 3):
+    def __init__(
+        self,
+        num_rows: int,
+        checkpoint: str | Path | None = None,
+        device: str = "cpu",
+        coins_to_win: int = 3,
+        backend: str = "torch",
+        onnx_dir: str | Path | None = None,
+    ):
         from dfworld.model.loading import load_generator
 
-        path = Path(checkpoint) if checkpoint is not None else default_checkpoint()
-        if checkpoint is None and not (path / "config.json").is_file():
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; use one of {BACKENDS}")
+        path = resolve_checkpoint(checkpoint)
+        if str(path).startswith(str(shipped_checkpoint().parent)) and not (path / "config.json").is_file():
             raise FileNotFoundError(
-                "this dfworld has no shipped default generator yet; pass checkpoint=<a generator checkpoint directory>"
+                f"this dfworld install lacks its shipped generator {path.name!r} ({path}); reinstall it, or pass "
+                "checkpoint=<a generator checkpoint directory>"
             )
         gen = load_generator(path)
         self.device = torch.device(device)
         self.model = gen.model.to(self.device)
-        self.codec = gen.codec.to(self.device)
+        self.codec = gen.codec.to(self.device)  # encodes reset images (and decodes with the torch backend)
         self.checkpoint = path
         sampler = SamplerConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in gen.sampler.items()})
-        self.rollout = Rollout(self.model, gen.conditioner, num_rows, sampler, self.device)
+        self.backend = backend
+        if backend == "onnx":  # exported on first use into the cache, unless onnx_dir holds an export
+            from dfworld.runtime import OrtRollout, ensure_export, load_onnx
+            from dfworld.runtime.session import import_onnxruntime
+
+            import_onnxruntime()  # before exporting: without it the export would be of no use
+            model, self.decoder = load_onnx(ensure_export(gen, onnx_dir), gen, self.device)
+            self.rollout = OrtRollout(model, gen.conditioner, num_rows, sampler)
+        else:
+            self.rollout, self.decoder = Rollout(self.model, gen.conditioner, num_rows, sampler, self.device), self.codec
         size = self.codec.config.image_size
         self.world = WorldConfig(height=size, width=size, coins_to_win=coins_to_win)
         self.chunk = self.model.config.chunk_frames
@@ -96,7 +136,7 @@ class WorldModelCore:
 
     @torch.inference_mode()
     def _decode(self, latents: torch.Tensor) -> np.ndarray:
-        return self.codec.decode(latents).cpu().numpy()  # [B, C, H, W, 3]
+        return self.decoder.decode(latents).cpu().numpy()  # [B, C, H, W, 3]
 
     def reset(self, rows: list[int], seeds: list[int], options: list[dict[str, Any]]) -> np.ndarray:
         """Start episodes in `rows`; returns their first observations [len(rows), H, W, 3]."""
@@ -225,8 +265,15 @@ class WorldModelEnv(gym.Env):
     Terminated after `coins_to_win` coins; truncated by the registered TimeLimit (250 steps).
 
     ## Arguments
-    - `checkpoint`: a generator checkpoint directory (default: the shipped one).
+    - `checkpoint`: a generator checkpoint directory, or a shipped one by name: "default" (Delta
+      Forcing, used when none is given), "dmd" or "stream" (the baselines).
     - `render_mode`: None or "rgb_array". `device`: "cpu" or "cuda". `coins_to_win`: 3.
+    - `backend`: "torch" (default) or "onnx": the generator and decoder run as ONNX Runtime graphs
+      (CUDA execution provider with I/O binding on a "cuda" device, the CPU provider otherwise;
+      needs the `cpu` or `gpu` extra). Same frames within float tolerance for the same seeds.
+    - `onnx_dir`: an export directory (`dfworld export onnx`) for the onnx backend; when None,
+      the checkpoint is exported on first use into `$DFWORLD_ONNX_CACHE/<key>/` (default
+      `~/.cache/dfworld/onnx/<key>/`, the key a digest of the checkpoint's weights and configs).
 
     `reset(seed=..., options={"prompt": text, "image": uint8 HWC frame, "events": [(step, text), ...]})`;
     without a prompt, the initial prompt is a time-of-day sentence chosen by the seed.
@@ -237,10 +284,18 @@ class WorldModelEnv(gym.Env):
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": WorldConfig().fps}
 
-    def __init__(self, checkpoint: str | Path | None = None, render_mode: str | None = None, device: str = "cpu", coins_to_win: int = 3):
+    def __init__(
+        self,
+        checkpoint: str | Path | None = None,
+        render_mode: str | None = None,
+        device: str = "cpu",
+        coins_to_win: int = 3,
+        backend: str = "torch",
+        onnx_dir: str | Path | None = None,
+    ):
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode {render_mode!r} is not supported; use None or 'rgb_array'")
-        self.core = WorldModelCore(1, checkpoint, device, coins_to_win)
+        self.core = WorldModelCore(1, checkpoint, device, coins_to_win, backend, onnx_dir)
         self.render_mode = render_mode
         self.observation_space = spaces.Box(0, 255, self.core.last.shape[1:], np.uint8)
         self.action_space = make_action_space()
@@ -289,7 +344,8 @@ class WorldModelVectorEnv(VectorEnv):
     the same step: its observation is the new episode's first one, and `info["final_obs"]`
     and `info["final_info"]` hold the end of the old one. `reset(options={"reset_mask": mask})`
     resets only the masked rows; the other options ("prompt", "image", "events") are sequences of
-    N per-row values, None for a row's default.
+    N per-row values, None for a row's default. Arguments as WorldModel-v0 (`backend="onnx"` and
+    `onnx_dir` included), plus `num_envs` and `max_episode_steps`.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": WorldConfig().fps, "autoreset_mode": AutoresetMode.SAME_STEP}
@@ -302,10 +358,12 @@ class WorldModelVectorEnv(VectorEnv):
         device: str = "cpu",
         coins_to_win: int = 3,
         max_episode_steps: int | None = None,
+        backend: str = "torch",
+        onnx_dir: str | Path | None = None,
     ):
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
-        self.core = WorldModelCore(num_envs, checkpoint, device, coins_to_win)
+        self.core = WorldModelCore(num_envs, checkpoint, device, coins_to_win, backend, onnx_dir)
         self.num_envs = num_envs
         self.render_mode = render_mode
         self.max_episode_steps = max_episode_steps

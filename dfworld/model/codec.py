@@ -70,7 +70,9 @@ class LatentCodec(nn.Module):
     @staticmethod
     def to_uint8(pixels: torch.Tensor) -> torch.Tensor:
         """float [..., 3, H, W] in [-1, 1] -> uint8 [..., H, W, 3]."""
-        return ((pixels.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).movedim(-3, -1)
+        x = ((pixels.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        n = x.ndim  # a permute with non-negative dims (movedim(-3, -1) exports as an invalid ONNX Transpose)
+        return x.permute(*range(n - 3), n - 2, n - 1, n - 3)
 
     def _flat(self, x: torch.Tensor, tail: int) -> tuple[torch.Tensor, tuple[int, ...]]:
         lead = x.shape[:-tail]

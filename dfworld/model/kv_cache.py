@@ -6,6 +6,10 @@ ring buffer. Keys are stored already rotated at their absolute time position, so
 slots does not matter to attention. Shapes never change, so the cost of a step is the same at
 frame 10 and at frame 10,000, and the cache can be an explicit fixed-size input and output of an
 exported graph. Rows of a batch may be at different frames (partial resets).
+
+The write itself is the out-of-place `cache_write`, so one piece of code serves both the
+in-place `KVCache.update` (torch rollout) and the exported graphs (where the cache is a graph
+input and the written cache a graph output).
 """
 
 from __future__ import annotations
@@ -13,19 +17,72 @@ from __future__ import annotations
 import torch
 
 
+def frame_slots(frames: torch.Tensor, sink_frames: int, window_frames: int) -> torch.Tensor:
+    """Cache frame slot of absolute frame indices [...]: the sink slots, then the ring window."""
+    if window_frames > 0:
+        ring = sink_frames + (frames - sink_frames).remainder(window_frames)
+    else:
+        ring = frames.clamp(max=max(sink_frames - 1, 0))
+    return torch.where(frames < sink_frames, frames, ring)
+
+
+def cache_write(
+    k: torch.Tensor,
+    v: torch.Tensor,
+    valid: torch.Tensor,
+    slots: torch.Tensor,
+    k_new: torch.Tensor,
+    v_new: torch.Tensor,
+    rows: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The cache (k, v [L, B, H, S, Dh], valid [B, S]) with k_new, v_new [L, B, H, T, Dh] written at token slots [B, T].
+
+    Out of place. With a bool mask `rows` [B], only those rows are written; the others keep
+    their contents and validity.
+    """
+    idx = _expand(slots, k)
+    if rows is not None:
+        # rows not written keep their slots: point them at their own current contents
+        keep = ~rows[None, :, None, None, None]
+        k_new = torch.where(keep, k.gather(3, idx), k_new)
+        v_new = torch.where(keep, v.gather(3, idx), v_new)
+    k = k.scatter(3, idx, k_new.to(k.dtype))
+    v = v.scatter(3, idx, v_new.to(v.dtype))
+    written = torch.ones_like(slots, dtype=torch.bool) if rows is None else rows[:, None].expand_as(slots)
+    valid = valid.scatter(1, slots, valid.gather(1, slots) | written)
+    return k, v, valid
+
+
 class KVCache:
     """Keys, values and slot validity for every layer; owned by the sampler, read by the model."""
 
     def __init__(self, config, batch: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
-        self.config = config
         c = config
+        slots = (c.sink_frames + c.window_frames) * c.tokens_per_frame
+        shape = (c.depth, batch, c.heads, slots, c.head_dim)
+        self._attach(
+            config,
+            torch.zeros(shape, device=device, dtype=dtype),  # k [L, B, H, S, Dh]
+            torch.zeros(shape, device=device, dtype=dtype),  # v [L, B, H, S, Dh]
+            torch.zeros(batch, slots, device=device, dtype=torch.bool),  # valid [B, S]
+        )
+
+    @classmethod
+    def over(cls, config, k: torch.Tensor, v: torch.Tensor, valid: torch.Tensor) -> KVCache:
+        """A cache around existing tensors (an exported graph's inputs); nothing is allocated or copied."""
+        cache = cls.__new__(cls)
+        cache._attach(config, k, v, valid)
+        return cache
+
+    def _attach(self, config, k: torch.Tensor, v: torch.Tensor, valid: torch.Tensor) -> None:
+        c = config
+        self.config = config
         self.slots = (c.sink_frames + c.window_frames) * c.tokens_per_frame
-        shape = (c.depth, batch, c.heads, self.slots, c.head_dim)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)  # [L, B, H, S, Dh]
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
-        self.valid = torch.zeros(batch, self.slots, device=device, dtype=torch.bool)  # [B, S]
+        if k.shape[3] != self.slots or valid.shape[1] != self.slots:
+            raise ValueError(f"cache tensors hold {k.shape[3]} slots; this config needs {self.slots}")
+        self.k, self.v, self.valid = k, v, valid
         # static: which slots are sink slots (their keys are matched by the sink-positioned query)
-        self.is_sink = torch.arange(self.slots, device=device) < c.sink_frames * c.tokens_per_frame
+        self.is_sink = torch.arange(self.slots, device=k.device) < c.sink_frames * c.tokens_per_frame
 
     @property
     def batch(self) -> int:
@@ -46,29 +103,25 @@ class KVCache:
         """Token slots [B, chunk_frames * tokens_per_frame] of the chunk starting at start_frame [B]."""
         c = self.config
         frames = start_frame[:, None] + torch.arange(c.chunk_frames, device=start_frame.device)  # [B, C]
-        if c.window_frames > 0:
-            ring = c.sink_frames + (frames - c.sink_frames).remainder(c.window_frames)
-        else:
-            ring = frames.clamp(max=max(c.sink_frames - 1, 0))
-        slot = torch.where(frames < c.sink_frames, frames, ring)
+        slot = frame_slots(frames, c.sink_frames, c.window_frames)
         tok = slot[:, :, None] * c.tokens_per_frame + torch.arange(c.tokens_per_frame, device=start_frame.device)
         return tok.flatten(1)
 
-    def update(self, start_frame: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: torch.Tensor | None = None) -> None:
-        """Write a chunk's keys and values [L, B, H, C*N, Dh] at start_frame [B] (only `rows`, if given)."""
+    def check_writable(self, start_frame: torch.Tensor) -> None:
         c = self.config
         if c.window_frames == 0 and bool((start_frame >= c.sink_frames).any()):
             raise ValueError("this cache has no window: frames past the sink cannot be stored")
-        idx = self.slot_index(start_frame)  # [B, T]
-        if rows is not None:
-            # rows not written keep their slots: point them at their own current contents
-            keep = ~rows
-            k = torch.where(keep[None, :, None, None, None], self.k.gather(3, _expand(idx, self.k)), k)
-            v = torch.where(keep[None, :, None, None, None], self.v.gather(3, _expand(idx, self.v)), v)
-        self.k.scatter_(3, _expand(idx, self.k), k.to(self.k.dtype))
-        self.v.scatter_(3, _expand(idx, self.v), v.to(self.v.dtype))
-        written = torch.ones_like(idx, dtype=torch.bool) if rows is None else rows[:, None].expand_as(idx)
-        self.valid.scatter_(1, idx, self.valid.gather(1, idx) | written)
+
+    def written(self, start_frame: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: torch.Tensor | None = None):
+        """(k, v, valid) after writing a chunk's keys and values [L, B, H, C*N, Dh] at start_frame [B]; out of place."""
+        return cache_write(self.k, self.v, self.valid, self.slot_index(start_frame), k, v, rows)
+
+    def update(self, start_frame: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: torch.Tensor | None = None) -> None:
+        """Write a chunk's keys and values [L, B, H, C*N, Dh] at start_frame [B] (only `rows`, if given), in place."""
+        self.check_writable(start_frame)
+        # in place: the buffers stay normal tensors when written under inference mode
+        for buf, new in zip((self.k, self.v, self.valid), self.written(start_frame, k, v, rows)):
+            buf.copy_(new)
 
     def state(self) -> dict[str, torch.Tensor]:
         return {"k": self.k, "v": self.v, "valid": self.valid}

@@ -1,0 +1,303 @@
+"""ONNX export of a generator checkpoint: the fused chunk step, the cache write, and the decoder.
+
+Three graphs with a dynamic batch axis (and text length); the KV cache is an explicit input and
+output of fixed size ([L, B, H, S, Dh], S = (sink + window) x N tokens per frame), and no graph
+holds an If, Loop or Scan node, so the shapes and the control flow are static (what CUDA graphs
+need). F is the chunk's frames, C, h, w a latent frame's channels and size:
+
+- `chunk.onnx`: every denoising level of one chunk (the sampler's sigmas are constants of the
+  graph), then the cache write of the clean chunk.
+  in:  noise [B, levels, F, C, h, w] f32, text [B, Lt, Dt] f32, text_mask [B, Lt] bool,
+       actions [B, F] i64, frame [B] i64 (the chunk's first frame), cache_k, cache_v
+       [L, B, H, S, Dh] f32, cache_valid [B, S] bool, rows [B] bool
+  out: latents [B, F, C, h, w] f32, cache_k_out, cache_v_out, cache_valid_out
+- `write.onnx`: the cache write of a given clean chunk (the context frame, the re-cache).
+  in:  latents [B, F, C, h, w] and the inputs of chunk.onnx from text on; out: the cache outputs
+- `decoder.onnx`: the codec decoder. in: latents [N, C, h, w] f32; out: frames [N, H, W, 3] u8
+
+Rows where `rows` is false keep their cache. `export.json` records the checkpoint's configs
+(model, codec, sampler, text) and the SHA-256 of its weights file; a directory exported from
+another checkpoint is refused when loaded against this one. `ensure_export` exports on first
+use into a cache directory keyed by the checkpoint (`~/.cache/dfworld/onnx/<key>/`, or
+`$DFWORLD_ONNX_CACHE/<key>/`).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dfworld.configuration import build
+from dfworld.model.kv_cache import KVCache
+from dfworld.model.loading import Generator
+from dfworld.model.transformer import VideoTransformer
+from dfworld.rollout import SamplerConfig, denoise, forward_at
+from dfworld.schedule import student_sigmas
+
+EXPORT_FORMAT = "dfworld-onnx"
+EXPORT_VERSION = 1  # bump when the graphs' inputs, outputs or semantics change
+OPSET = 17
+CONFIG_SECTIONS = ("model", "codec", "sampler", "text")  # the checkpoint configs an export depends on
+CACHE_ENV = "DFWORLD_ONNX_CACHE"
+
+CACHE_INPUTS = ["cache_k", "cache_v", "cache_valid"]
+CACHE_OUTPUTS = ["cache_k_out", "cache_v_out", "cache_valid_out"]
+CONDITION_INPUTS = ["text", "text_mask", "actions", "frame", *CACHE_INPUTS, "rows"]
+GRAPHS = {  # name: (inputs, outputs)
+    "chunk": (["noise", *CONDITION_INPUTS], ["latents", *CACHE_OUTPUTS]),
+    "write": (["latents", *CONDITION_INPUTS], CACHE_OUTPUTS),
+    "decoder": (["latents"], ["frames"]),
+}
+_BATCH_AXES = {"noise": 0, "latents": 0, "text": 0, "text_mask": 0, "actions": 0, "frame": 0, "rows": 0,
+               "cache_k": 1, "cache_v": 1, "cache_valid": 0, "cache_k_out": 1, "cache_v_out": 1, "cache_valid_out": 0}
+
+log = logging.getLogger(__name__)
+
+
+class ExportError(ValueError):
+    """An ONNX export directory that cannot serve this checkpoint: incomplete, another format, or another model."""
+
+
+# -- the graphs, as torch modules -------------------------------------------------------------
+class WriteGraph(nn.Module):
+    """A clean chunk's keys and values written into the cache (out of place), at `context_noise`."""
+
+    def __init__(self, model: VideoTransformer, context_noise: float):
+        super().__init__()
+        self.model, self.context_noise = model, context_noise
+
+    def forward(self, latents, text, text_mask, actions, frame, cache_k, cache_v, cache_valid, rows):
+        cache = KVCache.over(self.model.config, cache_k, cache_v, cache_valid)
+        _, (k, v) = forward_at(self.model, latents, self.context_noise, text, text_mask, actions, frame, cache)
+        return cache.written(frame, k, v, rows)
+
+
+class ChunkGraph(nn.Module):
+    """The fused chunk step: the denoising levels of `dfworld.rollout.denoise`, then the cache write."""
+
+    def __init__(self, model: VideoTransformer, sigmas: list[float], context_noise: float):
+        super().__init__()
+        self.model, self.sigmas = model, list(sigmas)
+        self.write = WriteGraph(model, context_noise)
+
+    def forward(self, noise, text, text_mask, actions, frame, cache_k, cache_v, cache_valid, rows):
+        cache = KVCache.over(self.model.config, cache_k, cache_v, cache_valid)
+        x0 = denoise(  # [B, F, C, h, w]
+            lambda x, sigma: forward_at(self.model, x, sigma, text, text_mask, actions, frame, cache)[0],
+            lambda i: noise[:, i],
+            self.sigmas,
+        )
+        return (x0, *self.write(x0, text, text_mask, actions, frame, cache_k, cache_v, cache_valid, rows))
+
+
+class DecoderGraph(nn.Module):
+    """The codec's `decode`: normalised latents [N, C, h, w] -> uint8 frames [N, H, W, 3]."""
+
+    def __init__(self, codec):
+        super().__init__()
+        self.codec = codec
+
+    def forward(self, latents):
+        return self.codec.decode(latents)
+
+
+# -- checkpoint identity ----------------------------------------------------------------------
+def weights_digest(checkpoint_dir: str | Path) -> str:
+    """SHA-256 of a checkpoint's weights.safetensors."""
+    h = hashlib.sha256()
+    with open(Path(checkpoint_dir) / "weights.safetensors", "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def checkpoint_identity(generator: Generator) -> dict:
+    """What an export depends on: the weights digest and the checkpoint's configs."""
+    cfg = generator.checkpoint.config
+    return {"weights_sha256": weights_digest(generator.checkpoint.path), **{k: cfg.get(k, {}) for k in CONFIG_SECTIONS}}
+
+
+def export_key(identity: dict) -> str:
+    """The cache directory name of an export: a digest of the checkpoint identity and the export version."""
+    text = json.dumps({"version": EXPORT_VERSION, **identity}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cache_root() -> Path:
+    """Where exports made on first use go: $DFWORLD_ONNX_CACHE, else ~/.cache/dfworld/onnx."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "dfworld" / "onnx"
+
+
+def cached_export_dir(generator: Generator) -> Path:
+    """The cache directory of this checkpoint's export: cache_root() / <key>."""
+    return cache_root() / export_key(checkpoint_identity(generator))
+
+
+def read_export(onnx_dir: str | Path) -> dict:
+    """The export.json of an export directory, checked for format, version and graph files."""
+    onnx_dir = Path(onnx_dir)
+    path = onnx_dir / "export.json"
+    if not path.is_file():
+        raise ExportError(f"{str(onnx_dir)!r} is not a dfworld ONNX export (no export.json); make one with "
+                          f"`dfworld export onnx --checkpoint CKPT --out {onnx_dir}`")
+    record = json.loads(path.read_text())
+    if record.get("format") != EXPORT_FORMAT or record.get("version") != EXPORT_VERSION:
+        raise ExportError(f"{str(onnx_dir)!r} is a {record.get('format')!r} export version {record.get('version')!r}; "
+                          f"this dfworld reads {EXPORT_FORMAT!r} version {EXPORT_VERSION}: export it again")
+    missing = [f"{name}.onnx" for name in GRAPHS if not (onnx_dir / f"{name}.onnx").is_file()]
+    if missing:
+        raise ExportError(f"{str(onnx_dir)!r} lacks {missing}: export it again")
+    return record
+
+
+def check_export(record: dict, generator: Generator, onnx_dir: str | Path) -> None:
+    """Raise, naming every difference, unless the export was made from this checkpoint."""
+    ident = checkpoint_identity(generator)
+    diffs = []
+    for section in CONFIG_SECTIONS:
+        mine, theirs = ident[section], record.get(section, {})
+        diffs += [f"{section}.{k}: export {theirs.get(k)!r} vs checkpoint {mine.get(k)!r}"
+                  for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
+    if not diffs and record.get("weights_sha256") != ident["weights_sha256"]:
+        diffs.append(f"weights: export of sha256 {str(record.get('weights_sha256'))[:12]}... vs checkpoint "
+                     f"{ident['weights_sha256'][:12]}... (same configs, other weights)")
+    if diffs:
+        raise ExportError(
+            f"ONNX export {str(onnx_dir)!r} was made from a different checkpoint than {str(generator.checkpoint.path)!r}: "
+            + "; ".join(diffs[:8]) + (" ..." if len(diffs) > 8 else "")
+            + f". Export this checkpoint: dfworld export onnx --checkpoint {generator.checkpoint.path} --out DIR"
+        )
+
+
+# -- export -----------------------------------------------------------------------------------
+def _example_inputs(generator: Generator, levels: int, B: int = 2, L: int = 3) -> dict[str, torch.Tensor]:
+    """Example inputs (B, L > 1, so the tracer keeps those axes dynamic)."""
+    c = generator.model.config
+    cache = KVCache(c, B)
+    chunk = (B, c.chunk_frames, c.latent_channels, c.latent_size, c.latent_size)
+    return {
+        "noise": torch.randn((B, levels) + chunk[1:]),
+        "latents": torch.randn(chunk),
+        "text": torch.randn(B, L, c.text_dim),
+        "text_mask": torch.ones(B, L, dtype=torch.bool),
+        "actions": torch.zeros(B, c.chunk_frames, dtype=torch.long),
+        "frame": torch.full((B,), c.sink_frames + c.chunk_frames, dtype=torch.long),
+        "cache_k": cache.k, "cache_v": cache.v, "cache_valid": cache.valid,
+        "rows": torch.ones(B, dtype=torch.bool),
+    }
+
+
+def _rms_norm_symbolic(g, x, normalized_shape, weight, eps):
+    """aten::rms_norm (which opset 17 lacks) as ONNX ops: x / sqrt(mean(x^2) + eps) * weight.
+
+    Over the last dimension only, which is how `dfworld.model.layers.RMSNorm` calls it.
+    """
+    from torch.onnx import symbolic_helper as sh
+
+    eps = sh._maybe_get_const(eps, "f")
+    eps = torch.finfo(torch.float32).eps if sh._is_none(eps) or eps is None else float(eps)
+    mean_sq = g.op("ReduceMean", g.op("Mul", x, x), axes_i=[-1], keepdims_i=1)
+    y = g.op("Div", x, g.op("Sqrt", g.op("Add", mean_sq, g.op("Constant", value_t=torch.tensor(eps)))))
+    return y if sh._is_none(weight) else g.op("Mul", y, weight)
+
+
+def _export_graph(module: nn.Module, name: str, example: dict[str, torch.Tensor], path: Path) -> None:
+    import onnx
+
+    torch.onnx.register_custom_op_symbolic("aten::rms_norm", _rms_norm_symbolic, OPSET)
+    inputs, outputs = GRAPHS[name]
+    axes = {n: {_BATCH_AXES.get(n, 0): "batch"} for n in inputs + outputs}
+    if name == "decoder":
+        axes = {"latents": {0: "frames"}, "frames": {0: "frames"}}
+    for n in ("text", "text_mask"):
+        if n in axes:
+            axes[n][1] = "text_tokens"
+    args = tuple(example[n] for n in inputs)
+    with torch.no_grad(), warnings.catch_warnings():
+        # the tracer's notes on shape-dependent Python branches (all static for these graphs) and the
+        # legacy exporter's deprecation notice (it is chosen on purpose: fast, and no onnxscript needed)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message="You are using the legacy TorchScript-based ONNX export")
+        warnings.filterwarnings("ignore", message="The feature will be removed")
+        torch.onnx.export(module, args, str(path), dynamo=False, opset_version=OPSET, input_names=inputs,
+                          output_names=outputs, dynamic_axes=axes)
+    graph = onnx.load(str(path))
+    onnx.checker.check_model(graph, full_check=True)
+    control = sorted({n.op_type for n in graph.graph.node if n.op_type in ("If", "Loop", "Scan")})
+    if control:
+        raise ExportError(f"{name}.onnx holds {control} nodes: its shapes and control flow would not be static")
+
+
+def export_onnx(generator: Generator, out: str | Path) -> Path:
+    """Export a loaded generator checkpoint's chunk, write and decoder graphs, plus export.json, into `out`.
+
+    The directory is written beside `out` and renamed into place. An existing `out` is replaced
+    only if it is empty or an earlier export (it holds an export.json).
+    """
+    try:
+        import onnx  # noqa: F401
+    except ImportError as e:
+        raise ImportError('ONNX export needs the onnx package: pip install -e ".[cpu]" (or ".[gpu]")') from e
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not (out / "export.json").is_file():
+        raise FileExistsError(f"{str(out)!r} exists and is not a dfworld ONNX export; choose another --out")
+    ckpt = generator.checkpoint
+    sampler = build(SamplerConfig, ckpt.config.get("sampler", {}), f"{ckpt.path}: sampler")
+    sigmas = student_sigmas(sampler.timesteps, sampler.shift).tolist()
+    model = copy.deepcopy(generator.model).cpu().eval()  # exported modules carry no training state
+    codec = copy.deepcopy(generator.codec).cpu().eval()
+    graphs = {
+        "chunk": ChunkGraph(model, sigmas, sampler.context_noise),
+        "write": WriteGraph(model, sampler.context_noise),
+        "decoder": DecoderGraph(codec),
+    }
+    example = _example_inputs(generator, len(sigmas))
+    example_dec = {"latents": example["latents"].flatten(0, 1)}
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    log.info("exporting %s to ONNX in %s", ckpt.path, out)
+    for name, module in graphs.items():
+        _export_graph(module, name, example_dec if name == "decoder" else example, tmp / f"{name}.onnx")
+    record = {
+        "format": EXPORT_FORMAT,
+        "version": EXPORT_VERSION,
+        "checkpoint": str(ckpt.path),
+        "stage": ckpt.config.get("stage"),
+        **checkpoint_identity(generator),
+        "sigmas": sigmas,
+        "graphs": {name: {"file": f"{name}.onnx", "inputs": i, "outputs": o} for name, (i, o) in GRAPHS.items()},
+        "opset": OPSET,
+        "exporter": f"torch.onnx.export (TorchScript, dynamo=False), torch {torch.__version__}",
+    }
+    (tmp / "export.json").write_text(json.dumps(record, indent=1))
+    if out.exists():
+        shutil.rmtree(out)
+    try:
+        os.replace(tmp, out)
+    except OSError:  # another process exported it meanwhile: keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def ensure_export(generator: Generator, onnx_dir: str | Path | None = None) -> Path:
+    """An export directory for this checkpoint, made on first use (in the cache when `onnx_dir` is None).
+
+    An existing directory is checked against the checkpoint (ExportError on a mismatch).
+    """
+    out = Path(onnx_dir) if onnx_dir is not None else cached_export_dir(generator)
+    if not (out / "export.json").is_file():
+        export_onnx(generator, out)
+    check_export(read_export(out), generator, out)
+    return out

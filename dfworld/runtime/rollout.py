@@ -1,0 +1,112 @@
+"""The ONNX Runtime rollout: `dfworld.rollout.Rollout` with the generator's compute in exported graphs.
+
+`OrtRollout` is a `Rollout` (same constructor order, reset, step, set_prompt, prompts, frame,
+B, recent, state, ...): per-row state, the noise streams (one torch.Generator per row, drawn
+level by level exactly as the torch sampler draws them) and the re-cache order stay in torch;
+only the two model calls are replaced:
+
+- a step runs `chunk.onnx` once (every denoising level plus the cache write);
+- a cache write (the context frame at reset, each chunk of a re-cache) runs `write.onnx`.
+
+The cache is two sets of fixed-size buffers on the device; a graph reads one and writes the
+other, and they swap (no copies, and on CUDA the cache stays on the GPU). Training paths
+(`generate(exit_step=...)`) stay with the torch rollout.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from dfworld.configuration import build
+from dfworld.model.codec import CodecConfig
+from dfworld.model.conditioning import TextConditioner
+from dfworld.model.kv_cache import KVCache
+from dfworld.model.loading import Generator
+from dfworld.model.transformer import TransformerConfig
+from dfworld.rollout import Rollout, SamplerConfig
+from dfworld.runtime.export import CACHE_OUTPUTS, GRAPHS, check_export, read_export
+from dfworld.runtime.session import OnnxGraph, open_graphs
+
+
+class OnnxGenerator:
+    """The exported generator: its config and its chunk and write graphs.
+
+    It stands where `Rollout` takes the torch model (which it reads only through `.config`);
+    `OrtRollout` calls its graphs.
+    """
+
+    def __init__(self, config: TransformerConfig, sigmas: list[float], chunk: OnnxGraph, write: OnnxGraph):
+        self.config, self.sigmas, self.chunk, self.write = config, sigmas, chunk, write
+        self.device, self.provider = chunk.device, chunk.provider
+
+
+class OnnxDecoder:
+    """The exported codec decoder, with `LatentCodec.decode`'s call: latents [..., C, h, w] -> uint8 [..., H, W, 3]."""
+
+    def __init__(self, config: CodecConfig, graph: OnnxGraph):
+        self.config, self.graph, self.device = config, graph, graph.device
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        lead, flat = latents.shape[:-3], latents.reshape((-1,) + latents.shape[-3:]).to(self.device, torch.float32)
+        size = self.config.image_size
+        frames = torch.empty((flat.shape[0], size, size, 3), dtype=torch.uint8, device=self.device)
+        self.graph({"latents": flat}, {"frames": frames})
+        return frames.reshape(lead + frames.shape[1:])
+
+
+def load_onnx(
+    onnx_dir: str | Path, generator: Generator | None = None, device: torch.device | str = "cpu", threads: int | None = None
+) -> tuple[OnnxGenerator, OnnxDecoder]:
+    """The graphs of an export directory on `device` (CUDA provider on a GPU, else CPU).
+
+    With `generator` (the loaded checkpoint), the export must come from it (ExportError otherwise).
+    A GPU that cannot be used gives a warning and the CPU provider.
+    """
+    onnx_dir = Path(onnx_dir)
+    record = read_export(onnx_dir)
+    if generator is not None:
+        check_export(record, generator, onnx_dir)
+    graphs = open_graphs({name: onnx_dir / f"{name}.onnx" for name in GRAPHS}, torch.device(device), threads)
+    model = build(TransformerConfig, record["model"], f"{onnx_dir}/export.json: model")
+    codec = build(CodecConfig, record["codec"], f"{onnx_dir}/export.json: codec")
+    return OnnxGenerator(model, record["sigmas"], graphs["chunk"], graphs["write"]), OnnxDecoder(codec, graphs["decoder"])
+
+
+class OrtRollout(Rollout):
+    """`Rollout` whose chunk step and cache writes run in ONNX Runtime (module docstring)."""
+
+    def __init__(self, generator: OnnxGenerator, conditioner: TextConditioner, batch: int, sampler: SamplerConfig | None = None):
+        super().__init__(generator, conditioner, batch, sampler or SamplerConfig(), generator.device)
+        if [round(s, 6) for s in self.sigmas] != [round(s, 6) for s in generator.sigmas]:
+            raise ValueError(f"sampler levels {self.sigmas} differ from the exported graph's {generator.sigmas}; export again")
+        self.spare = KVCache(self.cfg, batch, self.device)  # the graphs write the next cache here, then the two swap
+
+    def _run(self, graph: OnnxGraph, inputs: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor]) -> None:
+        """Run a graph that reads the cache and writes the next one into the spare buffers, then swap them."""
+        cache = self.cache
+        inputs = {**inputs, "text": self.text, "text_mask": self.text_mask,
+                  "cache_k": cache.k, "cache_v": cache.v, "cache_valid": cache.valid}
+        outputs = {**outputs, **dict(zip(CACHE_OUTPUTS, (self.spare.k, self.spare.v, self.spare.valid)))}
+        graph(inputs, outputs)
+        self.cache, self.spare = self.spare, cache
+
+    def _write(self, chunk: torch.Tensor, actions: torch.Tensor, start: torch.Tensor, rows: torch.Tensor) -> None:
+        self.cache.check_writable(start)
+        inputs = {"latents": chunk.float(), "actions": actions.long(), "frame": start, "rows": rows}
+        self._run(self.model.write, inputs, {})
+
+    def generate(self, actions: torch.Tensor, rows: torch.Tensor | None = None, exit_step: int | None = None) -> torch.Tensor:
+        """The next chunk (clean latents [B, F, C, h, w]); inference only: `exit_step` is for the torch rollout."""
+        if exit_step is not None:
+            raise ValueError("OrtRollout runs inference only; generate(exit_step=...) is for training with the torch Rollout")
+        actions, rows = self._step_inputs(actions, rows)
+        self.cache.check_writable(self.frame)
+        # the same per-row noise as Rollout: each row's generator draws level 0, 1, ... in turn
+        noise = torch.stack([self._noise(self._chunk_shape, rows) for _ in self.sigmas], 1)  # [B, levels, F, C, h, w]
+        x0 = torch.empty((self.B,) + self._chunk_shape, device=self.device)
+        inputs = {"noise": noise, "actions": actions.long(), "frame": self.frame, "rows": rows}
+        self._run(self.model.chunk, inputs, {"latents": x0})
+        self._remember(x0, actions, rows)
+        return x0

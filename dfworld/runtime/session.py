@@ -1,0 +1,107 @@
+"""ONNX Runtime sessions run with I/O binding on torch tensors: inputs and outputs stay where they are.
+
+A graph's inputs and outputs are bound by pointer to torch tensors on the rollout's device, so
+nothing is copied per step: on CUDA the KV cache never leaves the GPU (the CUDA execution
+provider runs on torch's current stream, so no extra synchronisation is needed); on CPU, ORT
+reads and writes the torch tensors' memory directly. The CUDA path needs a CUDA build of torch
+and onnxruntime-gpu; it is written but was not run on a GPU (none was available).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+INSTALL_HINT = 'pip install -e ".[cpu]" (CPU) or pip install -e ".[gpu]" (CUDA; the two extras exclude each other)'
+CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
+_ELEMENT = {torch.float32: np.float32, torch.int64: np.int64, torch.bool: np.bool_, torch.uint8: np.uint8}
+
+
+def import_onnxruntime():
+    """onnxruntime, or an ImportError that names the extra to install."""
+    try:
+        import onnxruntime
+    except ImportError as e:
+        raise ImportError(f"the ONNX backend needs onnxruntime, which is not installed: {INSTALL_HINT}") from e
+    return onnxruntime
+
+
+def choose_provider(device: torch.device) -> tuple[str, torch.device]:
+    """The execution provider for `device` and the device the rollout's tensors then live on.
+
+    CUDA when the device is a GPU and both onnxruntime (CUDAExecutionProvider) and torch can use
+    it; otherwise the CPU provider on the CPU, with a warning naming what was missing.
+    """
+    ort = import_onnxruntime()
+    if device.type == "cpu":
+        return CPU, device
+    if device.type != "cuda":
+        raise ValueError(f"the ONNX backend runs on cpu or cuda devices, got {str(device)!r}")
+    available = ort.get_available_providers()
+    if CUDA not in available:
+        why = f"{CUDA} is not available in this onnxruntime (it has {available}; for CUDA: pip install -e \".[gpu]\")"
+    elif not torch.cuda.is_available():
+        why = f"{CUDA} needs a CUDA build of torch with a visible GPU (torch {torch.__version__} sees none)"
+    else:
+        return CUDA, device
+    warnings.warn(f"{why}; falling back to {CPU}", stacklevel=3)
+    return CPU, torch.device("cpu")
+
+
+def open_graphs(paths: dict[str, Path], device: torch.device, threads: int | None = None) -> dict[str, OnnxGraph]:
+    """Sessions for the graph files `paths` (by name) on `device`, all on one provider.
+
+    A provider that is missing, or that onnxruntime lists but cannot create (onnxruntime-gpu
+    without its CUDA libraries logs an error and runs on the CPU), gives a warning naming it and
+    the CPU provider.
+    """
+    provider, device = choose_provider(device)
+    graphs = {name: OnnxGraph(path, provider, device, threads) for name, path in paths.items()}
+    if any(g.provider != provider for g in graphs.values()):
+        warnings.warn(f"{provider} could not be created (see onnxruntime's log); falling back to {CPU}", stacklevel=2)
+        graphs = {name: OnnxGraph(path, CPU, torch.device("cpu"), threads) for name, path in paths.items()}
+    return graphs
+
+
+class OnnxGraph:
+    """One exported graph in an InferenceSession, called with dicts of torch tensors."""
+
+    def __init__(self, path: str | Path, provider: str, device: torch.device, threads: int | None = None):
+        ort = import_onnxruntime()
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or torch.get_num_threads()
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3  # errors only
+        providers: list = [CPU]
+        if provider == CUDA:
+            index = device.index if device.index is not None else torch.cuda.current_device()
+            device = torch.device("cuda", index)
+            stream = torch.cuda.current_stream(device).cuda_stream
+            providers = [(CUDA, {"device_id": index, "user_compute_stream": str(stream)}), CPU]
+        self.session = ort.InferenceSession(str(path), opts, providers=providers)
+        self.provider = self.session.get_providers()[0]
+        self.device = device
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.outputs = [o.name for o in self.session.get_outputs()]
+
+    def _bind(self, bind, name: str, t: torch.Tensor) -> None:
+        if t.dtype not in _ELEMENT:
+            raise TypeError(f"{name}: dtype {t.dtype} cannot be bound; the graphs take {list(_ELEMENT)}")
+        if t.device != self.device or not t.is_contiguous():
+            raise ValueError(f"{name}: expected a contiguous tensor on {self.device}, got {t.device}")
+        bind(name, self.device.type, self.device.index or 0, _ELEMENT[t.dtype], tuple(t.shape), t.data_ptr())
+
+    def __call__(self, inputs: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor]) -> None:
+        """Run the graph reading `inputs` and writing into the preallocated `outputs` (by name)."""
+        if set(inputs) != set(self.inputs) or set(outputs) != set(self.outputs):
+            raise ValueError(f"graph takes {self.inputs} and gives {self.outputs}; got {sorted(inputs)} and {sorted(outputs)}")
+        binding = self.session.io_binding()
+        inputs = {k: v.contiguous() for k, v in inputs.items()}  # held until the run ends
+        for name in self.inputs:
+            self._bind(binding.bind_input, name, inputs[name])
+        for name in self.outputs:
+            self._bind(binding.bind_output, name, outputs[name])
+        self.session.run_with_iobinding(binding)

@@ -1,0 +1,158 @@
+"""The ONNX Runtime backend: export, parity with the torch rollout, the envs on it, clear errors.
+
+Only the CPU execution provider is exercised here (no GPU in CI); the CUDA path (CUDA provider,
+I/O binding on torch CUDA tensors) is the same code with another device and is untested.
+"""
+
+import json
+import shutil
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import dfworld  # noqa: F401  (registers the environments)
+from dfworld.cli import main
+from dfworld.model.loading import load_generator
+from dfworld.rollout import Rollout
+from dfworld.runtime import ExportError, OrtRollout, load_onnx
+from dfworld.runtime.export import CACHE_ENV, GRAPHS, cached_export_dir
+from dfworld.world.config import WorldConfig
+from dfworld.world.probes import read_frames
+
+pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_generator, tmp_path_factory):
+    out = tmp_path_factory.mktemp("onnx") / "tiny"
+    assert main(["export", "onnx", "--checkpoint", str(tiny_generator), "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture
+def one_thread():
+    """The parity runs are tiny: one torch thread is faster than two on a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_export_writes_checked_static_graphs_and_its_record(exported, tiny_generator):
+    record = json.loads((exported / "export.json").read_text())
+    ckpt = json.loads((tiny_generator / "config.json").read_text())
+    assert {k: record[k] for k in ("model", "codec", "sampler", "text")} == {k: ckpt.get(k, {}) for k in ("model", "codec", "sampler", "text")}
+    assert len(record["weights_sha256"]) == 64 and len(record["sigmas"]) == 4
+    for name, (inputs, outputs) in GRAPHS.items():
+        graph = onnx.load(str(exported / f"{name}.onnx"))
+        onnx.checker.check_model(graph)
+        assert [i.name for i in graph.graph.input] == inputs and [o.name for o in graph.graph.output] == outputs
+        assert not {n.op_type for n in graph.graph.node} & {"If", "Loop", "Scan"}
+    cache_k = next(i for i in onnx.load(str(exported / "chunk.onnx")).graph.input if i.name == "cache_k")
+    dims = [d.dim_param or d.dim_value for d in cache_k.type.tensor_type.shape.dim]
+    assert dims == [1, "batch", 2, (4 + 8) * 16, 16]  # [L, B, H, S, Dh]: only the batch is dynamic
+
+
+def test_ort_rollout_matches_torch_over_50_chunks_with_a_text_event(exported, tiny_generator, one_thread):
+    gen = load_generator(tiny_generator)
+    model, decoder = load_onnx(exported, gen, threads=1)
+    B, C = 3, gen.model.config.chunk_frames  # not the export's example batch (2): the batch axis is dynamic
+    ref, ort = Rollout(gen.model, gen.conditioner, B), OrtRollout(model, gen.conditioner, B)
+    context = torch.randn(B, 4, 16, 16, generator=torch.Generator().manual_seed(1))
+    for r in (ref, ort):
+        r.reset([0, 1, 2], ["night falls", "it starts to rain", "dusk falls"], [3, 4, 5], context=context)  # the write graph
+    actions = torch.randint(0, 5, (50, B, C), generator=torch.Generator().manual_seed(0))
+    some_rows = torch.tensor([True, False, True])
+    lat_ref, lat_ort, diff = [], [], 0.0
+    for i in range(50):
+        if i == 25:  # a text event: the re-cache replays the sink and the window through the write graph
+            for r in (ref, ort):
+                r.set_prompt([1], ["the sun sets and a storm of purple sparks begins"])  # a longer text
+        rows = some_rows if i == 10 else None
+        a, b = ref.step(actions[i], rows), ort.step(actions[i], rows)
+        diff = max(diff, (a - b).abs().max().item())
+        lat_ref.append(a)
+        lat_ort.append(b)
+    assert diff <= 1e-3, f"max |ort - torch| over 50 chunks: {diff:.2e}"
+    assert torch.equal(ref.frame, ort.frame) and ort.prompts == ref.prompts
+    assert torch.equal(ref.cache.valid, ort.cache.valid) and (ref.cache.k - ort.cache.k).abs().max() <= 1e-3
+    with torch.inference_mode():
+        frames_ref = gen.codec.decode(torch.cat(lat_ref, 1)).flatten(0, 1).numpy()
+    frames_ort = decoder.decode(torch.cat(lat_ort, 1)).flatten(0, 1).numpy()
+    world = WorldConfig(height=32, width=32)
+
+    def key(r):
+        return r.time, r.weather, sorted(r.objects), r.agent is None, r.coin is None
+
+    agree = np.mean([key(p) == key(q) for p, q in zip(read_frames(frames_ref, world), read_frames(frames_ort, world))])
+    assert len(frames_ref) == B * 50 * C and agree >= 0.99
+    assert np.abs(frames_ref.astype(int) - frames_ort.astype(int)).max() <= 2
+    print(f"\nparity: max |latents| diff {diff:.2e}; probe agreement {agree:.4f} over {len(frames_ref)} frames")
+
+
+def test_envs_with_the_onnx_backend_export_on_first_use(tiny_generator, tmp_path, monkeypatch, one_thread):
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    env = gym.make("dfworld/WorldModel-v0", checkpoint=tiny_generator, backend="onnx")
+    target = cached_export_dir(load_generator(tiny_generator))
+    assert (target / "export.json").is_file() and target.parent == tmp_path / "cache"
+    stamp = (target / "export.json").stat().st_mtime_ns
+    torch_env = gym.make("dfworld/WorldModel-v0", checkpoint=tiny_generator)
+    for e in (env, torch_env):
+        e.reset(seed=5, options={"prompt": "night falls"})
+    for a in [1, "it starts to snow", 3]:
+        o1, o2 = env.step(a)[0], torch_env.step(a)[0]
+        assert np.abs(o1.astype(int) - o2.astype(int)).max() <= 2
+    vec = gym.make_vec("dfworld/WorldModel-v0", num_envs=2, checkpoint=tiny_generator, backend="onnx")
+    obs, _ = vec.reset(seed=0)
+    obs, *_ = vec.step(np.array([1, 2]))
+    assert obs.shape == (2, 32, 32, 3) and isinstance(vec.unwrapped.core.rollout, OrtRollout)
+    assert (target / "export.json").stat().st_mtime_ns == stamp  # the cached export is reused
+    with pytest.raises(ValueError, match="unknown backend 'tvm'"):
+        gym.make("dfworld/WorldModel-v0", checkpoint=tiny_generator, backend="tvm")
+
+
+def test_an_export_of_another_checkpoint_is_refused(exported, tiny_generator, tmp_path):
+    gen = load_generator(tiny_generator)
+    other = tmp_path / "other"
+    shutil.copytree(exported, other)
+    record = json.loads((other / "export.json").read_text())
+    record["model"]["depth"] = 3
+    (other / "export.json").write_text(json.dumps(record))
+    with pytest.raises(ExportError, match="model.depth: export 3 vs checkpoint 1"):
+        load_onnx(other, gen)
+    record["model"]["depth"] = 1
+    record["weights_sha256"] = "0" * 64
+    (other / "export.json").write_text(json.dumps(record))
+    with pytest.raises(ExportError, match="other weights"):
+        gym.make("dfworld/WorldModel-v0", checkpoint=tiny_generator, backend="onnx", onnx_dir=other)
+    (other / "write.onnx").unlink()
+    with pytest.raises(ExportError, match="lacks"):
+        load_onnx(other, gen)
+
+
+def test_missing_onnxruntime_names_the_extra(exported, tiny_generator, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
+    with pytest.raises(ImportError, match=r'pip install -e "\.\[cpu\]".*"\.\[gpu\]"'):
+        load_onnx(exported)
+    with pytest.raises(ImportError, match="needs onnxruntime"):
+        gym.make("dfworld/WorldModel-v0", checkpoint=tiny_generator, backend="onnx")
+
+
+def test_an_unavailable_provider_falls_back_to_cpu_with_a_warning(exported, tiny_generator):
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers() and torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    gen = load_generator(tiny_generator)
+    with pytest.warns(UserWarning, match="CUDAExecutionProvider.*falling back to CPUExecutionProvider"):
+        model, _ = load_onnx(exported, gen, device="cuda")
+    assert model.device.type == "cpu" and model.provider == "CPUExecutionProvider"
+    rollout = OrtRollout(model, gen.conditioner, 1)
+    rollout.reset([0], ["night falls"], [0])
+    assert rollout.step(torch.zeros(1, 4, dtype=torch.long)).shape == (1, 4, 4, 16, 16)
+    with pytest.raises(ValueError, match="inference only"):
+        rollout.generate(torch.zeros(1, 4, dtype=torch.long), exit_step=1)
