@@ -88,19 +88,19 @@ class Rollout:
         self.history = torch.zeros((batch, n_frames) + lat, device=self.device)  # clean latents, cache layout
         self.history_actions = torch.zeros(batch, n_frames, dtype=torch.long, device=self.device)
         self.frame = torch.zeros(batch, dtype=torch.long, device=self.device)  # next frame index per row
-        self.text = torch.zeros(batch, 1, cfg.text_dim, device=self.device)
-        self.text_mask = torch.zeros(batch, 1, dtype=torch.bool, device=self.device)
+        # text padded to the model's width, always: a row's frames must not depend on what other
+        # rows or earlier episodes said (a wider padding changes the float summation order)
+        self.text = torch.zeros(batch, cfg.text_tokens, cfg.text_dim, device=self.device)
+        self.text_mask = torch.zeros(batch, cfg.text_tokens, dtype=torch.bool, device=self.device)
         self.prompts = [""] * batch
         self.generators = [torch.Generator(device=self.device).manual_seed(i) for i in range(batch)]
 
     # -- per-row state -------------------------------------------------------------------------
     def _set_text(self, rows: list[int], prompts: list[str]) -> None:
         tokens, mask = self.conditioner(prompts, self.device)
-        L = max(tokens.shape[1], self.text.shape[1])
-        if L > self.text.shape[1]:  # widen the padded text of every row
-            pad = L - self.text.shape[1]
-            self.text = torch.cat([self.text, self.text.new_zeros(self.B, pad, self.text.shape[2])], 1)
-            self.text_mask = torch.cat([self.text_mask, self.text_mask.new_zeros(self.B, pad)], 1)
+        if tokens.shape[1] > self.text.shape[1]:
+            long = prompts[int(mask.sum(1).argmax())]
+            raise ValueError(f"prompt {long!r} is {tokens.shape[1]} tokens; the model reads at most {self.text.shape[1]}")
         for j, r in enumerate(rows):
             self.text[r].zero_()
             self.text_mask[r] = False

@@ -137,7 +137,7 @@ def test_stage_errors(chain, capsys):
     # stream needs a dmd (or later) generator, not the teacher
     assert main(["train", "stage=stream", f"teacher_checkpoint={runs / 'teacher' / 'checkpoint'}",
                  f"generator_checkpoint={runs / 'teacher' / 'checkpoint'}", *TINY_STREAM]) == 2
-    assert "stage" in capsys.readouterr().err
+    assert "is a 'teacher' checkpoint; expected dmd or stream or delta" in capsys.readouterr().err
     assert main(["train", "stage=ode", "teacher_checkpoint=/nonexistent", *TINY]) == 2
     assert main(stream_args(runs, "stream", runs / "x", "switch_gaps=[6]")) == 2
     assert "multiples of the chunk" in capsys.readouterr().err
