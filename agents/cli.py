@@ -29,6 +29,8 @@ def _add_env_args(p: argparse.ArgumentParser, choose_env: bool = True) -> None:
         p.add_argument("--size", type=int, default=0, help="real env frame size (0: the generator's, or 64 without one)")
         p.add_argument("--frames-per-step", type=int, default=0, help="real env frames per step (0: the generator's chunk, or 4)")
     p.add_argument("--device", default="cpu", help="where the generator, the frames and the agent live: cpu or cuda")
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                   help="how the world model runs: eager torch, or ONNX Runtime graphs (needs the cpu or gpu extra)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
 
 
@@ -50,7 +52,8 @@ def _env_config(args: argparse.Namespace, **fixed):
     from dfworld.agents.worlds import AgentEnvConfig
 
     fields = dict(env=getattr(args, "env", "world"), checkpoint=args.checkpoint, num_envs=args.num_envs, horizon=args.horizon,
-                  size=getattr(args, "size", 0), frames_per_step=getattr(args, "frames_per_step", 0), device=args.device)
+                  size=getattr(args, "size", 0), frames_per_step=getattr(args, "frames_per_step", 0), device=args.device,
+                  backend=args.backend)
     return AgentEnvConfig(**(fields | fixed))
 
 

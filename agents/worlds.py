@@ -30,10 +30,15 @@ class AgentEnvConfig:
     size: int = 0  # real env: frame size in pixels (0: the generator's, or 64 without a generator)
     frames_per_step: int = 0  # real env: frames per step (0: the generator's chunk, or 4 without a generator)
     device: str = "cpu"  # where the generator, the frames and the agent live: cpu or cuda
+    backend: str = "torch"  # world env: the generator as eager torch or as ONNX Runtime graphs (the `cpu`/`gpu` extra)
 
     def __post_init__(self) -> None:
+        from dfworld.envs.world_model import BACKENDS
+
         if self.env not in ENVS:
             raise ValueError(f"unknown env {self.env!r}; expected one of {', '.join(ENVS)}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown backend {self.backend!r}; expected one of {', '.join(BACKENDS)}")
         for name in ("num_envs", "horizon"):
             if getattr(self, name) < 1:
                 raise ValueError(f"AgentEnvConfig.{name} must be at least 1, got {getattr(self, name)}")
@@ -76,7 +81,8 @@ def make_env(cfg: AgentEnvConfig):
     if cfg.env == "world":
         from dfworld.envs.torchrl_env import WorldModelTorchRLEnv
 
-        return WorldModelTorchRLEnv(cfg.num_envs, cfg.checkpoint, cfg.device, event_bank=[], max_episode_steps=cfg.horizon)
+        return WorldModelTorchRLEnv(cfg.num_envs, cfg.checkpoint, cfg.device, event_bank=[], max_episode_steps=cfg.horizon,
+                                    backend=cfg.backend)
     from dfworld.envs.torchrl_env import EventWorldTorchRLEnv
     from dfworld.world.config import WorldConfig
 

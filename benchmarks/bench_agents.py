@@ -3,6 +3,7 @@
     python benchmarks/bench_agents.py                        # default model size, untrained weights
     python benchmarks/bench_agents.py --checkpoint PATH      # a trained generator checkpoint
     python benchmarks/bench_agents.py --env real             # the EventWorld simulator, for comparison
+    python benchmarks/bench_agents.py --backend onnx         # the world model as ONNX Runtime graphs
 
 A batch is rows x horizon steps of `chunk` frames (the training batch of `dfworld agent train`);
 the first batch is a warm-up and is not counted. Collect time covers generation, decoding, the
@@ -36,11 +37,13 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=2, help="timed batches (after one warm-up batch)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--device", default="cpu", help="where the generator runs")
+    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="how the world model runs")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     tmp = tempfile.TemporaryDirectory()
     ckpt = args.checkpoint or default_checkpoint(os.path.join(tmp.name, "gen"))
-    env_cfg = AgentEnvConfig(env=args.env, checkpoint=ckpt, num_envs=args.num_envs, horizon=args.horizon, device=args.device)
+    env_cfg = AgentEnvConfig(env=args.env, checkpoint=ckpt, num_envs=args.num_envs, horizon=args.horizon, device=args.device,
+                             backend=args.backend)
     size, frames_per_step = frame_shape(env_cfg)
     frames_per_batch = args.num_envs * args.horizon * frames_per_step
     ppo = dataclasses.replace(PPOConfig(), frames=(args.batches + 1) * frames_per_batch, checkpoint_every=10**9)
@@ -50,7 +53,7 @@ def main() -> None:
     update = sum(r["update_s"] for r in rows)
     frames = frames_per_batch * len(rows)
     print(f"generator: {args.checkpoint or 'untrained, default model and codec configs'}; env {args.env}; device {args.device}, "
-          f"threads {args.threads}; {size}x{size} frames, {frames_per_step} per step; PPO {ppo.epochs} epochs, minibatch {ppo.minibatch}")
+          f"backend {args.backend}, threads {args.threads}; {size}x{size} frames, {frames_per_step} per step; PPO {ppo.epochs} epochs, minibatch {ppo.minibatch}")
     print("\n| env | rows | frames/batch | collect frames/s | update s/batch | training frames/s |\n|---|---|---|---|---|---|")
     print(f"| {args.env} | {args.num_envs} | {frames_per_batch:,} | {frames / collect:,.1f} | {update / len(rows):.2f} | "
           f"{frames / (collect + update):,.1f} |")

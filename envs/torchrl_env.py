@@ -117,11 +117,12 @@ class WorldModelTorchRLEnv(_FramesEnv):
         event_bank: list[str] | None = None,
         max_episode_steps: int | None = 250,
         coins_to_win: int = 3,
+        backend: str = "torch",
     ):
         from dfworld.envs.world_model import WorldModelCore
         from dfworld.world.events import all_event_texts
 
-        core = WorldModelCore(num_envs, checkpoint, device, coins_to_win)
+        core = WorldModelCore(num_envs, checkpoint, device, coins_to_win, backend)
         bank = list(event_bank if event_bank is not None else all_event_texts("train"))
         event = Categorical(len(bank) + 1, shape=(num_envs,), dtype=torch.int64, device=device)
         super().__init__(num_envs, core.last.shape[1:3], device, max_episode_steps, {"event": event})

@@ -116,9 +116,30 @@ def test_transfer_writes_a_json_and_a_markdown_table(tiny_generator, tmp_path, c
     assert (out / "transfer_curves.png").is_file() and (out / "ppo_world_seed3" / "checkpoint" / "config.json").is_file()
 
 
+def test_the_world_env_on_onnx_runtime_makes_the_torch_frames(tiny_generator):
+    """The agent's world env on the ONNX Runtime backend: the same seeded episode, the same pixels and rewards."""
+    pytest.importorskip("onnxruntime")
+    runs = {}
+    for backend in ("torch", "onnx"):
+        env = make_env(tiny_env(tiny_generator, backend=backend))
+        env.set_seed(11)
+        td = env.reset()
+        frames = [td["pixels"]]
+        for move in ([1, 4], [2, 3], [0, 1]):
+            td["action"] = torch.tensor(move)
+            td = env.step(td)["next"]
+            frames.append(td["pixels"])
+        runs[backend] = torch.stack(frames).int()
+        env.close()
+    diff = (runs["torch"] - runs["onnx"]).abs()
+    assert diff.float().mean() < 0.05 and diff.max() <= 2, (diff.float().mean(), diff.max())  # uint8 rounding only
+
+
 def test_bad_inputs_give_clear_errors(tiny_generator, tmp_path, capsys):
     with pytest.raises(ValueError, match="unknown env 'moon'; expected one of world, real"):
         AgentEnvConfig(env="moon")
+    with pytest.raises(ValueError, match="unknown backend 'tensorrt'; expected one of torch, onnx"):
+        AgentEnvConfig(backend="tensorrt")
     with pytest.raises(SystemExit):  # argparse names the accepted choices
         main(["agent", "train", "--env", "moon"])
     capsys.readouterr()
