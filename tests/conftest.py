@@ -19,8 +19,7 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(0)
 
 
-@pytest.fixture(scope="session")
-def tiny_generator(tmp_path_factory):
+def _tiny_generator_checkpoint(path, **model_kw):
     """A small randomly initialised block-causal generator checkpoint (32x32 frames, vocab text)."""
     import torch
 
@@ -30,12 +29,22 @@ def tiny_generator(tmp_path_factory):
 
     torch.manual_seed(0)
     codec = LatentCodec(CodecConfig(image_size=32, latent_channels=4, block_out_channels=(8, 8), norm_num_groups=4))
-    model = VideoTransformer(
-        TransformerConfig(latent_channels=4, latent_size=16, patch=4, dim=32, depth=1, heads=2, text_dim=16, text_tokens=16,
-                          attention="block_causal", chunk_frames=4, sink_frames=4, window_frames=8)
-    )
+    config = dict(latent_channels=4, latent_size=16, patch=4, dim=32, depth=1, heads=2, text_dim=16, text_tokens=16,
+                  attention="block_causal", chunk_frames=4, sink_frames=4, window_frames=8)
+    model = VideoTransformer(TransformerConfig(**(config | model_kw)))
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0, 0.05)
-    path = tmp_path_factory.mktemp("gen") / "checkpoint"
     return write_generator_checkpoint(path, model, codec, TextConfig(encoder="vocab", max_tokens=16, dim=16))
+
+
+@pytest.fixture(scope="session")
+def tiny_generator(tmp_path_factory):
+    """A small randomly initialised block-causal generator checkpoint (32x32 frames, vocab text)."""
+    return _tiny_generator_checkpoint(tmp_path_factory.mktemp("gen") / "checkpoint")
+
+
+@pytest.fixture(scope="session")
+def tiny_tubelet_generator(tmp_path_factory):
+    """The same with tubelet tokens: 2x2 latent patches over 4 frames (16 tokens per frame on average)."""
+    return _tiny_generator_checkpoint(tmp_path_factory.mktemp("gen_tubelet") / "checkpoint", patch=2, tubelet=4)

@@ -12,7 +12,7 @@ from dfworld.sampling import guided_velocity
 
 def tiny(attention="block_causal", **kw) -> VideoTransformer:
     cfg = TransformerConfig(
-        latent_channels=4, latent_size=8, patch=4, dim=32, depth=2, heads=2, text_dim=16, attention=attention,
+        latent_channels=4, latent_size=8, patch=kw.pop("patch", 4), dim=32, depth=2, heads=2, text_dim=16, attention=attention,
         chunk_frames=kw.pop("chunk_frames", 2), sink_frames=kw.pop("sink_frames", 2), window_frames=kw.pop("window_frames", 4), **kw,
     )
     torch.manual_seed(0)
@@ -55,6 +55,47 @@ def test_cached_generation_equals_the_block_causal_forward(sink, window):
     full, _ = model(x, sigma, text, mask, actions)
     step, _ = chunked(model, x, sigma, text, mask, actions)
     assert (full - step).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("tubelet, patch, chunk, sink, window", [(2, 4, 2, 2, 4), (4, 2, 4, 4, 8), (4, 2, 4, 0, 4), (2, 2, 4, 4, 4)])
+@torch.no_grad()
+def test_tubelet_tokens_keep_cache_parity(tubelet, patch, chunk, sink, window):
+    model = tiny(tubelet=tubelet, patch=patch, chunk_frames=chunk, sink_frames=sink, window_frames=window)
+    assert model.config.tokens_per_frame * tubelet == (8 // patch) ** 2
+    x, sigma, text, mask, actions = inputs(2, 24)
+    sigma = sigma[:, ::tubelet].repeat_interleave(tubelet, 1)  # one level per tubelet
+    full, _ = model(x, sigma, text, mask, actions)
+    step, cache = chunked(model, x, sigma, text, mask, actions)
+    assert (full - step).abs().max().item() <= 1e-4
+    assert cache.k.shape[3] == (sink + window) * model.config.tokens_per_frame  # the cache layout is per frame, as before
+
+
+@torch.no_grad()
+def test_a_tubelet_reads_every_frame_and_the_order_of_its_actions():
+    model = tiny("full", tubelet=2)
+    x, sigma, text, mask, actions = inputs(1, 8)
+    sigma = sigma[:, ::2].repeat_interleave(2, 1)
+    actions[0, :2] = torch.tensor([1, 3])
+    base, _ = model(x, sigma, text, mask, actions)
+    swapped = actions.clone()
+    swapped[0, :2] = torch.tensor([3, 1])  # the same actions in the other order
+    assert (model(x, sigma, text, mask, swapped)[0] - base).abs().max() > 1e-4
+    x2 = x.clone()
+    x2[:, 1] += 1.0  # the second frame of the first tubelet changes the first frame's output too
+    assert (model(x2, sigma, text, mask, actions)[0][:, 0] - base[:, 0]).abs().max() > 1e-4
+
+
+def test_bad_tubelets_are_refused():
+    with pytest.raises(ValueError, match="tubelet 3 must .* divide chunk_frames"):
+        TransformerConfig(tubelet=3, chunk_frames=4)
+    with pytest.raises(ValueError, match="tubelet 0"):
+        TransformerConfig(tubelet=0)
+    model = tiny("full", tubelet=2)
+    x, sigma, text, mask, actions = inputs(1, 8)
+    with pytest.raises(ValueError, match="must share one noise level"):
+        model(x, sigma, text, mask, actions)
+    with pytest.raises(ValueError, match="7 frames do not split into tubelets of 2"):
+        model(x[:, :7], sigma[:, :7], text, mask, actions[:, :7])
 
 
 @torch.no_grad()

@@ -58,18 +58,29 @@ def test_export_writes_checked_static_graphs_and_its_record(exported, tiny_gener
 
 
 def test_ort_rollout_matches_torch_over_50_chunks_with_a_text_event(exported, tiny_generator, one_thread):
-    gen = load_generator(tiny_generator)
+    check_parity(tiny_generator, exported, chunks=50)
+
+
+def test_ort_rollout_matches_torch_with_tubelet_tokens(tiny_tubelet_generator, tmp_path, one_thread):
+    out = tmp_path / "tubelet"
+    assert main(["export", "onnx", "--checkpoint", str(tiny_tubelet_generator), "--out", str(out)]) == 0
+    check_parity(tiny_tubelet_generator, out, chunks=30)
+
+
+def check_parity(checkpoint, exported, chunks: int) -> None:
+    """ORT against torch rollouts over `chunks` chunks, with a text event half-way and a partial step."""
+    gen = load_generator(checkpoint)
     model, decoder = load_onnx(exported, gen, threads=1)
     B, C = 3, gen.model.config.chunk_frames  # not the export's example batch (2): the batch axis is dynamic
     ref, ort = Rollout(gen.model, gen.conditioner, B), OrtRollout(model, gen.conditioner, B)
     context = torch.randn(B, 4, 16, 16, generator=torch.Generator().manual_seed(1))
     for r in (ref, ort):
         r.reset([0, 1, 2], ["night falls", "it starts to rain", "dusk falls"], [3, 4, 5], context=context)  # the write graph
-    actions = torch.randint(0, 5, (50, B, C), generator=torch.Generator().manual_seed(0))
+    actions = torch.randint(0, 5, (chunks, B, C), generator=torch.Generator().manual_seed(0))
     some_rows = torch.tensor([True, False, True])
     lat_ref, lat_ort, diff = [], [], 0.0
-    for i in range(50):
-        if i == 25:  # a text event: the re-cache replays the sink and the window through the write graph
+    for i in range(chunks):
+        if i == chunks // 2:  # a text event: the re-cache replays the sink and the window through the write graph
             for r in (ref, ort):
                 r.set_prompt([1], ["the sun sets and a storm of purple sparks begins"])  # a longer text
         rows = some_rows if i == 10 else None
@@ -77,7 +88,7 @@ def test_ort_rollout_matches_torch_over_50_chunks_with_a_text_event(exported, ti
         diff = max(diff, (a - b).abs().max().item())
         lat_ref.append(a)
         lat_ort.append(b)
-    assert diff <= 1e-3, f"max |ort - torch| over 50 chunks: {diff:.2e}"
+    assert diff <= 1e-3, f"max |ort - torch| over {chunks} chunks: {diff:.2e}"
     assert torch.equal(ref.frame, ort.frame) and ort.prompts == ref.prompts
     assert torch.equal(ref.cache.valid, ort.cache.valid) and (ref.cache.k - ort.cache.k).abs().max() <= 1e-3
     with torch.inference_mode():
@@ -89,7 +100,7 @@ def test_ort_rollout_matches_torch_over_50_chunks_with_a_text_event(exported, ti
         return r.time, r.weather, sorted(r.objects), r.agent is None, r.coin is None
 
     agree = np.mean([key(p) == key(q) for p, q in zip(read_frames(frames_ref, world), read_frames(frames_ort, world))])
-    assert len(frames_ref) == B * 50 * C and agree >= 0.99
+    assert len(frames_ref) == B * chunks * C and agree >= 0.99
     assert np.abs(frames_ref.astype(int) - frames_ort.astype(int)).max() <= 2
     print(f"\nparity: max |latents| diff {diff:.2e}; probe agreement {agree:.4f} over {len(frames_ref)} frames")
 

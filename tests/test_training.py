@@ -90,6 +90,25 @@ def test_resume_after_a_kill_gives_the_same_loss_curve(tiny, tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+def test_bf16_autocast_trains_a_tubelet_teacher_and_resumes_exactly(tiny, tmp_path):
+    tubelet = ["model.patch=2", "model.tubelet=4", "train.warmup=1", "train.lr=3e-3"]  # a fast start: outputs move off zero
+    assert main(teacher_args(tiny, tmp_path / "fp32", "train.steps=6", *tubelet)) == 0
+    assert main(teacher_args(tiny, tmp_path / "bf16", "train.steps=6", "train.precision=bf16", *tubelet)) == 0
+    assert main(teacher_args(tiny, tmp_path / "resumed", "train.steps=3", "train.precision=bf16", *tubelet)) == 0
+    assert main(teacher_args(tiny, tmp_path / "resumed", "train.steps=6", "train.precision=bf16", *tubelet)) == 0
+    fp32, bf16, resumed = (history(tmp_path / r) for r in ("fp32", "bf16", "resumed"))
+    assert [r["loss_flow"] for r in bf16] == [r["loss_flow"] for r in resumed]  # exact resume under autocast too
+    late = [(a["loss_flow"], b["loss_flow"]) for a, b in zip(fp32[3:], bf16[3:])]
+    assert all(a != b and abs(a - b) < 0.05 * a for a, b in late), late  # bf16 really runs, and close to fp32
+    model = transformer_from(load_checkpoint(tmp_path / "bf16" / "checkpoint"), "teacher")
+    assert (model.config.patch, model.config.tubelet, model.config.tokens_per_frame) == (2, 4, 16)
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # the checkpoint stays fp32
+    with pytest.raises(ValueError, match="precision 'fp16' is not one of"):
+        from dfworld.training.loop import TrainConfig
+
+        TrainConfig(precision="fp16")
+
+
 def test_ddp_under_torchrun_with_gloo(tiny, tmp_path):
     run = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

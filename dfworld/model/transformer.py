@@ -4,10 +4,14 @@ Input: latent frames x [B, F, C, h, w] at per-frame noise levels sigma [B, F], t
 [B, L, Dt] with mask [B, L], and per-frame actions [B, F]. Output: the flow-matching velocity
 v = eps - x0 for every frame (same shape as x).
 
-- Tokens: each frame is cut into patches (N = (h/p)^2 tokens), with a learned spatial position
-  and the frame's action embedding added.
-- Time: rotary positions over the frame index (RoFormer).
-- Conditioning: per-frame adaLN-zero from the noise level, the pooled text and the action
+- Tokens: tubelets. A token covers `tubelet` consecutive frames (t) times a p x p patch of
+  latent pixels (ViViT's tubelet embedding, arXiv 2103.15691), so a group of t frames holds
+  S = (h/p)^2 tokens, N = S / t per frame on average. With t = 1 a token is one frame's patch.
+  Each token gets a learned spatial position and its group's action embedding: one table per
+  frame offset inside the group, summed, so the order of the actions in a group matters.
+  The frames of a group share one noise level (the student denoises whole chunks anyway).
+- Time: rotary positions over the frame index of each group's first frame (RoFormer).
+- Conditioning: per-group adaLN-zero from the noise level, the pooled text and the actions
   (DiT); cross-attention to the text tokens. A learned null text and a null action are the
   unconditional input for classifier-free guidance.
 - Attention: `full` over all frames, or `block_causal` over chunks of `chunk_frames` frames
@@ -44,7 +48,8 @@ class TransformerConfig:
 
     latent_channels: int = 8  # channels of a latent frame (the codec's latent_channels)
     latent_size: int = 16  # latent height and width
-    patch: int = 4  # patch side in latent pixels; tokens per frame = (latent_size / patch)^2
+    patch: int = 4  # patch side in latent pixels
+    tubelet: int = 1  # frames per token; tokens per frame = (latent_size / patch)^2 / tubelet
     dim: int = 128  # model width
     depth: int = 4  # transformer blocks
     heads: int = 4  # attention heads
@@ -63,6 +68,11 @@ class TransformerConfig:
             raise ValueError(f"attention {self.attention!r} is not one of {ATTENTION_MODES}")
         if self.latent_size % self.patch:
             raise ValueError(f"latent_size {self.latent_size} is not divisible by patch {self.patch}")
+        if self.tubelet < 1 or self.chunk_frames % self.tubelet or self.spatial_tokens % self.tubelet:
+            raise ValueError(
+                f"tubelet {self.tubelet} must be at least 1 and divide chunk_frames ({self.chunk_frames}) and the "
+                f"{self.spatial_tokens} patches of a frame"
+            )
         if self.dim % self.heads or (self.dim // self.heads) % 2:
             raise ValueError(f"dim {self.dim} must split into {self.heads} heads of even width")
         for name in ("sink_frames", "window_frames"):
@@ -70,8 +80,14 @@ class TransformerConfig:
                 raise ValueError(f"{name}={getattr(self, name)} must be a multiple of chunk_frames={self.chunk_frames}")
 
     @property
-    def tokens_per_frame(self) -> int:
+    def spatial_tokens(self) -> int:
+        """Tokens of one group of `tubelet` frames (S): one per p x p patch."""
         return (self.latent_size // self.patch) ** 2
+
+    @property
+    def tokens_per_frame(self) -> int:
+        """Tokens per frame on average (N = S / tubelet): the KV cache's unit."""
+        return self.spatial_tokens // self.tubelet
 
     @property
     def head_dim(self) -> int:
@@ -79,7 +95,7 @@ class TransformerConfig:
 
     @property
     def patch_dim(self) -> int:
-        return self.latent_channels * self.patch * self.patch
+        return self.tubelet * self.latent_channels * self.patch * self.patch
 
 
 @lru_cache(maxsize=32)
@@ -156,13 +172,13 @@ class Block(nn.Module):
         nn.init.zeros_(self.ada.bias)
 
     def forward(self, x, c, text, text_mask, attn_args, cache_kv=None):
-        """x [B, F, N, D]; c [B, F, D] per-frame conditioning."""
-        B, Fr, N, D = x.shape
-        sh1, sc1, g1, sh2, sc2, g2 = self.ada(F.silu(c))[:, :, None].chunk(6, dim=-1)  # each [B, F, 1, D]
-        h = modulate(self.norm1(x), sh1, sc1).reshape(B, Fr * N, D)
+        """x [B, G, S, D] (groups of tubelet frames x their tokens); c [B, G, D] per-group conditioning."""
+        B, G, S, D = x.shape
+        sh1, sc1, g1, sh2, sc2, g2 = self.ada(F.silu(c))[:, :, None].chunk(6, dim=-1)  # each [B, G, 1, D]
+        h = modulate(self.norm1(x), sh1, sc1).reshape(B, G * S, D)
         a, new_kv = self.attn(h, *attn_args, cache_kv=cache_kv)
-        x = x + g1 * a.view(B, Fr, N, D)
-        x = x + self.cross(self.norm_x(x).view(B, Fr * N, D), text, text_mask).view(B, Fr, N, D)
+        x = x + g1 * a.view(B, G, S, D)
+        x = x + self.cross(self.norm_x(x).view(B, G * S, D), text, text_mask).view(B, G, S, D)
         x = x + g2 * self.mlp(modulate(self.norm2(x), sh2, sc2))
         return x, new_kv
 
@@ -173,10 +189,10 @@ class VideoTransformer(nn.Module):
     def __init__(self, config: TransformerConfig):
         super().__init__()
         self.config = cfg = config
-        N = cfg.tokens_per_frame
         self.patch_in = nn.Linear(cfg.patch_dim, cfg.dim)
-        self.pos = nn.Parameter(torch.randn(N, cfg.dim) * 0.02)
-        self.action = nn.Embedding(cfg.n_actions + 1, cfg.dim)  # last index: null action
+        self.pos = nn.Parameter(torch.randn(cfg.spatial_tokens, cfg.dim) * 0.02)
+        # one table of n_actions + 1 rows (the last: null action) per frame offset inside a tubelet
+        self.action = nn.Embedding(cfg.tubelet * (cfg.n_actions + 1), cfg.dim)
         self.time = nn.Sequential(nn.Linear(cfg.dim, cfg.dim), nn.SiLU(), nn.Linear(cfg.dim, cfg.dim))
         self.text_in = nn.Sequential(nn.LayerNorm(cfg.text_dim), nn.Linear(cfg.text_dim, cfg.dim))
         self.null_text = nn.Parameter(torch.randn(1, cfg.text_dim) * 0.02)  # the unconditional text
@@ -207,25 +223,33 @@ class VideoTransformer(nn.Module):
         return text, text_mask, actions
 
     def _condition(self, sigma, text, text_mask, actions):
-        t = self.time(timestep_embedding(sigma, self.config.dim))  # [B, F, D]
+        """Per-group conditioning c [B, G, D], text tokens [B, L, D] and group action embeddings [B, G, D]."""
+        cfg = self.config
+        t = self.time(timestep_embedding(self._group(sigma), cfg.dim))  # [B, G, D]
         tx = self.text_in(text)  # [B, L, D]
         m = text_mask[..., None].to(tx.dtype)
         pooled = (tx * m).sum(1) / m.sum(1).clamp(min=1)  # [B, D]
-        a = self.action(actions)  # [B, F, D]
+        B, Fr = actions.shape
+        offset = torch.arange(cfg.tubelet, device=actions.device).repeat(Fr // cfg.tubelet) * (cfg.n_actions + 1)  # [F]
+        a = self.action(actions + offset).view(B, Fr // cfg.tubelet, cfg.tubelet, cfg.dim).sum(2)  # [B, G, D]
         return t + pooled[:, None] + a, tx, a
+
+    def _group(self, per_frame: torch.Tensor) -> torch.Tensor:
+        """[B, F] -> [B, G]: the value of each group's first frame."""
+        return per_frame[:, :: self.config.tubelet]
 
     def _patchify(self, x: torch.Tensor) -> torch.Tensor:
         B, Fr, C, h, w = x.shape
-        p = self.config.patch
-        x = x.reshape(B, Fr, C, h // p, p, w // p, p).permute(0, 1, 3, 5, 2, 4, 6)
-        return x.reshape(B, Fr, (h // p) * (w // p), C * p * p)  # [B, F, N, C p p]
+        t, p = self.config.tubelet, self.config.patch
+        x = x.reshape(B, Fr // t, t, C, h // p, p, w // p, p).permute(0, 1, 4, 6, 2, 3, 5, 7)
+        return x.reshape(B, Fr // t, (h // p) * (w // p), t * C * p * p)  # [B, G, S, t C p p]
 
     def _unpatchify(self, x: torch.Tensor) -> torch.Tensor:
         cfg = self.config
-        B, Fr, N, _ = x.shape
-        g, p = cfg.latent_size // cfg.patch, cfg.patch
-        x = x.reshape(B, Fr, g, g, cfg.latent_channels, p, p).permute(0, 1, 4, 2, 5, 3, 6)
-        return x.reshape(B, Fr, cfg.latent_channels, cfg.latent_size, cfg.latent_size)
+        B, G, S, _ = x.shape
+        g, t, p = cfg.latent_size // cfg.patch, cfg.tubelet, cfg.patch
+        x = x.reshape(B, G, g, g, t, cfg.latent_channels, p, p).permute(0, 1, 4, 5, 2, 6, 3, 7)
+        return x.reshape(B, G * t, cfg.latent_channels, cfg.latent_size, cfg.latent_size)
 
     # -- positions and masks -------------------------------------------------------------------
     def _frame_positions(self, start_frame: torch.Tensor, frames: int) -> torch.Tensor:
@@ -238,8 +262,8 @@ class VideoTransformer(nn.Module):
         return frame - torch.clamp(start - c.window_frames, min=c.sink_frames) + c.sink_frames
 
     def _tokens(self, per_frame: torch.Tensor) -> torch.Tensor:
-        """[B, F] -> [B, F * N], repeating each frame's value over its tokens."""
-        return per_frame.repeat_interleave(self.config.tokens_per_frame, dim=1)
+        """[B, F] -> [B, G * S] = [B, F * N], repeating each group's (first frame's) value over its tokens."""
+        return self._group(per_frame).repeat_interleave(self.config.spatial_tokens, dim=1)
 
     def _rope(self, positions: torch.Tensor):
         cos, sin = rope_angles(self._tokens(positions), self.config.head_dim, self.config.rope_theta)
@@ -255,6 +279,13 @@ class VideoTransformer(nn.Module):
         if actions.numel() and (int(actions.min()) < 0 or int(actions.max()) > cfg.n_actions):
             bad = actions[(actions < 0) | (actions > cfg.n_actions)][0].item()
             raise ValueError(f"unknown action index {bad}; actions are 0..{cfg.n_actions - 1} (and {cfg.n_actions} = null)")
+        t = cfg.tubelet
+        if t > 1:
+            if x.shape[1] % t:
+                raise ValueError(f"{x.shape[1]} frames do not split into tubelets of {t} frames")
+            groups = sigma.view(sigma.shape[0], -1, t)
+            if not bool((groups == groups[..., :1]).all()):
+                raise ValueError(f"the {t} frames of a tubelet must share one noise level; sigma varies inside a tubelet")
 
     # -- forward -------------------------------------------------------------------------------
     def forward(
@@ -275,14 +306,14 @@ class VideoTransformer(nn.Module):
         """
         cfg = self.config
         B, Fr = x.shape[:2]
-        N = cfg.tokens_per_frame
+        N, t = cfg.tokens_per_frame, cfg.tubelet
         if not torch.jit.is_tracing() and not torch.compiler.is_compiling():
             self._check_inputs(x, sigma, actions)
         if start_frame is None:
             start_frame = torch.zeros(B, dtype=torch.long, device=x.device)
         frames = self._frame_positions(start_frame, Fr)  # [B, F]
         c, tx, a = self._condition(sigma, text, text_mask, actions)
-        h = self.patch_in(self._patchify(x)) + self.pos + a[:, :, None]  # [B, F, N, D]
+        h = self.patch_in(self._patchify(x)) + self.pos + a[:, :, None]  # [B, G, S, D]
 
         # 1. attention geometry: rotations, which keys are sink keys, and the mask
         rope_q = rope_k = self._rope(frames)
@@ -294,8 +325,9 @@ class VideoTransformer(nn.Module):
             if cache is None:
                 if bool((start_frame != 0).any()):
                     raise ValueError("a block-causal forward without a cache starts at frame 0")
-                fm = _block_causal_frame_mask(Fr, cfg.chunk_frames, cfg.sink_frames, cfg.window_frames).to(x.device)
-                mask = fm.repeat_interleave(N, 0).repeat_interleave(N, 1)  # [T, T]
+                fm = _block_causal_frame_mask(Fr, cfg.chunk_frames, cfg.sink_frames, cfg.window_frames)[::t, ::t].to(x.device)
+                S = cfg.spatial_tokens
+                mask = fm.repeat_interleave(S, 0).repeat_interleave(S, 1)  # [T, T], T = G S = F N
                 if sink_on:
                     key_sink = self._tokens(frames < cfg.sink_frames)[:, None, :, None]
             else:

@@ -37,6 +37,7 @@ from dfworld.configuration import to_dict
 from dfworld.checkpoint import load_checkpoint, save_checkpoint
 
 LOGGERS = ("csv", "tensorboard")
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -60,10 +61,13 @@ class TrainConfig:
     resume: bool = True  # continue from out/checkpoint if it holds a training state
     device: str = "auto"  # auto (cuda if available), cpu or cuda
     max_minutes: float = 0.0  # stop with a checkpoint after this much wall time (0: no limit)
+    precision: str = "fp32"  # fp32, or bf16: autocast the step (weights, optimizer and EMA stay fp32)
 
     def __post_init__(self) -> None:
         if unknown := set(self.loggers) - set(LOGGERS):
             raise ValueError(f"unknown logger(s) {sorted(unknown)}; expected any of {LOGGERS}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision {self.precision!r} is not one of {PRECISIONS}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device {self.device!r} is not auto, cpu or cuda")
 
@@ -76,6 +80,17 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and dist.is_initialized():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return torch.device(name)
+
+
+def autocast(cfg: TrainConfig, device: torch.device | str):
+    """The mixed-precision context of a training step: bf16 matmuls and convolutions under `precision=bf16`.
+
+    Parameters, gradients, optimizer moments and EMA stay fp32 (autocast casts per op), so a
+    checkpoint is the same format either way. On CPUs with AVX512-BF16 or AMX this runs the
+    matmuls at about twice the fp32 rate (benchmarks/bench_precision.py measures it).
+    """
+    device_type = torch.device(device).type
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
 
 
 def unwrap(module: nn.Module) -> nn.Module:
@@ -307,7 +322,8 @@ class Loop:
         bar = tqdm(total=cfg.steps, initial=self.step, desc=self.stage.name, disable=self.rank != 0, dynamic_ncols=True)
         while self.step < cfg.steps:
             gen = torch.Generator().manual_seed(step_seed(cfg.seed, self.step, self.rank))
-            scalars = self.stage.train_step(self.step, gen)
+            with autocast(cfg, resolve_device(cfg.device)):
+                scalars = self.stage.train_step(self.step, gen)
             for name, module in self.stage.trained().items():
                 if name in self.emas:
                     self.emas[name].update(unwrap(module))
