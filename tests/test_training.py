@@ -183,6 +183,15 @@ def test_train_command_errors(tiny, capsys):
     assert "must equal text.dim" in capsys.readouterr().err
 
 
+def test_a_teacher_trains_on_the_codec_a_generator_checkpoint_carries(tiny, tiny_generator, tmp_path):
+    args = teacher_args(tiny, tmp_path / "t", "train.steps=1", "model.latent_channels=4")
+    args[3] = f"codec_checkpoint={tiny_generator}"
+    assert main(args) == 0
+    ours = codec_from(load_checkpoint(tmp_path / "t" / "checkpoint")).state_dict()
+    theirs = codec_from(load_checkpoint(tiny_generator)).state_dict()
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+
+
 def test_teacher_evaluation_runs_end_to_end(tiny, tmp_path):
     from dfworld.bench.teacher_quality import evaluate_teacher
 

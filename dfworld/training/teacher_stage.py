@@ -19,7 +19,7 @@ from dfworld.checkpoint import load_checkpoint
 from dfworld.configuration import to_dict
 from dfworld.distill.flow_matching import FlowMatchingLoss
 from dfworld.model.codec import LatentCodec
-from dfworld.model.loading import TEXT_CACHE, TextConfig, codec_from
+from dfworld.model.loading import GENERATOR_STAGES, TEXT_CACHE, TextConfig, codec_from
 from dfworld.model.conditioning import TextConditioner
 from dfworld.model.transformer import TransformerConfig, VideoTransformer
 from dfworld.schedule import sample_sigma
@@ -28,12 +28,15 @@ from dfworld.world.events import all_event_texts
 from dfworld.training.loop import Stage, seed_everything, TrainConfig, adamw, optimize, resolve_device, set_lr, unwrap
 
 
+CODEC_CARRIERS = ("codec", "teacher") + GENERATOR_STAGES  # checkpoints whose codec a teacher may train on
+
+
 @dataclass(frozen=True)
 class TeacherStageConfig:
     """`dfworld train stage=teacher`."""
 
     clips: str = "data/clips"  # clips data set (dfworld data clips)
-    codec_checkpoint: str = "runs/codec/checkpoint"  # codec checkpoint (dfworld train stage=codec)
+    codec_checkpoint: str = "runs/codec/checkpoint"  # codec checkpoint (stage=codec), or any checkpoint carrying one (teacher, generator)
     model: TransformerConfig = field(default_factory=TransformerConfig)  # attention must be full
     text: TextConfig = field(default_factory=TextConfig)  # the text encoder
     text_cache: str = ""  # optional safetensors of precomputed embeddings; texts found there skip the encoder
@@ -74,7 +77,7 @@ class TeacherStage(Stage):
                 f"({config.text.dim}, {config.text.max_tokens})"
             )
         self.device = resolve_device(config.train.device)
-        codec_ckpt = load_checkpoint(config.codec_checkpoint, stage="codec")
+        codec_ckpt = load_checkpoint(config.codec_checkpoint, stage=CODEC_CARRIERS)
         self.codec = codec_from(codec_ckpt).to(self.device)
         c = self.codec.config
         if (cfg.latent_channels, cfg.latent_size) != (c.latent_channels, c.latent_size):
