@@ -5,6 +5,7 @@
     dfworld data episodes [overrides] write long scripted episodes
     dfworld train stage=NAME [overrides]  run a training stage (codec, teacher, ode, dmd, stream, delta)
     dfworld pipeline [overrides]      every stage from data to the dmd, stream and delta checkpoints
+    dfworld sweep [overrides]         the trust region over a grid: train each point, bench them side by side
     dfworld eval codec|teacher|generator  probe-measured quality of a checkpoint
     dfworld script validate FILE...   check event scripts
     dfworld script make-suite DIR     regenerate the shipped suites
@@ -82,6 +83,20 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     run_pipeline(cfg)
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    import torch
+
+    from dfworld.bench.sweep import SweepConfig, run_sweep
+    from dfworld.configuration import build, compose
+
+    cfg = build(SweepConfig, compose("sweep", args.overrides))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    run_sweep(cfg)
+    print((Path(cfg.out) / "sweep.md").read_text(), end="")
     return 0
 
 
@@ -178,6 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
     pipe.add_argument("overrides", nargs="*", help="Hydra overrides of configs/pipeline.yaml, e.g. runs=runs2 'stages=[ode,dmd]'")
     pipe.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     pipe.set_defaults(func=_cmd_pipeline)
+
+    sweep = sub.add_parser("sweep", help="train Delta Forcing over a trust-region grid from the pipeline's dmd, bench every point (resumable)")
+    sweep.add_argument("overrides", nargs="*", help="Hydra overrides of configs/sweep.yaml, e.g. 'grid.trust_region.rho=[0.25,0.5]'")
+    sweep.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    sweep.set_defaults(func=_cmd_sweep)
 
     ev = sub.add_parser("eval", help="evaluate a checkpoint with the probes (codec: reconstructions; teacher, generator: sampled clips)")
     ev.add_argument("what", choices=("codec", "teacher", "generator"),

@@ -48,3 +48,14 @@ def tiny_generator(tmp_path_factory):
 def tiny_tubelet_generator(tmp_path_factory):
     """The same with tubelet tokens: 2x2 latent patches over 4 frames (16 tokens per frame on average)."""
     return _tiny_generator_checkpoint(tmp_path_factory.mktemp("gen_tubelet") / "checkpoint", patch=2, tubelet=4)
+
+
+def short_script(path, n: int = 3, frames: int = 48):
+    """A script file of `n` episodes of `frames` frames with events at 16 and 32 (the shipped suites start events at 48)."""
+    from dfworld.world.scripts import Script
+    from dfworld.world.suite import plan_episode
+
+    world, rng = EventWorld(), np.random.default_rng(0)
+    episodes = [plan_episode(f"short-{i}", 50 + i, frames, [16, 32], rng, world)[0] for i in range(n)]
+    Script("short", episodes).save(path)
+    return path

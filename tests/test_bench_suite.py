@@ -5,7 +5,6 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from dfworld.bench.metrics import consistency_curve, reaction_delay
@@ -17,9 +16,11 @@ from dfworld.world.config import WorldConfig
 from dfworld.world.episodes import play_episode
 from dfworld.world.events import Event, parse_event
 from dfworld.world.probes import Blob, FrameReading
-from dfworld.world.scripts import Script, ScriptError
+from dfworld.world.scripts import ScriptError
 from dfworld.world.simulator import EventWorld
-from dfworld.world.suite import make_suite, plan_episode
+from dfworld.world.suite import make_suite
+
+from conftest import short_script
 
 
 def _reading(time="day", weather="clear", objects=("red", "blue"), agent=True) -> FrameReading:
@@ -72,20 +73,12 @@ def test_the_simulator_scores_perfectly_and_broken_readings_do_not():
     assert h["consistency"] < 0.8 and h["drift_per_100"] < 0 and h["reactivity@16"] < 1.0 and h["validity"] < 1.0
 
 
-def _short_script(path: Path, n: int = 3, frames: int = 48) -> Path:
-    """`n` episodes of `frames` frames with events at 16 and 32 (the shipped suites start events at 48)."""
-    world, rng = EventWorld(), np.random.default_rng(0)
-    episodes = [plan_episode(f"short-{i}", 50 + i, frames, [16, 32], rng, world)[0] for i in range(n)]
-    Script("short", episodes).save(path)
-    return path
-
-
 def _part_times(parts: Path) -> dict[str, int]:
     return {p.name: p.stat().st_mtime_ns for p in sorted(parts.glob("*--*.json"))}
 
 
 def test_bench_writes_its_report_and_resumes(tiny_generator, tmp_path, monkeypatch):
-    script = _short_script(tmp_path / "short.jsonl")
+    script = short_script(tmp_path / "short.jsonl")
     out = tmp_path / "bench"
     cfg = BenchConfig(script=str(script), checkpoints=(f"tiny={tiny_generator}",), frames=48, batch=2, out=str(out), video_episodes=1)
     report = run_bench(cfg, progress=False)
@@ -132,8 +125,8 @@ def test_bench_writes_its_report_and_resumes(tiny_generator, tmp_path, monkeypat
 
 
 @pytest.fixture
-def short_script(tmp_path):
-    return _short_script(tmp_path / "short.jsonl", n=1)
+def one_episode_script(tmp_path):
+    return short_script(tmp_path / "short.jsonl", n=1)
 
 
 def _narrow_text(tiny_generator, tmp_path) -> Path:
@@ -146,8 +139,8 @@ def _narrow_text(tiny_generator, tmp_path) -> Path:
     return path
 
 
-def test_bad_input_is_named(tiny_generator, short_script, tmp_path):
-    def run(script=short_script, checkpoints=(f"tiny={tiny_generator}",), **kw):
+def test_bad_input_is_named(tiny_generator, one_episode_script, tmp_path):
+    def run(script=one_episode_script, checkpoints=(f"tiny={tiny_generator}",), **kw):
         run_bench(BenchConfig(script=str(script), checkpoints=checkpoints, out=str(tmp_path / "out"), **kw), progress=False)
 
     with pytest.raises(BenchError, match="expected NAME=PATH"):
@@ -177,11 +170,11 @@ def test_bad_input_is_named(tiny_generator, short_script, tmp_path):
     assert not (tmp_path / "out").exists()  # nothing ran
 
 
-def test_cli_bench_reports_errors_and_runs(tiny_generator, short_script, tmp_path, capsys):
-    assert main(["bench", "--script", str(short_script), "--checkpoint", "no-equals-sign"]) == 2
+def test_cli_bench_reports_errors_and_runs(tiny_generator, one_episode_script, tmp_path, capsys):
+    assert main(["bench", "--script", str(one_episode_script), "--checkpoint", "no-equals-sign"]) == 2
     assert "dfworld bench: error: --checkpoint 'no-equals-sign': expected NAME=PATH" in capsys.readouterr().err
     out = tmp_path / "cli"
-    argv = ["bench", "--script", str(short_script), "--checkpoint", f"tiny={tiny_generator}", "--frames", "32",
+    argv = ["bench", "--script", str(one_episode_script), "--checkpoint", f"tiny={tiny_generator}", "--frames", "32",
             "--batch", "1", "--video-episodes", "0", "--out", str(out)]
     assert main(argv) == 0
     assert "| tiny |" in capsys.readouterr().out

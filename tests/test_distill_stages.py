@@ -15,6 +15,8 @@ from dfworld.model.loading import load_generator
 from dfworld.training.distill_stages import euler_grid_indices
 from dfworld.training.pipeline import PipelineConfig, run_pipeline
 
+from conftest import short_script
+
 TINY_TEACHER = [
     "text.encoder=vocab", "text.dim=16", "text.max_tokens=16", "model.text_dim=16", "model.text_tokens=16",
     "model.dim=32", "model.depth=1", "model.heads=2", "train.batch_size=4", "train.steps=3",
@@ -130,6 +132,38 @@ def test_delta_with_full_trust_and_no_continuity_is_the_stream_stage(chain, tmp_
     assert main(stream_args(runs, "delta", tmp_path / "t", "train.steps=6", "trust_region.rho=0.01", "trust_region.lam=1.0")) == 0
     t = history(tmp_path / "t")
     assert [r["loss_generator"] for r in gen] != [r["loss_generator"] for r in t if "loss_generator" in r]
+
+
+def test_sweep_trains_each_point_from_dmd_benches_them_and_resumes(chain, tmp_path, capsys):
+    runs, _ = chain
+    script = short_script(tmp_path / "short.jsonl", n=2, frames=32)
+    overrides = [f"runs={runs}", f"clips={runs / 'clips'}", f"out={tmp_path / 'sweep'}", f"script={script}",
+                 "grid.trust_region.rho=[0.5,2.0]", "grid.trust_region.lam=[1.0]",
+                 "overrides=[" + ",".join(f"'{o}'" for o in [*TINY_STREAM, "train.steps=4"]) + "]", "episodes=2", "frames=32", "batch=2"]
+    assert main(["sweep", *overrides]) == 0
+    out = tmp_path / "sweep"
+    report = json.loads((out / "sweep.json").read_text())
+    names = [r["name"] for r in report["rows"]]
+    assert names == ["stream", "delta", "rho0.5-lam1.0", "rho2.0-lam1.0"]
+    for name in names[2:]:  # each point is a delta run from the pipeline's dmd, with its own trust region
+        ckpt = load_checkpoint(out / name / "checkpoint")
+        assert ckpt.config["stage"] == "delta" and ckpt.config["record"]["step"] == 4
+        assert ckpt.config["stage_config"]["generator_checkpoint"] == str(runs / "dmd" / "checkpoint")
+        assert ckpt.config["stage_config"]["trust_region"]["rho"] == float(name[3:6])
+    row = report["rows"][2]
+    assert 0 <= row["consistency"]["value"] <= 1 and 0 <= row["reactivity@16"]["value"] <= 1
+    assert all(0.2 <= r[k] <= 1 for r in report["rows"][1:] for k in ("w_no_switch", "w_at_switch"))  # w_min 0.2
+    assert "| rho2.0-lam1.0 | trust_region.rho=2.0 trust_region.lam=1.0 |" in (out / "sweep.md").read_text()
+    assert (out / "sweep.png").stat().st_size > 1000 and (out / "bench" / "bench.json").is_file()
+    # again: every point is finished and the bench is complete, so nothing is retrained
+    stamp = (out / "rho0.5-lam1.0" / "checkpoint" / "config.json").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(["sweep", *overrides]) == 0
+    assert "rho0.5-lam1.0: finished, skipped" in capsys.readouterr().out
+    assert (out / "rho0.5-lam1.0" / "checkpoint" / "config.json").stat().st_mtime_ns == stamp
+    # a sweep without the pipeline's runs says which run is missing
+    assert main(["sweep", f"runs={tmp_path / 'nowhere'}", f"out={tmp_path / 'x'}"]) == 2
+    assert "nowhere/teacher/checkpoint" in capsys.readouterr().err
 
 
 def test_stage_errors(chain, capsys):

@@ -90,11 +90,18 @@ def evaluate_teacher(
             frames = codec.decode(lat).cpu().numpy()
         for j, p in enumerate(prompts):
             real = data.frames[i + j].numpy()
-            rows.append({"prompt": p, "generated": clip_scores(frames[j], p, world), "real": clip_scores(real, p, world)})
+            rows.append({"prompt": p, "kind": parse_event(p).kind, "generated": clip_scores(frames[j], p, world),
+                         "real": clip_scores(real, p, world)})
             if len(videos) < 8:
                 videos.append((real, frames[j], p))
     summary = {
         f"{src}_{k}": float(np.mean([r[src][k] for r in rows])) for src in ("generated", "real") for k in ("prompt_ok", "objects", "agent")
+    }
+    # the prompted attribute per event kind (time of day, weather, object events): where the misses are
+    kinds = sorted({r["kind"] for r in rows})
+    summary["generated_prompt_ok_by_kind"] = {
+        k: {"clips": sum(r["kind"] == k for r in rows), "rate": float(np.mean([r["generated"]["prompt_ok"] for r in rows if r["kind"] == k]))}
+        for k in kinds
     }
     summary.update({"clips": len(rows), "checkpoint": str(checkpoint), "stage": ckpt.config["stage"], "seed": seed})
     if is_teacher:
