@@ -2,6 +2,7 @@
 
     python benchmarks/bench_model.py                 # the default model config, CPU
     python benchmarks/bench_model.py --model large --device cuda
+    python benchmarks/bench_model.py patch=2 tubelet=4   # tubelet tokens
 
 The flatness check runs the block-causal generator chunk after chunk with its static KV cache
 (sink + rolling window) and compares the cost and the memory of the last 100 chunks with the
@@ -79,14 +80,17 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--chunks", type=int, default=1000, help="chunks in the flatness run")
+    parser.add_argument("overrides", nargs="*", help="overrides of the model config, e.g. patch=2 tubelet=4")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    base = build(TransformerConfig, compose_group("model", args.model))
+    fields = compose_group("model", args.model, [f"model.{o}" for o in args.overrides])
+    base = build(TransformerConfig, fields)
     teacher = VideoTransformer(base).to(device).eval()
-    student = VideoTransformer(build(TransformerConfig, {**compose_group("model", args.model), "attention": "block_causal"})).to(device).eval()
+    student = VideoTransformer(build(TransformerConfig, {**fields, "attention": "block_causal"})).to(device).eval()
     params = sum(p.numel() for p in teacher.parameters())
-    print(f"model {args.model}: {params / 1e6:.2f} M parameters, {base.tokens_per_frame} tokens/frame, device {device}, threads {args.threads}")
+    print(f"model {args.model} {' '.join(args.overrides)}: {params / 1e6:.2f} M parameters, patch {base.patch} x tubelet {base.tubelet}, "
+          f"{base.tokens_per_frame} tokens/frame, device {device}, threads {args.threads}")
     print("\n| forward (no grad) | batch x frames | frames/s |\n|---|---|---|")
     for B, F in [(1, 16), (16, 16)]:
         print(f"| teacher (full attention) | {B} x {F} | {throughput(teacher, B, F, device):,.0f} |")
