@@ -86,6 +86,20 @@ def test_ship_copies_the_generators_with_their_records(chain):
         assert all(torch.equal(trained[k], v) for k, v in gen.model.state_dict().items())
 
 
+def test_the_chain_distils_a_tubelet_teacher(tmp_path):
+    """A teacher with tubelet tokens (2x2 patches over 4 frames) is distilled into a tubelet generator."""
+    cfg = tiny_pipeline(tmp_path, stages=("data", "codec", "teacher", "ode", "dmd", "delta"))
+    tubelet = ["model.patch=2", "model.tubelet=4"]
+    cfg.overrides["teacher"] = [*cfg.overrides["teacher"], *tubelet]
+    report = run_pipeline(cfg)
+    assert all(report[s]["status"] == "finished" for s in ("teacher", "ode", "dmd", "delta"))
+    for stage in ("ode", "dmd", "delta"):
+        model = load_generator(tmp_path / stage / "checkpoint").model
+        assert (model.config.patch, model.config.tubelet, model.config.attention) == (2, 4, "block_causal")
+    rows = [json.loads(r) for r in (tmp_path / "delta" / "trust_region.jsonl").read_text().splitlines()]
+    assert rows and all(0.0 <= r["w"] <= 1.0 for r in rows)
+
+
 def test_pipeline_skips_finished_stages(chain, capsys):
     runs, _ = chain
     before = {s: (runs / s / "checkpoint" / "weights.safetensors").stat().st_mtime for s in ("ode", "dmd", "delta")}
