@@ -70,6 +70,38 @@ def test_tubelet_tokens_keep_cache_parity(tubelet, patch, chunk, sink, window):
     assert cache.k.shape[3] == (sink + window) * model.config.tokens_per_frame  # the cache layout is per frame, as before
 
 
+@pytest.mark.parametrize("tubelet, patch, sink, window", [(1, 2, 2, 4), (1, 4, 0, 4), (2, 2, 2, 4)])
+@torch.no_grad()
+def test_space_time_rope_keeps_cache_parity(tubelet, patch, sink, window):
+    model = tiny(rope_space=2, tubelet=tubelet, patch=patch, sink_frames=sink, window_frames=window)
+    x, sigma, text, mask, actions = inputs(2, 24)
+    sigma = sigma[:, ::tubelet].repeat_interleave(tubelet, 1)
+    full, _ = model(x, sigma, text, mask, actions)
+    step, _ = chunked(model, x, sigma, text, mask, actions)
+    assert (full - step).abs().max().item() <= 1e-4
+    # and the spatial rotation matters: the same weights without it give another output
+    plain = VideoTransformer(TransformerConfig(**{**model.config.__dict__, "rope_space": 0})).eval()
+    plain.load_state_dict(model.state_dict())
+    assert (plain(x, sigma, text, mask, actions)[0] - full).abs().max() > 1e-3
+
+
+def test_space_rope_scores_depend_on_relative_offsets_only():
+    from dfworld.model.layers import rope_angles, rope_apply
+
+    model = tiny("full", patch=2, rope_space=2)  # a 4 x 4 patch grid, head width 16: 4 time pairs, 2 + 2 space pairs
+    cos, sin = model._rope(torch.tensor([[0, 1]]))  # two frames -> 32 tokens
+    q = torch.randn(16).expand(1, 1, 32, 16)
+    r = rope_apply(q, cos, sin)[0, 0]  # the same vector at every token, rotated by its position
+    tok = lambda f, row, col: f * 16 + row * 4 + col  # noqa: E731
+    score = lambda a, b: float(r[tok(*a)] @ r[tok(*b)])  # noqa: E731
+    assert score((0, 0, 0), (0, 0, 1)) == pytest.approx(score((1, 2, 2), (1, 2, 3)), abs=1e-5)  # one column right
+    assert score((0, 0, 0), (1, 1, 0)) == pytest.approx(score((0, 2, 3), (1, 3, 3)), abs=1e-5)  # a frame later, a row down
+    assert abs(score((0, 0, 0), (0, 0, 1)) - score((0, 0, 0), (0, 1, 0))) > 1e-3  # rows and columns differ
+    # rope_space = 0 is the time-only rotation over the whole head
+    cos0, _ = tiny("full", patch=2)._rope(torch.tensor([[0, 1]]))
+    assert torch.equal(cos0[0, 0], rope_angles(torch.tensor([0] * 16 + [1] * 16), 16, 10000.0)[0])
+
+
 @torch.no_grad()
 def test_a_tubelet_reads_every_frame_and_the_order_of_its_actions():
     model = tiny("full", tubelet=2)
@@ -179,6 +211,8 @@ def test_bad_configs():
         TransformerConfig(attention="causal")
     with pytest.raises(ValueError, match="multiple of chunk_frames"):
         TransformerConfig(chunk_frames=4, window_frames=6)
+    with pytest.raises(ValueError, match="rope_space=8: the two spatial axes must leave time"):
+        TransformerConfig(dim=128, heads=4, rope_space=8)  # 16 rotary pairs per head: none left for time
 
 
 @torch.no_grad()

@@ -11,6 +11,10 @@ v = eps - x0 for every frame (same shape as x).
   frame offset inside the group, summed, so the order of the actions in a group matters.
   The frames of a group share one noise level (the student denoises whole chunks anyway).
 - Time: rotary positions over the frame index of each group's first frame (RoFormer).
+  Optionally space too (`rope_space` > 0, axial 3D RoPE as in video DiTs): that many rotary
+  pairs of each head encode the token's patch row and as many its column, the rest time, so
+  attention sees relative offsets in space as well as in time; the learned spatial position
+  stays. Spatial angles do not depend on the frame, so the cache and the sink are unchanged.
 - Conditioning: per-group adaLN-zero from the noise level, the pooled text and the actions
   (DiT); cross-attention to the text tokens. A learned null text and a null action are the
   unconditional input for classifier-free guidance.
@@ -61,7 +65,9 @@ class TransformerConfig:
     chunk_frames: int = 4  # frames per chunk (block_causal)
     sink_frames: int = 4  # first frames kept in attention forever (block_causal; multiple of chunk_frames)
     window_frames: int = 12  # most recent frames in attention besides the sink (multiple of chunk_frames)
-    rope_theta: float = 10000.0  # rotary base
+    rope_theta: float = 10000.0  # rotary base (time)
+    rope_space: int = 0  # rotary pairs per head for each spatial axis (row, column); 0: time only
+    rope_space_theta: float = 16.0  # rotary base in space (frequencies 1 down to 1/theta rad per patch)
 
     def __post_init__(self) -> None:
         if self.attention not in ATTENTION_MODES:
@@ -75,6 +81,11 @@ class TransformerConfig:
             )
         if self.dim % self.heads or (self.dim // self.heads) % 2:
             raise ValueError(f"dim {self.dim} must split into {self.heads} heads of even width")
+        if self.rope_space < 0 or 2 * self.rope_space >= self.head_dim // 2:
+            raise ValueError(
+                f"rope_space={self.rope_space}: the two spatial axes must leave time at least one of the "
+                f"{self.head_dim // 2} rotary pairs of a head"
+            )
         for name in ("sink_frames", "window_frames"):
             if getattr(self, name) % self.chunk_frames:
                 raise ValueError(f"{name}={getattr(self, name)} must be a multiple of chunk_frames={self.chunk_frames}")
@@ -266,8 +277,23 @@ class VideoTransformer(nn.Module):
         return self._group(per_frame).repeat_interleave(self.config.spatial_tokens, dim=1)
 
     def _rope(self, positions: torch.Tensor):
-        cos, sin = rope_angles(self._tokens(positions), self.config.head_dim, self.config.rope_theta)
+        cfg = self.config
+        time_pairs = cfg.head_dim // 2 - 2 * cfg.rope_space
+        cos, sin = rope_angles(self._tokens(positions), 2 * time_pairs, cfg.rope_theta)  # [B, T, time_pairs]
+        if cfg.rope_space:
+            B, T = cos.shape[:2]
+            cs, ss = self._space_angles(positions.device)  # [S, 2 rope_space], the same for every group
+            cos = torch.cat([cos, cs.repeat(T // cfg.spatial_tokens, 1).expand(B, T, -1)], dim=-1)
+            sin = torch.cat([sin, ss.repeat(T // cfg.spatial_tokens, 1).expand(B, T, -1)], dim=-1)
         return cos[:, None], sin[:, None]  # [B, 1, T, Dh/2]
+
+    def _space_angles(self, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin [S, 2 rope_space] of each patch's row, then column, in a group."""
+        cfg = self.config
+        g = cfg.latent_size // cfg.patch
+        idx = torch.arange(cfg.spatial_tokens, device=device)
+        row, col = rope_angles(idx // g, 2 * cfg.rope_space, cfg.rope_space_theta), rope_angles(idx % g, 2 * cfg.rope_space, cfg.rope_space_theta)
+        return torch.cat([row[0], col[0]], dim=-1), torch.cat([row[1], col[1]], dim=-1)
 
     def _check_inputs(self, x: torch.Tensor, sigma: torch.Tensor, actions: torch.Tensor) -> None:
         cfg = self.config
