@@ -1,6 +1,7 @@
 """The training infrastructure on tiny configs: stages, checkpoints, exact resume after a kill, DDP."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -107,6 +108,25 @@ def test_bf16_autocast_trains_a_tubelet_teacher_and_resumes_exactly(tiny, tmp_pa
         from dfworld.training.loop import TrainConfig
 
         TrainConfig(precision="fp16")
+
+
+def test_cosine_decay_follows_the_steps_or_the_time_budget(tiny, tmp_path):
+    from dfworld.training.loop import TrainConfig, run_progress
+
+    # a tiny teacher with cosine decay: the logged lr falls from the peak to final_lr x lr over the steps
+    args = ["train.steps=8", "train.warmup=0", "train.lr=1e-3", "train.decay=cosine", "train.final_lr=0.2"]
+    assert main(teacher_args(tiny, tmp_path / "cos", *args)) == 0
+    lrs = [r["lr"] for r in history(tmp_path / "cos")]
+    want = [1e-3 * (0.2 + 0.8 * 0.5 * (1 + math.cos(math.pi * s / 8))) for s in range(8)]
+    assert lrs == pytest.approx(want, rel=1e-6) and lrs[0] == pytest.approx(1e-3)
+    # with a time budget, progress is whichever of steps and minutes runs out first
+    cfg = TrainConfig(steps=100, max_minutes=1.0)
+    assert run_progress(10, 30.0, cfg) == pytest.approx(0.5) and run_progress(80, 30.0, cfg) == pytest.approx(0.8)
+    assert run_progress(10, 600.0, cfg) == 1.0
+    with pytest.raises(ValueError, match="decay 'step' is not one of"):
+        TrainConfig(decay="step")
+    with pytest.raises(ValueError, match="final_lr=2.0 must be a fraction"):
+        TrainConfig(final_lr=2.0)
 
 
 def test_ddp_under_torchrun_with_gloo(tiny, tmp_path):

@@ -68,7 +68,7 @@ class CodecStage(Stage):
         rec = (w * err).mean() / w.mean()
         kl = post.kl().mean() / x[0].numel()
         loss = rec + self.config.kl_weight * kl
-        set_lr(self.opt, step, self.train)
+        set_lr(self.opt, step, self.train, progress=self.progress)
         norm = optimize(loss, self.opt, self.codec.parameters(), self.train.grad_clip)
         return {"loss_recon": rec.item(), "loss_kl": kl.item(), "psnr": psnr(recon.detach(), x).mean().item(), "grad_norm": norm}
 

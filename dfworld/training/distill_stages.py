@@ -322,7 +322,7 @@ class OdeStage(DistillStage):
         ).to(self.device)
         td["sigmas"] = self.sigmas.expand(B, -1)
         loss = self.loss(td)["loss_ode"]
-        set_lr(self.opt, step, self.train)
+        set_lr(self.opt, step, self.train, progress=self.progress)
         norm = step_update(loss, self.opt, self.student, self.train.grad_clip)
         return {"loss_ode": loss.item(), "grad_norm": norm, "lr": self.opt.param_groups[0]["lr"]}
 
@@ -396,7 +396,7 @@ class SelfForcingStage(DistillStage):
         batch["noise"] = torch.randn(x0.shape, generator=generator).to(self.device)
         batch["sigma"] = sample_sigma((n, 1), self.shift, generator).expand(n, x0.shape[1]).to(self.device)
         loss = self.critic_loss(batch)["loss_flow"]
-        set_lr(self.critic_opt, step, self.critic_train)
+        set_lr(self.critic_opt, step, self.critic_train, progress=self.progress)
         norm = step_update(loss, self.critic_opt, self.critic, self.train.grad_clip)
         return {"loss_critic": loss.item(), "grad_norm_critic": norm}
 
@@ -448,7 +448,7 @@ class DmdStage(SelfForcingStage):
         # 2. the generator update (DMD)
         if gen_step:
             loss = self.dmd(self._dmd_td(x, text, mask, actions, generator))["loss_dmd"]
-            set_lr(self.opt, step, self.train)
+            set_lr(self.opt, step, self.train, progress=self.progress)
             out.update(loss_dmd=loss.item(), grad_norm=step_update(loss, self.opt, self.student, self.train.grad_clip))
         # 3. the critic update, on generator clips through the replay buffer
         self.buffer.extend(TensorDict({"latents": x.detach(), "text": text, "text_mask": mask, "actions": actions}, batch_size=[B]).cpu())
@@ -594,7 +594,7 @@ class StreamStage(SelfForcingStage):
                 w = torch.ones(B)
                 measures = consistency_measures(x.detach(), res["x0_teacher"], overlap)
                 out.update(loss_dmd=loss.item())
-            set_lr(self.opt, step, self.train)
+            set_lr(self.opt, step, self.train, progress=self.progress)
             out.update(loss_generator=loss.item(), grad_norm=step_update(loss, self.opt, self.student, self.train.grad_clip))
             out.update(w_mean=float(w.mean()), **{f"{k}_mean": float(v.mean()) for k, v in measures.items()})
             self._log_chunks(step, since, w, measures)

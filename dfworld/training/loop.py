@@ -38,6 +38,7 @@ from dfworld.checkpoint import load_checkpoint, save_checkpoint
 
 LOGGERS = ("csv", "tensorboard")
 PRECISIONS = ("fp32", "bf16")
+DECAYS = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,8 @@ class TrainConfig:
     beta1: float = 0.9  # AdamW beta1
     beta2: float = 0.999  # AdamW beta2
     warmup: int = 50  # linear learning-rate warm-up steps
+    decay: str = "constant"  # learning rate after warm-up: constant, or cosine down to final_lr x lr
+    final_lr: float = 0.1  # cosine: the last learning rate as a fraction of lr
     grad_clip: float = 1.0  # gradient norm clip (0 disables)
     ema: float = 0.999  # EMA decay of the inference weights (0 disables)
     seed: int = 0  # base seed; step s on rank r draws from seed (seed, s, r)
@@ -68,6 +71,10 @@ class TrainConfig:
             raise ValueError(f"unknown logger(s) {sorted(unknown)}; expected any of {LOGGERS}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision {self.precision!r} is not one of {PRECISIONS}")
+        if self.decay not in DECAYS:
+            raise ValueError(f"decay {self.decay!r} is not one of {DECAYS}")
+        if not 0.0 <= self.final_lr <= 1.0:
+            raise ValueError(f"final_lr={self.final_lr} must be a fraction of lr in [0, 1]")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device {self.device!r} is not auto, cpu or cuda")
 
@@ -118,6 +125,7 @@ class Stage:
 
     name = "stage"
     train: TrainConfig
+    progress: float = 0.0  # fraction of the run done before the current step (set by the Loop; see run_progress)
 
     def trained(self) -> dict[str, nn.Module]:
         """Modules the stage optimises (saved, EMA'd, DDP-wrapped)."""
@@ -178,9 +186,25 @@ def step_seed(seed: int, step: int, rank: int) -> int:
     return ((seed * 1_000_003 + step) * 1024 + rank) % 2**63
 
 
-def set_lr(opt: torch.optim.Optimizer, step: int, cfg: TrainConfig, lr: float | None = None) -> None:
+def run_progress(step: int, seconds: float, cfg: TrainConfig) -> float:
+    """Fraction of a run done: of its steps, or of its time budget when that runs out first.
+
+    With `max_minutes` the decay follows the wall clock, so a run stopped by its budget ends at
+    the final learning rate; such a run's steps then depend on the machine's speed (a run bounded
+    by steps alone stays exactly reproducible across resumes).
+    """
+    done = step / cfg.steps
+    if cfg.max_minutes > 0:
+        done = max(done, seconds / (cfg.max_minutes * 60))
+    return min(1.0, done)
+
+
+def set_lr(opt: torch.optim.Optimizer, step: int, cfg: TrainConfig, lr: float | None = None, progress: float = 0.0) -> None:
+    """Linear warm-up over `cfg.warmup` steps, then `cfg.decay` over the run's `progress` (0 to 1)."""
     peak = cfg.lr if lr is None else lr
     scale = min(1.0, (step + 1) / cfg.warmup) if cfg.warmup > 0 else 1.0
+    if cfg.decay == "cosine":
+        scale *= cfg.final_lr + (1 - cfg.final_lr) * 0.5 * (1 + math.cos(math.pi * min(1.0, max(0.0, progress))))
     for g in opt.param_groups:
         g["lr"] = peak * scale
 
@@ -322,6 +346,7 @@ class Loop:
         bar = tqdm(total=cfg.steps, initial=self.step, desc=self.stage.name, disable=self.rank != 0, dynamic_ncols=True)
         while self.step < cfg.steps:
             gen = torch.Generator().manual_seed(step_seed(cfg.seed, self.step, self.rank))
+            self.stage.progress = run_progress(self.step, time.perf_counter() - start, cfg)
             with autocast(cfg, resolve_device(cfg.device)):
                 scalars = self.stage.train_step(self.step, gen)
             for name, module in self.stage.trained().items():

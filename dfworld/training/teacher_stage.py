@@ -141,7 +141,7 @@ class TeacherStage(Stage):
             batch_size=[B],
         ).to(dev)
         loss = self.loss(td)["loss_flow"]
-        set_lr(self.opt, step, self.train)
+        set_lr(self.opt, step, self.train, progress=self.progress)
         norm = optimize(loss, self.opt, self.model.parameters(), self.train.grad_clip)
         return {"loss_flow": loss.item(), "grad_norm": norm, "lr": self.opt.param_groups[0]["lr"]}
 
