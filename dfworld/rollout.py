@@ -4,7 +4,9 @@ One `Rollout` serves B rows (environments) with one model. Each call to `step` p
 chunk of frames for every row:
 
 1. the chunk starts from per-row noise (one torch.Generator per row, seeded at reset, so a row's
-   frames do not depend on the other rows);
+   frames do not depend on the other rows); with `repeat_noise` every chunk of an episode draws
+   the same noise, its seed's (FreeNoise's noise rescheduling, arXiv 2310.15169): content the
+   context does not pin down is then drawn alike in every chunk instead of anew;
 2. a few denoising steps (Self Forcing's 4-step schedule): predict x0, re-noise to the next
    level, until the last level gives the clean chunk;
 3. the clean chunk is run once more at `context_noise` to write its keys and values into the
@@ -38,6 +40,7 @@ class SamplerConfig:
     timesteps: tuple[float, ...] = (1000.0, 750.0, 500.0, 250.0)  # warped student timesteps
     shift: float = 5.0  # timestep shift applied to them (Self Forcing: 5)
     context_noise: float = 0.0  # noise level of the cache-writing pass (0: clean)
+    repeat_noise: bool = False  # every chunk of an episode starts from the same noise (its seed's), as FreeNoise
 
 
 def forward_at(model: VideoTransformer, x, sigma: float, text, text_mask, actions, start, cache: KVCache):
@@ -94,6 +97,7 @@ class Rollout:
         self.text_mask = torch.zeros(batch, cfg.text_tokens, dtype=torch.bool, device=self.device)
         self.prompts = [""] * batch
         self.generators = [torch.Generator(device=self.device).manual_seed(i) for i in range(batch)]
+        self.seeds = list(range(batch))  # each row's episode seed (repeat_noise rewinds to it every chunk)
 
     # -- per-row state -------------------------------------------------------------------------
     def _set_text(self, rows: list[int], prompts: list[str]) -> None:
@@ -127,6 +131,7 @@ class Rollout:
         self._set_text(rows, prompts)
         for r, s in zip(rows, seeds):
             self.generators[r].manual_seed(int(s))
+            self.seeds[r] = int(s)
         if context is not None:
             C = self.cfg.chunk_frames
             chunk = torch.zeros((self.B, C) + self.history.shape[2:], device=self.device)
@@ -154,6 +159,12 @@ class Rollout:
                 for g, on in zip(self.generators, rows.tolist())
             ]
         )
+
+    def _start_chunk_noise(self, rows: torch.Tensor) -> None:
+        """Before a chunk's noise is drawn: with `repeat_noise`, rewind the rows' streams to their seeds."""
+        if self.sampler.repeat_noise:
+            for r in torch.nonzero(rows).flatten().tolist():
+                self.generators[r].manual_seed(self.seeds[r])
 
     def _slots(self, frames: torch.Tensor) -> torch.Tensor:
         """History slots of frame indices [B, n] (the cache's frame layout)."""
@@ -197,6 +208,7 @@ class Rollout:
         last = len(self.sigmas) - 1 if exit_step is None else exit_step
         if not 0 <= last < len(self.sigmas):
             raise ValueError(f"exit_step {exit_step} is not one of the {len(self.sigmas)} denoising levels")
+        self._start_chunk_noise(rows)
         x0 = denoise(  # 1-2. denoise from per-row noise, re-noising between levels
             lambda x, sigma: self._forward(x, sigma, actions, self.frame)[0],
             lambda i: self._noise(self._chunk_shape, rows),
@@ -223,6 +235,7 @@ class Rollout:
         """Reseed every row's noise stream (training draws fresh noise each step)."""
         for g, s in zip(self.generators, seeds):
             g.manual_seed(int(s))
+        self.seeds = [int(s) for s in seeds]
 
     def recent(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The last `n` committed clean latents [B, n, C, h, w] and actions [B, n], in time order.
@@ -244,7 +257,8 @@ class Rollout:
     def state(self) -> dict[str, torch.Tensor]:
         """Tensors of the rollout (cache, history, positions, text): a training checkpoint keeps them."""
         return {**{f"cache.{k}": v for k, v in self.cache.state().items()}, "history": self.history,
-                "history_actions": self.history_actions, "frame": self.frame, "text": self.text, "text_mask": self.text_mask}
+                "history_actions": self.history_actions, "frame": self.frame, "text": self.text, "text_mask": self.text_mask,
+                "seeds": torch.tensor(self.seeds, dtype=torch.int64)}
 
     def load_state(self, tensors: dict[str, torch.Tensor], prompts: list[str]) -> None:
         """Restore what `state` returned (and the rows' prompts)."""
@@ -256,6 +270,8 @@ class Rollout:
         self.frame.copy_(tensors["frame"])
         self.text, self.text_mask = tensors["text"].clone().to(self.device), tensors["text_mask"].clone().to(self.device)
         self.prompts = list(prompts)
+        if "seeds" in tensors:  # checkpoints written before repeat_noise existed do not hold them
+            self.seeds = [int(x) for x in tensors["seeds"].tolist()]
 
     @torch.no_grad()
     def _recache(self, rows: torch.Tensor) -> None:

@@ -29,6 +29,21 @@ def guided_velocity(model: VideoTransformer, x, sigma, text, text_mask, actions,
     return v_uncond + guidance * (v_cond - v_uncond)
 
 
+def initial_noise(batch: int, frames: int, cfg, repeat: bool, generator=None, device="cpu") -> torch.Tensor:
+    """Starting noise [B, F, C, h, w]; with `repeat`, the first `cfg.chunk_frames` frames' noise repeats over the clip.
+
+    Repeated noise (FreeNoise's noise rescheduling, arXiv 2310.15169) lets every chunk start from
+    the same draw, so content that the condition leaves open is drawn alike in every chunk; with
+    fresh noise a small teacher draws each tubelet group's objects anew (BENCHMARKS.md).
+    """
+    shape = (cfg.latent_channels, cfg.latent_size, cfg.latent_size)
+    if not repeat:
+        return torch.randn((batch, frames) + shape, generator=generator, device=device)
+    period = cfg.chunk_frames
+    base = torch.randn((batch, period) + shape, generator=generator, device=device)
+    return base.repeat(1, -(-frames // period), 1, 1, 1)[:, :frames]
+
+
 @torch.inference_mode()
 def sample_clips(
     model: VideoTransformer,
@@ -40,8 +55,9 @@ def sample_clips(
     guidance: float = 3.0,
     shift: float = 3.0,
     generator: torch.Generator | None = None,
+    repeat_noise: bool = False,
 ) -> torch.Tensor:
-    """Clean latents [B, F, C, h, w] from noise, conditioned on text and per-frame actions [B, F]."""
+    """Clean latents [B, F, C, h, w] from noise (see `initial_noise`), conditioned on text and per-frame actions [B, F]."""
     from diffusers import FlowMatchEulerDiscreteScheduler
 
     cfg = model.config
@@ -49,7 +65,7 @@ def sample_clips(
     device = text.device
     sched = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift)
     sched.set_timesteps(steps, device=device)
-    x = torch.randn(B, frames, cfg.latent_channels, cfg.latent_size, cfg.latent_size, generator=generator, device=device)
+    x = initial_noise(B, frames, cfg, repeat_noise, generator, device)
     for i, t in enumerate(sched.timesteps):
         sigma = torch.full((B, frames), float(sched.sigmas[i]), device=device)
         v = guided_velocity(model, x, sigma, text, text_mask, actions, guidance)

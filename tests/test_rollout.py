@@ -132,3 +132,34 @@ def test_recent_frames_are_the_last_chunks_in_time_order(model):
     assert torch.equal(actions, torch.cat([acts(2, 3), acts(2, 4)], 1))
     with pytest.raises(ValueError, match="only the last 4 frames"):
         r.recent(6)
+
+
+@pytest.mark.parametrize("repeat", [False, True])
+def test_repeat_noise_starts_every_chunk_from_the_seeds_noise(model, repeat):
+    from dfworld.rollout import SamplerConfig
+
+    r = Rollout(model, TextConditioner("vocab", 16, 16, encoder=VocabEncoder(16, 16)), 2, SamplerConfig(repeat_noise=repeat))
+    r.reset([0, 1], ["night falls", "night falls"], [7, 8])
+    drawn, draw = [], r._noise
+    r._noise = lambda shape, rows: drawn.append(draw(shape, rows)) or drawn[-1]  # record each level's noise
+    chunks = [r.step(acts(2, i)) for i in range(3)]
+    levels = len(r.sigmas)
+    per_chunk = [torch.stack(drawn[c * levels : (c + 1) * levels]) for c in range(3)]
+    assert torch.equal(per_chunk[0], per_chunk[2]) == repeat and torch.equal(per_chunk[0], per_chunk[1]) == repeat
+    assert not torch.equal(per_chunk[0][:, 0], per_chunk[0][:, 1])  # rows keep their own seeds
+    assert not torch.equal(chunks[0], chunks[1])  # the context still moves the chunks apart
+    # the seeds travel with the rollout state (exact resume of streaming training)
+    other = make(model, 2)
+    other.load_state(r.state(), r.prompts)
+    assert other.seeds == [7, 8]
+
+
+def test_initial_noise_repeats_the_first_chunk():
+    from dfworld.sampling import initial_noise
+
+    g = lambda: torch.Generator().manual_seed(3)
+    rep = initial_noise(2, 7, CFG, True, g())  # 7 frames: chunks of 2 repeat, the last cut
+    assert rep.shape == (2, 7, 4, 8, 8)
+    assert all(torch.equal(rep[:, f], rep[:, f % CFG.chunk_frames]) for f in range(7))
+    fresh = initial_noise(2, 7, CFG, False, g())
+    assert not torch.equal(fresh[:, 0], fresh[:, 2]) and torch.equal(fresh[0, :2], rep[0, :2])

@@ -65,9 +65,21 @@ def evaluate_teacher(
     seed: int = 0,
     out: str | Path | None = None,
     device: str = "cpu",
+    noise: str | None = None,
 ) -> dict:
+    """Probe figures of clips sampled for the clips' prompts and actions (see the module docstring).
+
+    `noise`: fresh, or repeat (every chunk starts from the same noise: dfworld.sampling.initial_noise);
+    None takes the model's own: repeat for the teacher, the checkpoint's sampler for a generator.
+    """
+    if noise not in (None, "fresh", "repeat"):
+        raise ValueError(f"noise must be fresh or repeat, got {noise!r}")
     ckpt = load_checkpoint(checkpoint, stage=("teacher",) + GENERATOR_STAGES)
     is_teacher = ckpt.config["stage"] == "teacher"
+    sampler = dict(ckpt.config.get("sampler", {}))
+    if noise is not None:
+        sampler["repeat_noise"] = noise == "repeat"
+    repeat = sampler.get("repeat_noise", False) if not is_teacher else noise != "fresh"
     model = transformer_from(ckpt, "teacher" if is_teacher else "generator").to(device)
     codec = codec_from(ckpt).to(device)
     cond = conditioner_from(ckpt)
@@ -81,11 +93,11 @@ def evaluate_teacher(
         text, mask = cond(prompts, device)
         actions = data.actions[i : i + len(prompts)].to(device)
         if is_teacher:
-            lat = sample_clips(model, text, mask, actions, data.frames.shape[1], steps, guidance, ckpt.config["shift"], gen)
+            lat = sample_clips(model, text, mask, actions, data.frames.shape[1], steps, guidance, ckpt.config["shift"], gen, repeat)
         else:  # the generator's own few-step sampler (no CFG: distillation folded it in)
             F = data.frames.shape[1] - data.frames.shape[1] % model.config.chunk_frames
             seeds = [seed * 100_003 + i + j for j in range(len(prompts))]
-            lat = generator_clips(model, cond, ckpt.config.get("sampler", {}), prompts, actions[:, :F], seeds, device)
+            lat = generator_clips(model, cond, sampler, prompts, actions[:, :F], seeds, device)
         with torch.inference_mode():
             frames = codec.decode(lat).cpu().numpy()
         for j, p in enumerate(prompts):
@@ -103,7 +115,8 @@ def evaluate_teacher(
         k: {"clips": sum(r["kind"] == k for r in rows), "rate": float(np.mean([r["generated"]["prompt_ok"] for r in rows if r["kind"] == k]))}
         for k in kinds
     }
-    summary.update({"clips": len(rows), "checkpoint": str(checkpoint), "stage": ckpt.config["stage"], "seed": seed})
+    summary.update({"clips": len(rows), "checkpoint": str(checkpoint), "stage": ckpt.config["stage"], "seed": seed,
+                    "noise": "repeat" if repeat else "fresh"})
     if is_teacher:
         summary.update(steps=steps, guidance=guidance)
     if out is not None:

@@ -104,6 +104,7 @@ class OrtRollout(Rollout):
         actions, rows = self._step_inputs(actions, rows)
         self.cache.check_writable(self.frame)
         # the same per-row noise as Rollout: each row's generator draws level 0, 1, ... in turn
+        self._start_chunk_noise(rows)
         noise = torch.stack([self._noise(self._chunk_shape, rows) for _ in self.sigmas], 1)  # [B, levels, F, C, h, w]
         x0 = torch.empty((self.B,) + self._chunk_shape, device=self.device)
         inputs = {"noise": noise, "actions": actions.long(), "frame": self.frame, "rows": rows}

@@ -55,7 +55,7 @@ from dfworld.distill.ode import OdeRegressionLoss
 from dfworld.model.loading import TEXT_CACHE, TextConfig, codec_from, conditioner_from, transformer_from
 from dfworld.model.transformer import TransformerConfig, VideoTransformer
 from dfworld.rollout import Rollout, SamplerConfig
-from dfworld.sampling import guided_velocity
+from dfworld.sampling import guided_velocity, initial_noise
 from dfworld.schedule import euler_sigmas, sample_sigma, student_sigmas
 from dfworld.training.loop import Stage, TrainConfig, adamw, resolve_device, seed_everything, set_lr, step_seed
 from dfworld.world.datasets import load_clip_conditions
@@ -231,12 +231,14 @@ def euler_grid_indices(euler_steps: int, timesteps: tuple[float, ...]) -> list[i
 
 
 @torch.no_grad()
-def teacher_trajectories(teacher, text, mask, actions, frames, euler_steps, shift, guidance, keep, generator) -> torch.Tensor:
-    """Euler ODE states [B, len(keep) + 1, F, C, h, w]: the states at grid indices `keep`, then the clean end."""
-    cfg = teacher.config
+def teacher_trajectories(teacher, text, mask, actions, frames, euler_steps, shift, guidance, keep, generator, repeat_noise=False) -> torch.Tensor:
+    """Euler ODE states [B, len(keep) + 1, F, C, h, w]: the states at grid indices `keep`, then the clean end.
+
+    `repeat_noise`: start every chunk from the same noise, as the student samples with it.
+    """
     B = text.shape[0]
     sig = euler_sigmas(euler_steps, shift).tolist()
-    x = torch.randn(B, frames, cfg.latent_channels, cfg.latent_size, cfg.latent_size, generator=generator).to(text.device)
+    x = initial_noise(B, frames, teacher.config, repeat_noise, generator).to(text.device)
     states = []
     for i in range(euler_steps):
         if i in keep:
@@ -277,25 +279,30 @@ class OdeStage(DistillStage):
             raise ValueError(f"clips of {actions.shape[1]} frames are shorter than the teacher's {self.clip_frames}")
         actions = actions[:, : self.clip_frames]
         folder = Path(cfg.train.out) / "ode_pairs"
+        noise = "-repeat" if cfg.sampler.repeat_noise else ""
+
+        def pairs_name(i: int) -> str:
+            return f"pairs-{i:06d}-{cfg.euler_steps}-{cfg.guidance:g}{noise}.safetensors"
+
         folder.mkdir(parents=True, exist_ok=True)
         shards = list(range(0, len(prompts), cfg.pair_batch))
         world = dist.get_world_size() if dist.is_initialized() else int(os.environ.get("WORLD_SIZE", 1))
         mine = [i for n, i in enumerate(shards) if n % world == rank()]
         for i in tqdm(mine, desc="ode pairs", disable=rank() != 0):
-            path = folder / f"pairs-{i:06d}-{cfg.euler_steps}-{cfg.guidance:g}.safetensors"
+            path = folder / pairs_name(i)
             if path.is_file():
                 continue
             text, mask = self._text(prompts[i : i + cfg.pair_batch])
             gen = torch.Generator().manual_seed(step_seed(cfg.train.seed, i, 7))
             states = teacher_trajectories(
                 self.teacher, text, mask, actions[i : i + cfg.pair_batch].to(self.device), self.clip_frames,
-                cfg.euler_steps, cfg.sampler.shift, cfg.guidance, self.keep, gen,
+                cfg.euler_steps, cfg.sampler.shift, cfg.guidance, self.keep, gen, cfg.sampler.repeat_noise,
             )
             tmp = path.with_suffix(".tmp")
             save_file({"states": states.half().cpu().contiguous()}, str(tmp))
             os.replace(tmp, path)
         deadline = time.time() + 3600
-        files = [folder / f"pairs-{i:06d}-{cfg.euler_steps}-{cfg.guidance:g}.safetensors" for i in shards]
+        files = [folder / pairs_name(i) for i in shards]
         while not all(f.is_file() for f in files):  # other ranks' shards
             if time.time() > deadline:
                 raise TimeoutError(f"ODE pairs missing in {folder} after an hour")
@@ -564,7 +571,9 @@ class StreamStage(SelfForcingStage):
                 self.rollout.set_prompt(switch, [self.plans[r].events[pos] for r in switch])
                 for r in switch:
                     self.last_switch[r] = pos
-        self.rollout.reseed(torch.randint(2**62, (B,), generator=generator).tolist())
+        seeds = torch.randint(2**62, (B,), generator=generator).tolist()
+        if not self.rollout.sampler.repeat_noise:  # fresh noise each step; repeated noise keeps the sequence's seeds
+            self.rollout.reseed(seeds)
         overlap = pos if pos < self.overlap else self.overlap
         past, past_actions = self.rollout.recent(overlap)
         actions = self._actions(pos, new)
