@@ -16,7 +16,7 @@ import torch
 import dfworld  # noqa: F401  (registers the environments)
 from dfworld.cli import main
 from dfworld.model.loading import load_generator
-from dfworld.rollout import Rollout
+from dfworld.rollout import Rollout, SamplerConfig
 from dfworld.runtime import ExportError, OrtRollout, load_onnx
 from dfworld.runtime.export import CACHE_ENV, GRAPHS, cached_export_dir
 from dfworld.world.config import WorldConfig
@@ -64,15 +64,16 @@ def test_ort_rollout_matches_torch_over_50_chunks_with_a_text_event(exported, ti
 def test_ort_rollout_matches_torch_with_tubelet_tokens(tiny_tubelet_generator, tmp_path, one_thread):
     out = tmp_path / "tubelet"
     assert main(["export", "onnx", "--checkpoint", str(tiny_tubelet_generator), "--out", str(out)]) == 0
-    check_parity(tiny_tubelet_generator, out, chunks=30)
+    check_parity(tiny_tubelet_generator, out, chunks=30, sampler=SamplerConfig(repeat_noise=True))  # repeated noise too
 
 
-def check_parity(checkpoint, exported, chunks: int) -> None:
+def check_parity(checkpoint, exported, chunks: int, sampler=None) -> None:
     """ORT against torch rollouts over `chunks` chunks, with a text event half-way and a partial step."""
     gen = load_generator(checkpoint)
     model, decoder = load_onnx(exported, gen, threads=1)
     B, C = 3, gen.model.config.chunk_frames  # not the export's example batch (2): the batch axis is dynamic
-    ref, ort = Rollout(gen.model, gen.conditioner, B), OrtRollout(model, gen.conditioner, B)
+    sampler = sampler or SamplerConfig()
+    ref, ort = Rollout(gen.model, gen.conditioner, B, sampler), OrtRollout(model, gen.conditioner, B, sampler)
     context = torch.randn(B, 4, 16, 16, generator=torch.Generator().manual_seed(1))
     for r in (ref, ort):
         r.reset([0, 1, 2], ["night falls", "it starts to rain", "dusk falls"], [3, 4, 5], context=context)  # the write graph
