@@ -148,6 +148,24 @@ def test_delta_with_full_trust_and_no_continuity_is_the_stream_stage(chain, tmp_
     assert [r["loss_generator"] for r in gen] != [r["loss_generator"] for r in t if "loss_generator" in r]
 
 
+def test_stream_rollouts_may_start_from_noise(chain, tmp_path):
+    runs, _ = chain
+    # horizon 32: a rollout starts at steps 1 and 8 (from a real frame: 4 context frames, then one 4-frame chunk a step)
+    assert main(stream_args(runs, "stream", tmp_path / "real", "train.steps=9")) == 0
+    assert main(stream_args(runs, "delta", tmp_path / "noise", "train.steps=9", "noise_starts=1.0")) == 0
+    real, noise = history(tmp_path / "real"), history(tmp_path / "noise")
+    assert [r["frame"] for r in real][:3] == [4, 8, 12] and real[7]["frame"] == 4
+    # from noise the first window is a whole clip (frames 0-7 of this tiny teacher), generated with no history
+    assert [r["frame"] for r in noise][:3] == [0, 8, 12] and noise[7]["frame"] == 0
+    first = [r for r in noise if r["frame"] == 0 and "loss_generator" in r]
+    assert first and all("w_mean" not in r and r["loss_generator"] == r["loss_dmd"] for r in first)
+    logged = {json.loads(r)["step"] for r in (tmp_path / "noise" / "trust_region.jsonl").read_text().splitlines()}
+    assert logged and not logged & {r["step"] for r in first}  # no trust region without history
+    assert all("w_mean" in r for r in noise if r["frame"] > 0 and "loss_generator" in r)
+    # a fraction draws per rollout; a value outside [0, 1] is refused
+    assert main(stream_args(runs, "stream", tmp_path / "bad", "noise_starts=1.5")) == 2
+
+
 def test_sweep_trains_each_point_from_dmd_benches_them_and_resumes(chain, tmp_path, capsys):
     runs, _ = chain
     script = short_script(tmp_path / "short.jsonl", n=2, frames=32)

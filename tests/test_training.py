@@ -129,6 +129,33 @@ def test_cosine_decay_follows_the_steps_or_the_time_budget(tiny, tmp_path):
         TrainConfig(final_lr=2.0)
 
 
+def test_resample_wording_draws_every_paraphrase_of_the_clip_event(tiny, tmp_path):
+    from dfworld.configuration import build, compose
+    from dfworld.training.teacher_stage import TeacherStage, TeacherStageConfig
+    from dfworld.world.datasets import load_clips
+    from dfworld.world.events import parse_event, templates
+
+    def stage(out, *extra):
+        return TeacherStage(build(TeacherStageConfig, compose("stage/teacher", teacher_args(tiny, out, *extra)[2:])))
+
+    prompts = load_clips(tiny / "clips").prompts
+    plain, varied = stage(tmp_path / "a"), stage(tmp_path / "b", "resample_wording=true")
+    assert plain.wording.tolist() == [[i] for i in range(len(prompts))]  # each clip its stored prompt
+    K = len(templates("time_day", "train"))
+    assert varied.wording.shape == (len(prompts), K)
+    # the table rows of a clip are the embeddings of its event's K training wordings, its stored prompt among them
+    texts = [t for t in varied.conditioner.cache if parse_event(t)]
+    emb = {t: varied.conditioner([t])[0][0] for t in texts}
+    for prompt, row in zip(prompts, varied.wording.tolist()):
+        found = set()
+        for i in row:
+            n = int(varied.text_mask[i].sum())
+            found |= {t for t, e in emb.items() if e.shape[0] == n and torch.equal(e, varied.text[i, :n])}
+        assert prompt in found and len(found) == K and {parse_event(t) for t in found} == {parse_event(prompt)}
+    # training with it runs
+    assert main(teacher_args(tiny, tmp_path / "c", "train.steps=2", "resample_wording=true")) == 0
+
+
 def test_ddp_under_torchrun_with_gloo(tiny, tmp_path):
     run = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

@@ -12,7 +12,9 @@ Every stage distils from one frozen teacher checkpoint and writes a generator ch
   the generator's distribution by flow matching on generator clips drawn from a TorchRL replay
   buffer, `critic_per_generator` times per generator update.
 - `stream`: streaming long tuning (LongLive). A persistent rollout per row starts from a real
-  first frame and advances one chunk per iteration over `horizon` frames; event switches from
+  first frame (or, for a `noise_starts` fraction of rollouts, from noise as the env's reset
+  without an image does: its first window is a Self Forcing clip of teacher length, with no
+  trust region since there is no history) and advances one chunk per iteration over `horizon` frames; event switches from
   EventWorld event scripts fall on chunk boundaries, where the row's condition changes and its
   KV cache is re-cached under the new text. The DMD window is the last `window_frames` committed
   frames (the overlap) plus the new chunk, scored by teacher and critic under the current text;
@@ -474,6 +476,9 @@ class StreamStageConfig:
     generator_checkpoint: str = "runs/dmd/checkpoint"  # generator and critic to start from (stage dmd)
     horizon: int = 128  # frames per persistent rollout (8 teacher clips)
     switch_gaps: tuple[int, ...] = (32, 48)  # frames between event switches (multiples of the chunk)
+    # fraction of persistent rollouts that start from noise, as the env's reset without an image does,
+    # instead of from a real first frame; their first window is a Self Forcing clip of teacher length
+    noise_starts: float = 0.0
     guidance: float = 3.0
     dmd_shift: float = 3.0
     critic: CriticConfig = field(default_factory=CriticConfig)
@@ -523,6 +528,8 @@ class StreamStage(SelfForcingStage):
         if any(g % C for g in config.switch_gaps) or config.horizon % C:
             raise ValueError(f"switch_gaps {config.switch_gaps} and horizon {config.horizon} must be multiples of the chunk ({C})")
         self.overlap = self.clip_frames - C  # committed frames in a teacher-length window
+        if not 0.0 <= config.noise_starts <= 1.0:
+            raise ValueError(f"noise_starts={config.noise_starts} must be a fraction in [0, 1]")
         if self.overlap > self.student.config.window_frames:
             raise ValueError(f"the window ({self.student.config.window_frames} frames) cannot hold {self.overlap} overlap frames")
         size = self.codec.config.image_size
@@ -545,8 +552,12 @@ class StreamStage(SelfForcingStage):
         self.sequence += 1
         self.plans = self._plans(self.sequence)
         B = self.train.batch_size
-        with torch.no_grad():
-            context = self.codec.encode(torch.from_numpy(np.stack([p.first_frame for p in self.plans])).to(self.device))
+        # the same choice on every rank and after a resume: a draw from (seed, sequence)
+        from_noise = np.random.default_rng([self.train.seed, self.sequence, 0x5EED]).random() < self.config.noise_starts
+        context = None
+        if not from_noise:
+            with torch.no_grad():
+                context = self.codec.encode(torch.from_numpy(np.stack([p.first_frame for p in self.plans])).to(self.device))
         seeds = torch.randint(2**62, (B,), generator=generator).tolist()
         self.rollout.reset(list(range(B)), [p.prompt for p in self.plans], seeds, context)
         self.last_switch = [-1] * B
@@ -589,7 +600,10 @@ class StreamStage(SelfForcingStage):
         # 3. the generator update on the new frames of the window
         if gen_step:
             td = self._dmd_td(x, text, mask, window_actions, generator, loss_mask)
-            if self.delta is not None:
+            if overlap == 0:  # a rollout's first window from noise: a Self Forcing clip, no history to measure
+                loss = self.dmd(td)["loss_dmd"]
+                out.update(loss_dmd=loss.item())
+            elif self.delta is not None:
                 td["overlap"] = torch.full((B,), overlap, device=self.device)
                 td["switch_free"] = torch.tensor([s < 0 or s * C >= self.clip_frames for s in since], device=self.device)
                 res = self.delta(td)
@@ -605,8 +619,9 @@ class StreamStage(SelfForcingStage):
                 out.update(loss_dmd=loss.item())
             set_lr(self.opt, step, self.train, progress=self.progress)
             out.update(loss_generator=loss.item(), grad_norm=step_update(loss, self.opt, self.student, self.train.grad_clip))
-            out.update(w_mean=float(w.mean()), **{f"{k}_mean": float(v.mean()) for k, v in measures.items()})
-            self._log_chunks(step, since, w, measures)
+            if overlap > 0:
+                out.update(w_mean=float(w.mean()), **{f"{k}_mean": float(v.mean()) for k, v in measures.items()})
+                self._log_chunks(step, since, w, measures)
         # 4. the critic update on detached windows
         self.buffer.extend(
             TensorDict({"latents": x.detach(), "text": text, "text_mask": mask, "actions": window_actions}, batch_size=[B]).cpu()

@@ -24,7 +24,7 @@ from dfworld.model.conditioning import TextConditioner
 from dfworld.model.transformer import TransformerConfig, VideoTransformer
 from dfworld.schedule import sample_sigma
 from dfworld.world.datasets import load_clips
-from dfworld.world.events import all_event_texts
+from dfworld.world.events import all_event_texts, paraphrase_split, parse_event
 from dfworld.training.loop import Stage, seed_everything, TrainConfig, adamw, optimize, resolve_device, set_lr, unwrap
 
 
@@ -43,6 +43,9 @@ class TeacherStageConfig:
     shift: float = 3.0  # timestep shift of the training noise levels and the sampler
     text_dropout: float = 0.1  # probability of training a row with the null text
     action_dropout: float = 0.1  # probability of training a row with null actions
+    # each step draws a row's wording among its event's paraphrases (of the clip prompt's split),
+    # instead of the one wording stored with the clip: the same scene under every wording
+    resample_wording: bool = False
     train: TrainConfig = field(default_factory=lambda: TrainConfig(out="runs/teacher", steps=3000))
 
 
@@ -96,7 +99,17 @@ class TeacherStage(Stage):
             self.conditioner.load(config.text_cache)
         # every wording of every event (held-out ones too), so the checkpoint's cache covers the grammar
         self.conditioner.warm(sorted(set(all_event_texts("all")) | set(clips.prompts)))
-        self.text, self.text_mask = self.conditioner(clips.prompts)  # [N, L, Dt], [N, L]
+        if config.resample_wording:  # every wording of each clip's event: a table of texts, [N, K] indices into it
+            wordings = [parse_event(p).templates(paraphrase_split(p)) for p in clips.prompts]
+            texts = [[t.format(a=e.color, b=e.to_color) for t in w] for e, w in zip(map(parse_event, clips.prompts), wordings)]
+            K = min(len(t) for t in texts)
+            table = sorted({t for row in texts for t in row})
+            self.text, self.text_mask = self.conditioner(table)  # [T, L, Dt], [T, L]
+            pos = {t: i for i, t in enumerate(table)}
+            self.wording = torch.tensor([[pos[t] for t in row[:K]] for row in texts])  # [N, K]
+        else:
+            self.text, self.text_mask = self.conditioner(clips.prompts)  # [N, L, Dt], [N, L]
+            self.wording = torch.arange(len(clips.prompts))[:, None]  # each clip its own prompt
 
         # 2. model and loss
         self.model = VideoTransformer(cfg).to(self.device)
@@ -132,9 +145,11 @@ class TeacherStage(Stage):
         sigma = sample_sigma((B, 1), cfg.shift, generator).expand(B, x0.shape[1])  # one level per clip
         drop_t = torch.rand(B, generator=generator) < cfg.text_dropout
         drop_a = torch.rand(B, generator=generator) < cfg.action_dropout
+        K = self.wording.shape[1]
+        words = self.wording[idx, torch.randint(K, (B,), generator=generator) if K > 1 else 0]
         dev = self.device
         text, mask, actions = unwrap(self.model).drop_condition(
-            self.text[idx].to(dev), self.text_mask[idx].to(dev), self.actions[idx].to(dev), drop_t.to(dev), drop_a.to(dev)
+            self.text[words].to(dev), self.text_mask[words].to(dev), self.actions[idx].to(dev), drop_t.to(dev), drop_a.to(dev)
         )
         td = TensorDict(
             {"latents": x0, "noise": noise, "sigma": sigma, "text": text, "text_mask": mask, "actions": actions},
