@@ -4,7 +4,7 @@ The paper's full text is not available here, only its abstract; these formulas a
 project's reconstruction (DESIGN.md section 3), and every choice is a config field.
 
 For a streaming window of generator latents x (O committed overlap frames, then N new frames)
-and the teacher's CFG estimate x0_teacher:
+and the teacher's estimate x0_teacher (with the stage's guidance):
 
 - teacher delta      d_f = x0_teacher_f - x_f          (how far the teacher wants to move frame f)
 - transition         D_f = x_f - x_{f-1}               (the trajectory's own step)
