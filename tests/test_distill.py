@@ -124,3 +124,25 @@ def test_calibrated_trust_region_is_relative_to_ordinary_windows():
     w = trust_weight(spike, cfg)
     assert torch.allclose(w, torch.tensor([1.0, 0.25]))
     assert float(loss.r_ref) == 1.0  # only switch-free windows move the reference
+
+
+def test_flow_matching_loss_weights_latent_cells():
+    from dfworld.distill.flow_matching import FlowMatchingLoss
+    from dfworld.schedule import add_noise, velocity_target
+
+    teacher, _ = nets()
+    loss = FlowMatchingLoss(teacher)
+    td = window()
+    td["sigma"] = td["sigma"].expand(2, 6)
+    plain = loss(td)["loss_flow"]
+    td["loss_weight"] = torch.full((2, 6, 8, 8), 3.0)
+    assert torch.allclose(loss(td)["loss_flow"], plain, rtol=1e-5)  # a uniform weight changes nothing
+    # all weight on one cell: the loss is that cell's squared error, averaged over channels and counted frames
+    w = torch.zeros(2, 6, 8, 8)
+    w[:, :, 3, 5] = 1.0
+    td["loss_weight"] = w
+    with torch.no_grad():
+        v, _ = teacher(add_noise(td["latents"], td["noise"], td["sigma"]), td["sigma"], td["text"], td["text_mask"], td["actions"])
+        cell = (v - velocity_target(td["latents"], td["noise"]))[:, :, :, 3, 5].pow(2).mean(2)  # [B, F]
+    m = td["loss_mask"].float()
+    assert torch.allclose(loss(td)["loss_flow"], (cell * m).sum() / m.sum(), rtol=1e-5)

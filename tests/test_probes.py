@@ -53,3 +53,21 @@ def test_score_counts_a_missed_object():
     r = read_frame(frame)
     r.objects.pop(next(iter(r.objects)))
     assert score_readings([r], states)["presence_acc"] < 1.0
+
+
+def test_clip_scores_count_the_clutter_that_detection_misses():
+    from dfworld.bench.teacher_quality import clip_scores
+    from dfworld.world.render import Renderer
+
+    cfg = WorldConfig()
+    r = Renderer(cfg)
+    scene = [("red", "circle", 20, 30), ("blue", "square", 40, 50)]
+    blobs = [("yellow", "circle", 10, 55), ("cyan", "circle", 30, 43), ("pink", "square", 50, 25), ("purple", "circle", 55, 58)]
+
+    def clip(objects):
+        return np.stack([r.draw("day", "clear", f, objects, (60, 20), (20, 50)) for f in range(8)])
+
+    clean, cluttered = clip_scores(clip(scene), "the sun comes up", cfg), clip_scores(clip(scene + blobs), "the sun comes up", cfg)
+    assert clean["prompt_ok"] == cluttered["prompt_ok"] == 1.0
+    assert clean["objects"] == cluttered["objects"] == 1.0  # detection cannot tell them apart
+    assert clean["object_count"] == 2 and cluttered["object_count"] == 6

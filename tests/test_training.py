@@ -139,7 +139,7 @@ def test_resample_wording_draws_every_paraphrase_of_the_clip_event(tiny, tmp_pat
         return TeacherStage(build(TeacherStageConfig, compose("stage/teacher", teacher_args(tiny, out, *extra)[2:])))
 
     prompts = load_clips(tiny / "clips").prompts
-    plain, varied = stage(tmp_path / "a"), stage(tmp_path / "b", "resample_wording=true")
+    plain, varied = stage(tmp_path / "a", "resample_wording=false"), stage(tmp_path / "b", "resample_wording=true")
     assert plain.wording.tolist() == [[i] for i in range(len(prompts))]  # each clip its stored prompt
     K = len(templates("time_day", "train"))
     assert varied.wording.shape == (len(prompts), K)
@@ -153,7 +153,27 @@ def test_resample_wording_draws_every_paraphrase_of_the_clip_event(tiny, tmp_pat
             found |= {t for t, e in emb.items() if e.shape[0] == n and torch.equal(e, varied.text[i, :n])}
         assert prompt in found and len(found) == K and {parse_event(t) for t in found} == {parse_event(prompt)}
     # training with it runs
-    assert main(teacher_args(tiny, tmp_path / "c", "train.steps=2", "resample_wording=true")) == 0
+    assert main(teacher_args(tiny, tmp_path / "c", "train.steps=2", "resample_wording=true", "entity_weight=2.0")) == 0
+
+
+def test_entity_weight_marks_the_latent_cells_of_drawn_entities(tiny, tmp_path):
+    from dfworld.configuration import build, compose
+    from dfworld.training.teacher_stage import TeacherStage, TeacherStageConfig
+    from dfworld.world.datasets import load_clips
+
+    def stage(out, *extra):
+        return TeacherStage(build(TeacherStageConfig, compose("stage/teacher", teacher_args(tiny, out, *extra)[2:])))
+
+    st = stage(tmp_path / "a", "entity_weight=4.0")
+    lat, cells = st.latents, st.entity_cells
+    assert cells.dtype == torch.bool and cells.shape == lat.shape[:2] + lat.shape[-2:]
+    states = load_clips(tiny / "clips").states
+    entities = states["obj_present"].sum(-1) + 2  # objects, the coin and the agent, per frame
+    assert (cells.sum((-1, -2)) >= entities).all()  # each touches at least one cell
+    assert 0.0 < cells.float().mean() < 0.6
+    assert stage(tmp_path / "b", "entity_weight=0.0").entity_cells is None
+    with pytest.raises(ValueError, match="entity_weight must be >= 0"):
+        stage(tmp_path / "c", "entity_weight=-1.0")
 
 
 def test_ddp_under_torchrun_with_gloo(tiny, tmp_path):

@@ -166,3 +166,25 @@ def test_step_before_reset_is_an_error():
 def test_bad_world_config(kwargs, message):
     with pytest.raises(ValueError, match=message):
         WorldConfig(**kwargs)
+
+
+def test_entity_boxes_cover_every_drawn_entity_pixel(world):
+    from dfworld.world.render import entity_boxes_mask
+
+    world.reset(3)
+    rng = np.random.default_rng(0)
+    frames, states, backgrounds = [], [], []
+    for f in range(48):
+        if f == 20:
+            assert world.apply_event(Event("object_appear", next(c for c in COLOR_NAMES if c not in world.state.used_colors()))).applied
+        frames.append(world.step(int(rng.integers(0, 5)))[0])
+        states.append(world.state_arrays())
+        s = world.state
+        backgrounds.append(world.renderer.background(s.time, s.weather, s.frame))
+    mask = entity_boxes_mask({k: np.stack([st[k] for st in states]) for k in states[0]}, world.config)
+    drawn = (np.stack(frames) != np.stack(backgrounds)).any(-1)
+    assert drawn.any() and not (drawn & ~mask).any()  # every entity pixel is inside a box
+    c = world.config
+    n_obj = np.stack([st["obj_present"] for st in states]).sum(1)
+    most = n_obj * (2 * c.object_radius + 1) ** 2 + (2 * c.coin_radius + 1) ** 2 + (2 * c.agent_radius + 1) ** 2
+    assert (mask.sum((1, 2)) <= most).all()  # and the boxes are no larger than the drawn extents

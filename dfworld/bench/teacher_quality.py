@@ -9,7 +9,10 @@ few-step sampler and KV cache, as the environment runs it. The probes then measu
   (time or weather is the prompted one; an object event's colour is present, absent or changed);
 - object detection: the fraction of (frame, persistent object) pairs in which the probe finds
   the object, where persistent objects are those found in most frames of the clip;
-- agent detection: the fraction of frames in which the probe finds the agent.
+- agent detection: the fraction of frames in which the probe finds the agent;
+- object count: the number of persistent objects per clip. Detection alone rewards a model that
+  scatters blobs of every colour (it finds every colour, so every object); the real clips hold
+  two to four objects, so a count above theirs is clutter.
 
 The same figures on the real clips are the reference.
 """
@@ -23,7 +26,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from dfworld.bench.metrics import event_holds, object_detection_rate
+from dfworld.bench.metrics import event_holds, object_detection_rate, persistent_objects
 from dfworld.checkpoint import load_checkpoint
 from dfworld.model.loading import GENERATOR_STAGES, codec_from, conditioner_from, transformer_from
 from dfworld.rollout import Rollout, SamplerConfig
@@ -43,6 +46,7 @@ def clip_scores(frames: np.ndarray, prompt: str, config) -> dict[str, float]:
         "prompt_ok": float(holds > 0.5),
         "objects": object_detection_rate(readings, exclude),
         "agent": float(np.mean([r.agent is not None for r in readings])),
+        "object_count": float(len(persistent_objects(readings))),
     }
 
 
@@ -107,7 +111,7 @@ def evaluate_teacher(
             if len(videos) < 8:
                 videos.append((real, frames[j], p))
     summary = {
-        f"{src}_{k}": float(np.mean([r[src][k] for r in rows])) for src in ("generated", "real") for k in ("prompt_ok", "objects", "agent")
+        f"{src}_{k}": float(np.mean([r[src][k] for r in rows])) for src in ("generated", "real") for k in ("prompt_ok", "objects", "agent", "object_count")
     }
     # the prompted attribute per event kind (time of day, weather, object events): where the misses are
     kinds = sorted({r["kind"] for r in rows})

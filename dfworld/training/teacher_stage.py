@@ -23,7 +23,8 @@ from dfworld.model.loading import GENERATOR_STAGES, TEXT_CACHE, TextConfig, code
 from dfworld.model.conditioning import TextConditioner
 from dfworld.model.transformer import TransformerConfig, VideoTransformer
 from dfworld.schedule import sample_sigma
-from dfworld.world.datasets import load_clips
+from dfworld.world.datasets import ClipTensors, load_clips
+from dfworld.world.render import entity_boxes_mask
 from dfworld.world.events import all_event_texts, paraphrase_split, parse_event
 from dfworld.training.loop import Stage, seed_everything, TrainConfig, adamw, optimize, resolve_device, set_lr, unwrap
 
@@ -46,6 +47,9 @@ class TeacherStageConfig:
     # each step draws a row's wording among its event's paraphrases (of the clip prompt's split),
     # instead of the one wording stored with the clip: the same scene under every wording
     resample_wording: bool = False
+    # loss weight of the latent cells where objects, the agent and the coin are drawn, relative to 1 for
+    # the rest: they are a few percent of the cells but carry what the prompts name (colours, presence)
+    entity_weight: float = 0.0
     train: TrainConfig = field(default_factory=lambda: TrainConfig(out="runs/teacher", steps=3000))
 
 
@@ -55,6 +59,18 @@ def encode_clips(codec: LatentCodec, frames: torch.Tensor, device: torch.device,
     flat = frames.flatten(0, 1)
     out = [codec.encode(flat[i : i + batch].to(device)).cpu() for i in tqdm(range(0, len(flat), batch), desc="encode clips", leave=False)]
     return torch.cat(out).reshape(frames.shape[:2] + out[0].shape[1:])
+
+
+def entity_cells(clips: ClipTensors, latent_size: int) -> torch.Tensor:
+    """Latent cells [N, F, h, w] (bool) that overlap a drawn object, the agent or the coin."""
+    if not clips.states:
+        raise ValueError("entity_weight needs the clips' true states (state_* arrays), which this data set lacks")
+    world = clips.dataset.world
+    out = []
+    for i in range(len(clips.prompts)):
+        mask = entity_boxes_mask({k: v[i].numpy() for k, v in clips.states.items()}, world)
+        out.append(torch.nn.functional.adaptive_max_pool2d(torch.from_numpy(mask).float(), latent_size) > 0)
+    return torch.stack(out)
 
 
 def weights_digest(module: torch.nn.Module) -> str:
@@ -94,6 +110,9 @@ class TeacherStage(Stage):
         self.clip_frames = clips.frames.shape[1]
         self.latents = self._latents(clips.frames)
         self.actions = clips.actions
+        if config.entity_weight < 0:
+            raise ValueError(f"entity_weight must be >= 0, got {config.entity_weight}")
+        self.entity_cells = entity_cells(clips, self.latents.shape[-1]) if config.entity_weight > 0 else None
         self.conditioner = TextConditioner(config.text.encoder, config.text.max_tokens, config.text.dim)
         if config.text_cache:
             self.conditioner.load(config.text_cache)
@@ -155,6 +174,8 @@ class TeacherStage(Stage):
             {"latents": x0, "noise": noise, "sigma": sigma, "text": text, "text_mask": mask, "actions": actions},
             batch_size=[B],
         ).to(dev)
+        if self.entity_cells is not None:
+            td["loss_weight"] = (1.0 + cfg.entity_weight * self.entity_cells[idx].float()).to(dev)
         loss = self.loss(td)["loss_flow"]
         set_lr(self.opt, step, self.train, progress=self.progress)
         norm = optimize(loss, self.opt, self.model.parameters(), self.train.grad_clip)

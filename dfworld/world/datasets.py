@@ -254,6 +254,7 @@ class ClipTensors:
     actions: torch.Tensor  # [N, F] int64
     prompts: list[str]  # [N]
     dataset: EventWorldDataset
+    states: dict[str, torch.Tensor] = field(default_factory=dict)  # true state per frame, each [N, F, ...]
 
 
 def load_clips(path: str | Path) -> ClipTensors:
@@ -270,6 +271,7 @@ def load_clips(path: str | Path) -> ClipTensors:
         actions=torch.stack([it["actions"] for it in items]),
         prompts=[it["prompt"] for it in items],
         dataset=ds,
+        states={k.removeprefix("state_"): torch.stack([it[k] for it in items]) for k in items[0] if k.startswith("state_")},
     )
 
 

@@ -92,3 +92,26 @@ class Renderer:
         ax, ay = agent
         cv2.rectangle(img, (ax - ra, ay - ra), (ax + ra, ay + ra), AGENT_COLOR, -1)
         return img
+
+
+def entity_boxes_mask(states: dict[str, np.ndarray], config: WorldConfig) -> np.ndarray:
+    """Where the entities are drawn: a bool mask [F, H, W] from true states stacked over F frames.
+
+    Each present object, the coin and the agent cover the square box the renderer draws them in
+    (a circle's bounding square). The teacher weights its loss by this mask (TeacherStageConfig.entity_weight).
+    """
+    present, pos = np.asarray(states["obj_present"]), np.asarray(states["obj_pos"])
+    F = present.shape[0]
+    mask = np.zeros((F, config.height, config.width), bool)
+    ro, rc, ra = config.px(config.object_radius), config.px(config.coin_radius), config.px(config.agent_radius)
+
+    def box(f: int, x: int, y: int, r: int) -> None:
+        mask[f, max(0, y - r) : max(0, y + r + 1), max(0, x - r) : max(0, x + r + 1)] = True
+
+    for f in range(F):
+        for ok, (x, y) in zip(present[f], pos[f]):
+            if ok:
+                box(f, int(x), int(y), ro)
+        box(f, *map(int, states["coin_pos"][f]), rc)
+        box(f, *map(int, states["agent_pos"][f]), ra)
+    return mask
