@@ -1,8 +1,12 @@
 import pytest
 
 from dfworld.world.config import COLOR_NAMES
+import re
+
 from dfworld.world.events import (
     EVENT_KINDS,
+    EXTRA_WORDINGS,
+    PARAPHRASES,
     MAX_EVENT_CHARS,
     Event,
     EventParseError,
@@ -11,6 +15,7 @@ from dfworld.world.events import (
     paraphrase_split,
     parse_event,
     templates,
+    training_wordings,
 )
 
 
@@ -36,9 +41,36 @@ def test_every_wording_parses_back_to_its_event(split):
 
 
 def test_all_texts_fit_the_limit():
-    texts = all_event_texts("train") + all_event_texts("heldout")
+    texts = all_event_texts("all")
+    assert len(texts) > len(all_event_texts("train")) + len(all_event_texts("heldout"))  # the extra wordings are in
     assert max(map(len, texts)) <= MAX_EVENT_CHARS
     assert len(set(texts)) == len(texts)
+
+
+def test_extra_wordings_parse_as_training_wordings_of_their_event():
+    for kind in EVENT_KINDS:
+        extra = EXTRA_WORDINGS[kind]
+        assert len(extra) == len(EXTRA_WORDINGS["time_day"])  # as many per kind: every event drawn among as many
+        assert training_wordings(kind) == templates(kind, "train") + extra and training_wordings(kind, extra=False) == templates(kind, "train")
+        args = {0: (), 1: ("pink",), 2: ("yellow", "red")}[n_color_args(kind)]
+        ev = Event(kind, *args)
+        for tpl in extra:
+            text = tpl.format(a=ev.color, b=ev.to_color)
+            assert parse_event(text) == ev and paraphrase_split(text) == "train"
+
+
+def test_extra_wordings_use_no_word_that_only_heldout_wordings_use():
+    stop = {"a", "an", "the", "at", "in", "into", "of", "on", "out", "with", "to", "for", "and", "is", "it", "up", "down"}
+
+    def words(tpl):
+        return set(re.findall(r"[a-z]+", tpl.replace("{a}", "").replace("{b}", ""))) - stop
+
+    primary = set().union(*(words(t) for train, _ in PARAPHRASES.values() for t in train))
+    heldout_only = set().union(*(words(t) for _, heldout in PARAPHRASES.values() for t in heldout)) - primary
+    assert {"storm", "twilight", "blizzard", "stars", "dawn"} <= heldout_only
+    for kind, extra in EXTRA_WORDINGS.items():
+        for tpl in extra:
+            assert not words(tpl) & heldout_only, (kind, tpl)
 
 
 @pytest.mark.parametrize(

@@ -133,7 +133,7 @@ def test_resample_wording_draws_every_paraphrase_of_the_clip_event(tiny, tmp_pat
     from dfworld.configuration import build, compose
     from dfworld.training.teacher_stage import TeacherStage, TeacherStageConfig
     from dfworld.world.datasets import load_clips
-    from dfworld.world.events import parse_event, templates
+    from dfworld.world.events import parse_event, templates, training_wordings
 
     def stage(out, *extra):
         return TeacherStage(build(TeacherStageConfig, compose("stage/teacher", teacher_args(tiny, out, *extra)[2:])))
@@ -152,8 +152,14 @@ def test_resample_wording_draws_every_paraphrase_of_the_clip_event(tiny, tmp_pat
             n = int(varied.text_mask[i].sum())
             found |= {t for t, e in emb.items() if e.shape[0] == n and torch.equal(e, varied.text[i, :n])}
         assert prompt in found and len(found) == K and {parse_event(t) for t in found} == {parse_event(prompt)}
+    # the extra training wordings widen every row; they need resampling
+    extra = stage(tmp_path / "d", "resample_wording=true", "extra_wordings=true")
+    assert extra.wording.shape == (len(prompts), len(training_wordings("time_day")))
+    assert len(training_wordings("time_day")) > K
+    with pytest.raises(ValueError, match="extra_wordings .* needs resample_wording=true"):
+        stage(tmp_path / "e", "resample_wording=false", "extra_wordings=true")
     # training with it runs
-    assert main(teacher_args(tiny, tmp_path / "c", "train.steps=2", "resample_wording=true", "entity_weight=2.0")) == 0
+    assert main(teacher_args(tiny, tmp_path / "c", "train.steps=2", "resample_wording=true", "extra_wordings=true", "entity_weight=2.0")) == 0
 
 
 def test_entity_weight_marks_the_latent_cells_of_drawn_entities(tiny, tmp_path):
@@ -174,6 +180,16 @@ def test_entity_weight_marks_the_latent_cells_of_drawn_entities(tiny, tmp_path):
     assert stage(tmp_path / "b", "entity_weight=0.0").entity_cells is None
     with pytest.raises(ValueError, match="entity_weight must be >= 0"):
         stage(tmp_path / "c", "entity_weight=-1.0")
+    # event_weight: the cells of the object the event names as present, a subset of the entity cells
+    from dfworld.world.events import parse_event
+
+    named = stage(tmp_path / "d", "entity_weight=1.0", "event_weight=8.0").event_cells
+    assert named.shape == cells.shape and named.any() and not (named & ~cells).any()
+    for prompt, c in zip(load_clips(tiny / "clips").prompts, named):
+        kind = parse_event(prompt).kind
+        assert bool(c.any()) == (kind in ("object_appear", "object_recolor")), prompt  # appear and recolour only
+    with pytest.raises(ValueError, match="event_weight must be >= 0"):
+        stage(tmp_path / "e", "event_weight=-1.0")
 
 
 def test_ddp_under_torchrun_with_gloo(tiny, tmp_path):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from dfworld.world.config import ACTIONS, COLOR_NAMES, WorldConfig
+from dfworld.world.config import ACTIONS, COLOR_NAMES, OBJECT_COLORS, WorldConfig
 from dfworld.world.events import Event
 from dfworld.world.simulator import EventWorld, action_index
 
@@ -188,3 +188,11 @@ def test_entity_boxes_cover_every_drawn_entity_pixel(world):
     n_obj = np.stack([st["obj_present"] for st in states]).sum(1)
     most = n_obj * (2 * c.object_radius + 1) ** 2 + (2 * c.coin_radius + 1) ** 2 + (2 * c.agent_radius + 1) ** 2
     assert (mask.sum((1, 2)) <= most).all()  # and the boxes are no larger than the drawn extents
+    # one colour: that object's pixels only (no agent, no coin, no other object), and none before it appears
+    color = COLOR_NAMES[int(states[-1]["obj_color"][states[-1]["obj_color"] >= 0][-1])]
+    only = entity_boxes_mask({k: np.stack([st[k] for st in states]) for k in states[0]}, world.config, color)
+    assert not (only & ~mask).any() and 0 < only.sum() < mask.sum()
+    rgb = np.array(OBJECT_COLORS[color])
+    own = (np.stack(frames) == rgb).all(-1) & drawn
+    assert own.any() and not (own & ~only).any()  # every pixel drawn in that colour is in its box
+    assert (only.sum((1, 2)) <= (2 * c.object_radius + 1) ** 2).all()  # a single object's box

@@ -11,6 +11,7 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from tensordict import TensorDict
 from tqdm.auto import tqdm
@@ -25,7 +26,7 @@ from dfworld.model.transformer import TransformerConfig, VideoTransformer
 from dfworld.schedule import sample_sigma
 from dfworld.world.datasets import ClipTensors, load_clips
 from dfworld.world.render import entity_boxes_mask
-from dfworld.world.events import all_event_texts, paraphrase_split, parse_event
+from dfworld.world.events import all_event_texts, paraphrase_split, parse_event, training_wordings
 from dfworld.training.loop import Stage, seed_everything, TrainConfig, adamw, optimize, resolve_device, set_lr, unwrap
 
 
@@ -47,9 +48,16 @@ class TeacherStageConfig:
     # each step draws a row's wording among its event's paraphrases (of the clip prompt's split),
     # instead of the one wording stored with the clip: the same scene under every wording
     resample_wording: bool = False
+    # with resample_wording, training clips also draw among their event's extra training wordings
+    # (dfworld.world.events.EXTRA_WORDINGS): 13 wordings per event instead of 5
+    extra_wordings: bool = False
     # loss weight of the latent cells where objects, the agent and the coin are drawn, relative to 1 for
     # the rest: they are a few percent of the cells but carry what the prompts name (colours, presence)
     entity_weight: float = 0.0
+    # loss weight added on the latent cells of the object the clip's event names as present (appear: the
+    # new object; recolour: the object in its new colour). A colour word decides a few cells of one
+    # object: the cells that tell "a red object appears" from "a blue object appears"
+    event_weight: float = 0.0
     train: TrainConfig = field(default_factory=lambda: TrainConfig(out="runs/teacher", steps=3000))
 
 
@@ -61,14 +69,24 @@ def encode_clips(codec: LatentCodec, frames: torch.Tensor, device: torch.device,
     return torch.cat(out).reshape(frames.shape[:2] + out[0].shape[1:])
 
 
-def entity_cells(clips: ClipTensors, latent_size: int) -> torch.Tensor:
-    """Latent cells [N, F, h, w] (bool) that overlap a drawn object, the agent or the coin."""
+def entity_cells(clips: ClipTensors, latent_size: int, named_only: bool = False) -> torch.Tensor:
+    """Latent cells [N, F, h, w] (bool) that overlap a drawn object, the agent or the coin.
+
+    With `named_only`, only the cells of the object each clip's event names as present (appear: its
+    colour; recolour: the new colour); clips of other events have none.
+    """
     if not clips.states:
-        raise ValueError("entity_weight needs the clips' true states (state_* arrays), which this data set lacks")
+        raise ValueError("entity_weight and event_weight need the clips' true states (state_* arrays), which this data set lacks")
     world = clips.dataset.world
     out = []
-    for i in range(len(clips.prompts)):
-        mask = entity_boxes_mask({k: v[i].numpy() for k, v in clips.states.items()}, world)
+    for i, prompt in enumerate(clips.prompts):
+        states = {k: v[i].numpy() for k, v in clips.states.items()}
+        if named_only:
+            event = parse_event(prompt)
+            color = {"object_appear": event.color, "object_recolor": event.to_color}.get(event.kind)
+            mask = entity_boxes_mask(states, world, color) if color else np.zeros((len(states["obj_present"]), world.height, world.width), bool)
+        else:
+            mask = entity_boxes_mask(states, world)
         out.append(torch.nn.functional.adaptive_max_pool2d(torch.from_numpy(mask).float(), latent_size) > 0)
     return torch.stack(out)
 
@@ -110,16 +128,24 @@ class TeacherStage(Stage):
         self.clip_frames = clips.frames.shape[1]
         self.latents = self._latents(clips.frames)
         self.actions = clips.actions
+        if config.extra_wordings and not config.resample_wording:
+            raise ValueError("extra_wordings draws among an event's wordings each step: it needs resample_wording=true")
         if config.entity_weight < 0:
             raise ValueError(f"entity_weight must be >= 0, got {config.entity_weight}")
+        if config.event_weight < 0:
+            raise ValueError(f"event_weight must be >= 0, got {config.event_weight}")
         self.entity_cells = entity_cells(clips, self.latents.shape[-1]) if config.entity_weight > 0 else None
+        self.event_cells = entity_cells(clips, self.latents.shape[-1], named_only=True) if config.event_weight > 0 else None
         self.conditioner = TextConditioner(config.text.encoder, config.text.max_tokens, config.text.dim)
         if config.text_cache:
             self.conditioner.load(config.text_cache)
         # every wording of every event (held-out ones too), so the checkpoint's cache covers the grammar
         self.conditioner.warm(sorted(set(all_event_texts("all")) | set(clips.prompts)))
         if config.resample_wording:  # every wording of each clip's event: a table of texts, [N, K] indices into it
-            wordings = [parse_event(p).templates(paraphrase_split(p)) for p in clips.prompts]
+            wordings = [
+                training_wordings(e.kind, config.extra_wordings) if paraphrase_split(p) == "train" else e.templates("heldout")
+                for e, p in zip(map(parse_event, clips.prompts), clips.prompts)
+            ]
             texts = [[t.format(a=e.color, b=e.to_color) for t in w] for e, w in zip(map(parse_event, clips.prompts), wordings)]
             K = min(len(t) for t in texts)
             table = sorted({t for row in texts for t in row})
@@ -174,8 +200,13 @@ class TeacherStage(Stage):
             {"latents": x0, "noise": noise, "sigma": sigma, "text": text, "text_mask": mask, "actions": actions},
             batch_size=[B],
         ).to(dev)
-        if self.entity_cells is not None:
-            td["loss_weight"] = (1.0 + cfg.entity_weight * self.entity_cells[idx].float()).to(dev)
+        if self.entity_cells is not None or self.event_cells is not None:
+            weight = torch.ones(x0.shape[:2] + x0.shape[-2:])
+            if self.entity_cells is not None:
+                weight += cfg.entity_weight * self.entity_cells[idx].float()
+            if self.event_cells is not None:
+                weight += cfg.event_weight * self.event_cells[idx].float()
+            td["loss_weight"] = weight.to(dev)
         loss = self.loss(td)["loss_flow"]
         set_lr(self.opt, step, self.train, progress=self.progress)
         norm = optimize(loss, self.opt, self.model.parameters(), self.train.grad_clip)

@@ -3,6 +3,13 @@
 An event is a kind plus up to two colour arguments ("the red object turns blue"). Each kind has
 several paraphrase templates; the last ones of each kind are held out of training so that
 generalisation to unseen wording can be measured (`split="heldout"`).
+
+Besides the five primary training wordings per kind (what data sets, episodes and suites draw
+from), each kind has extra training wordings (`EXTRA_WORDINGS`): more ways of saying the same
+thing for the teacher to learn from (`resample_wording` with `extra_wordings`), so that it keys
+on the meaning and not on five sentences. They parse as training wordings. None of them uses a
+content word that only the held-out wordings use (a test checks it): a held-out wording stays
+unseen in every word that sets it apart.
 """
 
 from __future__ import annotations
@@ -60,6 +67,31 @@ PARAPHRASES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("the {a} item takes on a {b} colour", "the {a} object is recoloured {b}"),
     ),
 }
+# kind -> extra training wordings (see the module docstring); as many per kind, so every event
+# is drawn among as many wordings in training
+EXTRA_WORDINGS: dict[str, tuple[str, ...]] = {
+    "time_day": ("the morning sun rises", "daytime begins", "the sun is up", "a new day starts",
+                 "sunrise comes", "it is bright daytime", "the night ends and day begins", "the morning is here"),
+    "time_dusk": ("sunset arrives", "the evening begins", "the day is ending", "the sun sinks low",
+                  "it becomes evening", "the sun is setting", "nightfall is near", "the late evening light comes"),
+    "time_night": ("it is night now", "nighttime comes", "the moon rises", "the sky turns black",
+                   "the sun has gone down", "it becomes night", "midnight arrives", "the world is dark"),
+    "weather_rain": ("a downpour begins", "showers fall", "thunder rumbles and it rains", "heavy rain starts",
+                     "the clouds open up with rain", "it gets wet and rainy", "it drizzles", "rainfall begins"),
+    "weather_snow": ("snow falls from the sky", "a snowfall begins", "it gets snowy", "big flakes of snow fall",
+                     "heavy snow starts", "snow is falling", "the winter snow arrives", "snow flurries begin"),
+    "weather_clear": ("the rain stops", "the snow stops", "the weather turns fine", "the clouds clear away",
+                      "the sky becomes clear", "fair weather comes back", "the weather gets nice", "no more rain or snow"),
+    "object_appear": ("a {a} object is added", "add a {a} object", "a {a} block appears", "a {a} object comes into view",
+                      "a {a} shape is placed", "there is now a {a} object", "a fresh {a} shape appears",
+                      "a {a} object shows up"),
+    "object_vanish": ("delete the {a} object", "the {a} shape is removed", "the {a} thing vanishes",
+                      "get rid of the {a} object", "the {a} block goes away", "the {a} object is taken away",
+                      "there is no {a} object anymore", "the {a} shape is gone"),
+    "object_recolor": ("make the {a} object {b}", "the {a} object gets painted {b}", "change the {a} shape to {b}",
+                       "the {a} object switches to {b}", "turn the {a} thing {b}", "the {a} block is now {b}",
+                       "the {a} shape turns {b}", "dye the {a} object {b}"),
+}
 EVENT_KINDS: tuple[str, ...] = tuple(PARAPHRASES)
 SPLITS = ("train", "heldout", "all")
 
@@ -115,10 +147,16 @@ def n_color_args(kind: str) -> int:
 
 
 def templates(kind: str, split: str = "train") -> tuple[str, ...]:
+    """The primary wordings of a split ("all": every wording, the extra training ones too)."""
     if split not in SPLITS:
         raise ValueError(f"unknown paraphrase split {split!r}; expected one of {SPLITS}")
     train, heldout = PARAPHRASES[kind]
-    return {"train": train, "heldout": heldout, "all": train + heldout}[split]
+    return {"train": train, "heldout": heldout, "all": train + EXTRA_WORDINGS[kind] + heldout}[split]
+
+
+def training_wordings(kind: str, extra: bool = True) -> tuple[str, ...]:
+    """Every wording a model may be trained on: the primary training ones, then (with `extra`) the extra ones."""
+    return templates(kind, "train") + (EXTRA_WORDINGS[kind] if extra else ())
 
 
 def normalize(text: str) -> str:
@@ -145,8 +183,8 @@ def _patterns() -> list[tuple[re.Pattern[str], str, str]]:
     colors = "|".join(COLOR_NAMES)
     out = []
     for kind in EVENT_KINDS:
-        for split in ("train", "heldout"):
-            for tpl in templates(kind, split):
+        for split, tpls in (("train", training_wordings(kind)), ("heldout", templates(kind, "heldout"))):
+            for tpl in tpls:
                 rx = re.escape(tpl).replace(r"\{a\}", f"(?P<a>{colors})").replace(r"\{b\}", f"(?P<b>{colors})")
                 out.append((re.compile(f"^{rx}$"), kind, split))
     return out

@@ -12,6 +12,7 @@ import numpy as np
 
 from dfworld.world.config import (
     AGENT_COLOR,
+    COLOR_NAMES,
     COIN_COLOR,
     OBJECT_COLORS,
     RAIN_COLOR,
@@ -94,13 +95,17 @@ class Renderer:
         return img
 
 
-def entity_boxes_mask(states: dict[str, np.ndarray], config: WorldConfig) -> np.ndarray:
+def entity_boxes_mask(states: dict[str, np.ndarray], config: WorldConfig, color: str | None = None) -> np.ndarray:
     """Where the entities are drawn: a bool mask [F, H, W] from true states stacked over F frames.
 
     Each present object, the coin and the agent cover the square box the renderer draws them in
     (a circle's bounding square). The teacher weights its loss by this mask (TeacherStageConfig.entity_weight).
+    With `color`, only the objects of that colour (no agent, no coin): the object an event names
+    (TeacherStageConfig.event_weight).
     """
     present, pos = np.asarray(states["obj_present"]), np.asarray(states["obj_pos"])
+    if color is not None:
+        present = present & (np.asarray(states["obj_color"]) == COLOR_NAMES.index(color))
     F = present.shape[0]
     mask = np.zeros((F, config.height, config.width), bool)
     ro, rc, ra = config.px(config.object_radius), config.px(config.coin_radius), config.px(config.agent_radius)
@@ -112,6 +117,7 @@ def entity_boxes_mask(states: dict[str, np.ndarray], config: WorldConfig) -> np.
         for ok, (x, y) in zip(present[f], pos[f]):
             if ok:
                 box(f, int(x), int(y), ro)
-        box(f, *map(int, states["coin_pos"][f]), rc)
-        box(f, *map(int, states["agent_pos"][f]), ra)
+        if color is None:
+            box(f, *map(int, states["coin_pos"][f]), rc)
+            box(f, *map(int, states["agent_pos"][f]), ra)
     return mask
