@@ -6,7 +6,7 @@ import torch
 from dfworld.model.codec import CodecConfig, LatentCodec
 from dfworld.model.conditioning import TextConditioner, VocabEncoder
 from dfworld.model.kv_cache import KVCache
-from dfworld.model.transformer import TextPool, TransformerConfig, VideoTransformer
+from dfworld.model.transformer import TransformerConfig, VideoTransformer
 from dfworld.sampling import guided_velocity
 
 
@@ -211,39 +211,8 @@ def test_bad_configs():
         TransformerConfig(attention="causal")
     with pytest.raises(ValueError, match="multiple of chunk_frames"):
         TransformerConfig(chunk_frames=4, window_frames=6)
-    with pytest.raises(ValueError, match="text_pool=-1 must be >= 0"):
-        TransformerConfig(text_pool=-1)
     with pytest.raises(ValueError, match="rope_space=8: the two spatial axes must leave time"):
         TransformerConfig(dim=128, heads=4, rope_space=8)  # 16 rotary pairs per head: none left for time
-
-
-@torch.no_grad()
-def test_text_pool_keeps_cache_parity_and_starts_as_the_mean_pool():
-    model = tiny(text_pool=2)
-    x, sigma, text, mask, actions = inputs(2, 12)
-    full, _ = model(x, sigma, text, mask, actions)
-    step, _ = chunked(model, x, sigma, text, mask, actions)
-    assert (full - step).abs().max().item() <= 1e-4
-    plain = tiny()
-    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("text_pool.")})
-    assert not torch.allclose(plain(x, sigma, text, mask, actions)[0], full, atol=1e-3)  # the pool is in the path
-    torch.nn.init.zeros_(model.text_pool.out.weight)
-    torch.nn.init.zeros_(model.text_pool.out.bias)
-    assert torch.allclose(plain(x, sigma, text, mask, actions)[0], model(x, sigma, text, mask, actions)[0], atol=1e-6)
-
-
-@torch.no_grad()
-def test_text_pool_reads_the_token_its_query_matches_and_never_padding():
-    pool = TextPool(4, queries=1)
-    pool.queries.copy_(torch.tensor([[50.0, 0, 0, 0]]))  # the query looks for the first feature
-    for lin in (pool.k, pool.v, pool.out):
-        lin.weight.copy_(torch.eye(4))
-        lin.bias.zero_()
-    tokens = torch.tensor([[[0.0, 1, 0, 0], [1.0, 0, 2, 0], [0.0, 0, 0, 3], [9.0, 9, 9, 9]]])
-    mask = torch.tensor([[True, True, True, False]])  # the last token is padding, with the strongest match
-    assert torch.allclose(pool(tokens, mask), torch.tensor([[1.0, 0, 2, 0]]), atol=1e-3)
-    moved = tokens[:, [2, 0, 1, 3]]  # the marked token at another position: the same readout
-    assert torch.allclose(pool(moved, mask), torch.tensor([[1.0, 0, 2, 0]]), atol=1e-3)
 
 
 @torch.no_grad()

@@ -16,11 +16,7 @@ v = eps - x0 for every frame (same shape as x).
   attention sees relative offsets in space as well as in time; the learned spatial position
   stays. Spatial angles do not depend on the frame, so the cache and the sink are unchanged.
 - Conditioning: per-group adaLN-zero from the noise level, the pooled text and the actions
-  (DiT); cross-attention to the text tokens. The pooled text is the mean of the text tokens,
-  plus, with `text_pool` > 0, an attention pool: that many learned queries each attend over the
-  tokens and their readouts are projected into the condition. The mean of MiniLM tokens hardly
-  tells "a red object appears" from "a blue object appears" (one token in seven differs); a
-  query can pick the colour token, so the event's colours reach every token through adaLN. A learned null text and a null action are the
+  (DiT); cross-attention to the text tokens. A learned null text and a null action are the
   unconditional input for classifier-free guidance.
 - Attention: `full` over all frames, or `block_causal` over chunks of `chunk_frames` frames
   (bidirectional inside a chunk, causal across chunks), restricted to `sink_frames` at the start
@@ -72,7 +68,6 @@ class TransformerConfig:
     rope_theta: float = 10000.0  # rotary base (time)
     rope_space: int = 0  # rotary pairs per head for each spatial axis (row, column); 0: time only
     rope_space_theta: float = 16.0  # rotary base in space (frequencies 1 down to 1/theta rad per patch)
-    text_pool: int = 0  # learned queries of the attention pool over the text tokens (0: the mean pool only)
 
     def __post_init__(self) -> None:
         if self.attention not in ATTENTION_MODES:
@@ -91,8 +86,6 @@ class TransformerConfig:
                 f"rope_space={self.rope_space}: the two spatial axes must leave time at least one of the "
                 f"{self.head_dim // 2} rotary pairs of a head"
             )
-        if self.text_pool < 0:
-            raise ValueError(f"text_pool={self.text_pool} must be >= 0 (learned queries of the text attention pool)")
         for name in ("sink_frames", "window_frames"):
             if getattr(self, name) % self.chunk_frames:
                 raise ValueError(f"{name}={getattr(self, name)} must be a multiple of chunk_frames={self.chunk_frames}")
@@ -176,30 +169,6 @@ class CrossAttention(nn.Module):
         return self.out(o.transpose(1, 2).reshape(B, T, D))
 
 
-class TextPool(nn.Module):
-    """Attention pooling of the text tokens: Q learned queries, one softmax over the tokens each.
-
-    The readouts [B, Q, D] are projected to one vector [B, D]; the projection starts at zero, so
-    a new pool leaves the model as it was (adaLN-zero's reasoning).
-    """
-
-    def __init__(self, dim: int, queries: int):
-        super().__init__()
-        self.queries = nn.Parameter(torch.randn(queries, dim) * dim**-0.5)
-        self.k = nn.Linear(dim, dim)
-        self.v = nn.Linear(dim, dim)
-        self.out = nn.Linear(queries * dim, dim)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
-
-    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """tokens [B, L, D], mask [B, L] (true: a token) -> [B, D]."""
-        B = tokens.shape[0]
-        q = self.queries.expand(B, -1, -1)  # [B, Q, D]
-        o = F.scaled_dot_product_attention(q, self.k(tokens), self.v(tokens), attn_mask=mask[:, None, :])
-        return self.out(o.reshape(B, -1))
-
-
 class Block(nn.Module):
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
@@ -238,7 +207,6 @@ class VideoTransformer(nn.Module):
         self.time = nn.Sequential(nn.Linear(cfg.dim, cfg.dim), nn.SiLU(), nn.Linear(cfg.dim, cfg.dim))
         self.text_in = nn.Sequential(nn.LayerNorm(cfg.text_dim), nn.Linear(cfg.text_dim, cfg.dim))
         self.null_text = nn.Parameter(torch.randn(1, cfg.text_dim) * 0.02)  # the unconditional text
-        self.text_pool = TextPool(cfg.dim, cfg.text_pool) if cfg.text_pool else None
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
         self.norm_out = nn.LayerNorm(cfg.dim, elementwise_affine=False, eps=1e-6)
         self.ada_out = nn.Linear(cfg.dim, 2 * cfg.dim)
@@ -272,8 +240,6 @@ class VideoTransformer(nn.Module):
         tx = self.text_in(text)  # [B, L, D]
         m = text_mask[..., None].to(tx.dtype)
         pooled = (tx * m).sum(1) / m.sum(1).clamp(min=1)  # [B, D]
-        if self.text_pool is not None:
-            pooled = pooled + self.text_pool(tx, text_mask)
         B, Fr = actions.shape
         offset = torch.arange(cfg.tubelet, device=actions.device).repeat(Fr // cfg.tubelet) * (cfg.n_actions + 1)  # [F]
         a = self.action(actions + offset).view(B, Fr // cfg.tubelet, cfg.tubelet, cfg.dim).sum(2)  # [B, G, D]
