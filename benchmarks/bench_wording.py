@@ -10,6 +10,16 @@ prints the nearest training wording by cosine of the mean-pooled, normalised Min
 classifiers on the encoder alone: how many held-out wordings they place in the right event is a
 guide to how far wording can carry a model trained on these paraphrases. It does so twice: with
 the five primary training wordings per event, and with the extra training wordings added.
+
+Then the wording probe (`dfworld.bench.wording_probe`: a regularised logistic regression from
+the sentence embedding to the event kind): its kind for every held-out wording of every event
+(object wordings with red and blue), its out-of-template accuracy on the training wordings, and
+with `--clips DIR` (repeatable) the share of an evaluation set's clips whose prompt it places in
+the right kind: a ceiling on the prompt accuracy any model reading this encoder can reach there.
+
+With `--checkpoint name=path` (repeatable; a teacher or generator), also the nearest-centroid
+placement in each model's own pooled text features (its learned text projection, mean over the
+tokens): how well the text path the model learned carries an unseen wording.
 """
 
 from __future__ import annotations
@@ -19,16 +29,14 @@ import argparse
 import torch
 
 from dfworld.model.conditioning import make_encoder
-from dfworld.world.events import EVENT_KINDS, n_color_args, templates, training_wordings
-
-
-def sentence_embeddings(encoder, texts: list[str]) -> torch.Tensor:
-    return torch.stack([torch.nn.functional.normalize(e.mean(0), dim=0) for e in encoder.encode(texts)])
+from dfworld.bench.wording_probe import WordingProbe, sentence_features
+from dfworld.world.datasets import load_clips
+from dfworld.world.events import EVENT_KINDS, n_color_args, parse_event, templates, training_wordings
 
 
 def placement(enc, kinds: list[str], train: list[tuple[str, str]], heldout: list[tuple[str, str]]) -> tuple[list[str], int, int]:
     """Table rows, and how many held-out wordings the nearest training wording / nearest centroid put in the right event."""
-    tr, ho = sentence_embeddings(enc, [t for _, t in train]), sentence_embeddings(enc, [t for _, t in heldout])
+    tr, ho = sentence_features(enc.encode([t for _, t in train])), sentence_features(enc.encode([t for _, t in heldout]))
     centroids = torch.stack([torch.nn.functional.normalize(tr[[i for i, (k, _) in enumerate(train) if k == kind]].mean(0), dim=0) for kind in kinds])
     rows, nn_ok, centroid_ok = [], 0, 0
     for (kind, text), e in zip(heldout, ho):
@@ -44,6 +52,9 @@ def placement(enc, kinds: list[str], train: list[tuple[str, str]], heldout: list
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--encoder", default="minilm", help="text encoder (minilm, or vocab for a dry run)")
+    ap.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH", help="also place the wordings in this model's pooled text features")
+    ap.add_argument("--probe-c", type=float, default=3.0, help="the wording probe's inverse L2 strength")
+    ap.add_argument("--clips", action="append", default=[], metavar="DIR", help="also count the clips of this data set whose prompt the probe places right")
     args = ap.parse_args()
     torch.set_num_threads(2)
     kinds = [k for k in EVENT_KINDS if n_color_args(k) == 0]
@@ -58,6 +69,53 @@ def main() -> None:
         print("|---|---|---|---|---|")
         print("\n".join(rows))
         print(f"\nnearest training wording in the right event: {nn_ok}/{n}; nearest centroid: {centroid_ok}/{n} ({args.encoder})")
+    probe_report(enc, args.probe_c, args.clips)
+    for spec in args.checkpoint:
+        name, _, path = spec.partition("=")
+        model_report(name, path, kinds, heldout)
+
+
+def model_report(name: str, path: str, kinds: list[str], heldout: list[tuple[str, str]]) -> None:
+    from dfworld.checkpoint import load_checkpoint
+    from dfworld.model.loading import conditioner_from, transformer_from
+
+    ckpt = load_checkpoint(path)
+    module = next(m for m in ("teacher", "generator") if m in ckpt.modules())
+    model, cond = transformer_from(ckpt, module), conditioner_from(ckpt)
+
+    @torch.no_grad()
+    def pooled(texts: list[str]) -> torch.Tensor:
+        tokens, mask = cond(texts)
+        tx, m = model.text_in(tokens), mask[..., None].float()
+        return torch.nn.functional.normalize((tx * m).sum(1) / m.sum(1), dim=-1)
+
+    train = [(k, t) for k in kinds for t in training_wordings(k, True)]
+    tr, ho = pooled([t for _, t in train]), pooled([t for _, t in heldout])
+    centroids = torch.stack([torch.nn.functional.normalize(tr[[i for i, (k, _) in enumerate(train) if k == kind]].mean(0), dim=0) for kind in kinds])
+    placed = [kinds[int(j)] for j in (ho @ centroids.T).argmax(1)]
+    right = sum(p == k for p, (k, _) in zip(placed, heldout))
+    wrong = ", ".join(f"{t!r} -> {p}" for p, (k, t) in zip(placed, heldout) if p != k)
+    print(f"\n{name} ({module}): nearest centroid of its pooled text features right for {right}/{len(heldout)}; wrong: {wrong}")
+
+
+def probe_report(enc, c: float, clip_sets: list[str]) -> None:
+    probe, out_of_template = WordingProbe.fit(enc.encode, c)
+    heldout = [(k, t.format(a="red", b="blue")) for k in EVENT_KINDS for t in templates(k, "heldout")]
+    probs = probe.probs(enc.encode([t for _, t in heldout]))
+    print(f"\n## the wording probe (dfworld.bench.wording_probe, c={c}), every event kind\n")
+    print("| held-out wording | event | probe's kind (probability) |")
+    print("|---|---|---|")
+    right = 0
+    for (kind, text), p in zip(heldout, probs):
+        j = int(p.argmax())
+        right += EVENT_KINDS[j] == kind
+        print(f"| {text} | {kind} | {EVENT_KINDS[j]} ({float(p[j]):.2f}) |")
+    print(f"\nheld-out wordings in the right kind: {right}/{len(heldout)}; out-of-template accuracy on the training templates: {out_of_template:.3f}")
+    for path in clip_sets:
+        prompts = [str(p) for p in load_clips(path).prompts]
+        kinds = probe.probs(enc.encode(prompts)).argmax(1).tolist()
+        ok = sum(EVENT_KINDS[j] == parse_event(p).kind for p, j in zip(prompts, kinds))
+        print(f"{path}: the probe names the right event kind for {ok}/{len(prompts)} clips ({ok / len(prompts):.1%})")
 
 
 if __name__ == "__main__":

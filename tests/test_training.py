@@ -282,6 +282,13 @@ def test_teacher_evaluation_runs_end_to_end(tiny, tmp_path):
     summary = evaluate_teacher(tmp_path / "t" / "checkpoint", tiny / "clips", n=3, steps=2, out=tmp_path / "eval")
     assert summary["clips"] == 3 and summary["real_prompt_ok"] == 1.0 and summary["real_objects"] == 1.0
     assert (tmp_path / "eval" / "teacher_samples.mp4").is_file()
+    from dfworld.world.events import parse_event
+
+    canon = evaluate_teacher(tmp_path / "t" / "checkpoint", tiny / "clips", n=3, steps=2, out=tmp_path / "canon", wording="canonical")
+    rows = json.loads((tmp_path / "canon" / "teacher_eval.json").read_text())["clips"]
+    assert canon["wording"] == "canonical" and all(r["prompt"] == parse_event(r["prompt"]).text(0, "train") for r in rows)
+    with pytest.raises(ValueError, match="wording must be clip or canonical"):
+        evaluate_teacher(tmp_path / "t" / "checkpoint", tiny / "clips", n=3, steps=2, wording="other")
 
 
 def test_codec_evaluation(tiny):

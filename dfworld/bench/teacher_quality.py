@@ -70,14 +70,21 @@ def evaluate_teacher(
     out: str | Path | None = None,
     device: str = "cpu",
     noise: str | None = None,
+    wording: str = "clip",
 ) -> dict:
     """Probe figures of clips sampled for the clips' prompts and actions (see the module docstring).
+
+    `wording`: clip (each clip's own prompt), or canonical (the first training wording of the
+    clip's event instead, "night falls" for "the stars come out"): on held-out clips, the gap
+    between the two is what the wording costs, apart from drawing the event.
 
     `noise`: fresh, or repeat (every chunk starts from the same noise: dfworld.sampling.initial_noise);
     None takes the model's own: repeat for the teacher, the checkpoint's sampler for a generator.
     """
     if noise not in (None, "fresh", "repeat"):
         raise ValueError(f"noise must be fresh or repeat, got {noise!r}")
+    if wording not in ("clip", "canonical"):
+        raise ValueError(f"wording must be clip or canonical, got {wording!r}")
     ckpt = load_checkpoint(checkpoint, stage=("teacher",) + GENERATOR_STAGES)
     is_teacher = ckpt.config["stage"] == "teacher"
     sampler = dict(ckpt.config.get("sampler", {}))
@@ -94,6 +101,8 @@ def evaluate_teacher(
     rows, videos = [], []
     for i in tqdm(range(0, n, batch), desc="teacher eval"):
         prompts = data.prompts[i : min(i + batch, n)]
+        if wording == "canonical":
+            prompts = [parse_event(p).text(0, "train") for p in prompts]
         text, mask = cond(prompts, device)
         actions = data.actions[i : i + len(prompts)].to(device)
         if is_teacher:
@@ -120,7 +129,7 @@ def evaluate_teacher(
         for k in kinds
     }
     summary.update({"clips": len(rows), "checkpoint": str(checkpoint), "stage": ckpt.config["stage"], "seed": seed,
-                    "noise": "repeat" if repeat else "fresh"})
+                    "noise": "repeat" if repeat else "fresh", "wording": wording})
     if is_teacher:
         summary.update(steps=steps, guidance=guidance)
     if out is not None:
