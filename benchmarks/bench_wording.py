@@ -11,11 +11,12 @@ classifiers on the encoder alone: how many held-out wordings they place in the r
 guide to how far wording can carry a model trained on these paraphrases. It does so twice: with
 the five primary training wordings per event, and with the extra training wordings added.
 
-Then the wording probe (`dfworld.bench.wording_probe`: a regularised logistic regression from
-the sentence embedding to the event kind): its kind for every held-out wording of every event
-(object wordings with red and blue), its out-of-template accuracy on the training wordings, and
-with `--clips DIR` (repeatable) the share of an evaluation set's clips whose prompt it places in
-the right kind: a ceiling on the prompt accuracy any model reading this encoder can reach there.
+Then the two wording readers of `dfworld.bench.wording_probe` over every event kind: the probe
+(a regularised logistic regression from the sentence embedding to the event kind) and the
+nearest kind centroid. For each: its kind for every held-out wording (object wordings with red
+and blue), its out-of-template accuracy on the training wordings, and with `--clips DIR`
+(repeatable) the share of an evaluation set's clips whose prompt it places in the right kind: how
+far a simple reading of this encoder, learning from these wordings, carries there.
 
 With `--checkpoint name=path` (repeatable; a teacher or generator), also the nearest-centroid
 placement in each model's own pooled text features (its learned text projection, mean over the
@@ -29,7 +30,7 @@ import argparse
 import torch
 
 from dfworld.model.conditioning import make_encoder
-from dfworld.bench.wording_probe import WordingProbe, sentence_features
+from dfworld.bench.wording_probe import READERS, WordingReader, sentence_features
 from dfworld.world.datasets import load_clips
 from dfworld.world.events import EVENT_KINDS, n_color_args, parse_event, templates, training_wordings
 
@@ -69,7 +70,8 @@ def main() -> None:
         print("|---|---|---|---|---|")
         print("\n".join(rows))
         print(f"\nnearest training wording in the right event: {nn_ok}/{n}; nearest centroid: {centroid_ok}/{n} ({args.encoder})")
-    probe_report(enc, args.probe_c, args.clips)
+    for method in READERS:
+        reader_report(enc, method, args.probe_c, args.clips)
     for spec in args.checkpoint:
         name, _, path = spec.partition("=")
         model_report(name, path, kinds, heldout)
@@ -98,24 +100,26 @@ def model_report(name: str, path: str, kinds: list[str], heldout: list[tuple[str
     print(f"\n{name} ({module}): nearest centroid of its pooled text features right for {right}/{len(heldout)}; wrong: {wrong}")
 
 
-def probe_report(enc, c: float, clip_sets: list[str]) -> None:
-    probe, out_of_template = WordingProbe.fit(enc.encode, c)
+def reader_report(enc, method: str, c: float, clip_sets: list[str]) -> None:
+    reader, out_of_template = WordingReader.fit(enc.encode, method, c)
     heldout = [(k, t.format(a="red", b="blue")) for k in EVENT_KINDS for t in templates(k, "heldout")]
-    probs = probe.probs(enc.encode([t for _, t in heldout]))
-    print(f"\n## the wording probe (dfworld.bench.wording_probe, c={c}), every event kind\n")
-    print("| held-out wording | event | probe's kind (probability) |")
+    scores = reader.scores(enc.encode([t for _, t in heldout]))
+    what = f"probe, c={c}" if method == "probe" else "nearest kind centroid"
+    score = "probability" if method == "probe" else "cosine"
+    print(f"\n## the wording {method} (dfworld.bench.wording_probe, {what}), every event kind\n")
+    print(f"| held-out wording | event | its kind ({score}) |")
     print("|---|---|---|")
     right = 0
-    for (kind, text), p in zip(heldout, probs):
+    for (kind, text), p in zip(heldout, scores):
         j = int(p.argmax())
         right += EVENT_KINDS[j] == kind
         print(f"| {text} | {kind} | {EVENT_KINDS[j]} ({float(p[j]):.2f}) |")
     print(f"\nheld-out wordings in the right kind: {right}/{len(heldout)}; out-of-template accuracy on the training templates: {out_of_template:.3f}")
     for path in clip_sets:
         prompts = [str(p) for p in load_clips(path).prompts]
-        kinds = probe.probs(enc.encode(prompts)).argmax(1).tolist()
-        ok = sum(EVENT_KINDS[j] == parse_event(p).kind for p, j in zip(prompts, kinds))
-        print(f"{path}: the probe names the right event kind for {ok}/{len(prompts)} clips ({ok / len(prompts):.1%})")
+        kinds = reader.kinds(enc.encode(prompts))
+        ok = sum(k == parse_event(p).kind for p, k in zip(prompts, kinds))
+        print(f"{path}: the {method} names the right event kind for {ok}/{len(prompts)} clips ({ok / len(prompts):.1%})")
 
 
 if __name__ == "__main__":

@@ -73,6 +73,15 @@ def test_extra_wordings_use_no_word_that_only_heldout_wordings_use():
             assert not words(tpl) & heldout_only, (kind, tpl)
 
 
+def test_scene_wordings_name_no_object_colour():
+    # in EventWorld a colour word names an object: a time or weather wording that used one would teach
+    # the model to read it as something else
+    for kind in EVENT_KINDS:
+        if n_color_args(kind) == 0:
+            for tpl in templates(kind, "all"):
+                assert not set(re.findall(r"[a-z]+", tpl)) & set(COLOR_NAMES), (kind, tpl)
+
+
 @pytest.mark.parametrize(
     "text, message",
     [

@@ -1,15 +1,17 @@
 """How far the text encoder alone tells which event an unseen wording names.
 
 A model learns each event from its training wordings; a held-out paraphrase can be followed only
-as far as the encoder places it with its own event. `WordingProbe` measures that: a
-class-balanced, L2-regularised multinomial logistic regression from the encoder's sentence
-embedding (mean-pooled, normalised tokens, what all-MiniLM-L6-v2 is trained for) to the event
-kind, fitted on every training wording. What it gets wrong on the held-out wordings is out of
-reach of any model that reads the same encoder and learns from the same wordings as simply;
-`benchmarks/bench_wording.py` reports it per wording and per evaluation clip.
+as far as the encoder places it with its own event. `WordingReader` measures that with two simple
+readings of the encoder's sentence embedding (mean-pooled, normalised tokens, what
+all-MiniLM-L6-v2 is trained for), both fitted on every training wording:
 
-Its out-of-template accuracy (each training template predicted by a probe fitted without it)
-estimates the same from the training wordings alone.
+- `probe`: a class-balanced, L2-regularised multinomial logistic regression to the event kind;
+- `centroid`: the nearest kind centroid (each kind's templates averaged, every template once).
+
+Neither is a bound on what a model can do; they show how far the wordings and the encoder carry
+a simple reading, per held-out wording and per evaluation clip (`benchmarks/bench_wording.py`).
+Their out-of-template accuracy (each training template read by a reader fitted without it)
+estimates the same from the training wordings alone, with no held-out wording involved.
 """
 
 from __future__ import annotations
@@ -77,28 +79,66 @@ def fit_probe(x: torch.Tensor, y: torch.Tensor, num_classes: int, c: float) -> t
     return weight.detach(), bias.detach()
 
 
-class WordingProbe:
-    """Event-kind probabilities of texts from their token embeddings (weight [K, dim], bias [K])."""
+def fit_centroids(x: torch.Tensor, y: torch.Tensor, groups: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Each kind's centroid [K, dim], normalised: the mean over its templates of their mean embedding.
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor):
-        self.weight, self.bias = weight.double(), bias.double()
+    Every template counts once, whatever number of colour fillings it has.
+    """
+    out = []
+    for k in range(num_classes):
+        tpls = torch.unique(groups[y == k]).tolist()
+        if not tpls:
+            raise ValueError(f"the centroid reader has no training text for class {k}")
+        out.append(torch.stack([x[groups == t].mean(0) for t in tpls]).mean(0))
+    return F.normalize(torch.stack(out), dim=-1)
 
-    def probs(self, tokens: list[torch.Tensor]) -> torch.Tensor:
-        """[N, K] over EVENT_KINDS."""
-        return torch.softmax(sentence_features(tokens) @ self.weight.T + self.bias, dim=-1)
+
+READERS = ("probe", "centroid")
+
+
+class WordingReader:
+    """The event kind of texts from their sentence embedding, by a linear score per kind.
+
+    `probe`: the logistic regression (weight [K, dim], bias [K]); its scores are probabilities.
+    `centroid`: the nearest kind centroid (weight = the centroids, bias 0); its scores are cosines.
+    """
+
+    def __init__(self, method: str, weight: torch.Tensor, bias: torch.Tensor):
+        if method not in READERS:
+            raise ValueError(f"unknown wording reader {method!r}; expected one of {READERS}")
+        self.method, self.weight, self.bias = method, weight.double(), bias.double()
+
+    def scores(self, tokens: list[torch.Tensor]) -> torch.Tensor:
+        """[N, K] over EVENT_KINDS: probabilities (probe) or cosines (centroid)."""
+        logits = sentence_features(tokens) @ self.weight.T + self.bias
+        return torch.softmax(logits, dim=-1) if self.method == "probe" else logits
+
+    def kinds(self, tokens: list[torch.Tensor]) -> list[str]:
+        return [EVENT_KINDS[j] for j in self.scores(tokens).argmax(1).tolist()]
+
+    @staticmethod
+    def _fit(method: str, x: torch.Tensor, y: torch.Tensor, g: torch.Tensor, c: float) -> tuple[torch.Tensor, torch.Tensor]:
+        K = len(EVENT_KINDS)
+        if method == "probe":
+            return fit_probe(x, y, K, c)
+        return fit_centroids(x, y, g, K), torch.zeros(K, dtype=x.dtype)
 
     @classmethod
-    def fit(cls, encode: Callable[[list[str]], list[torch.Tensor]], c: float = 3.0, progress: bool = True) -> tuple["WordingProbe", float]:
-        """The probe fitted on every training wording, and its out-of-template accuracy (mean over templates)."""
+    def fit(
+        cls, encode: Callable[[list[str]], list[torch.Tensor]], method: str = "probe", c: float = 3.0, progress: bool = True
+    ) -> tuple["WordingReader", float]:
+        """The reader fitted on every training wording, and its out-of-template accuracy (mean over templates:
+        each template read by a reader fitted without it)."""
+        if method not in READERS:
+            raise ValueError(f"unknown wording reader {method!r}; expected one of {READERS}")
         texts, kinds, groups = training_corpus()
         tokens = []
         for i in range(0, len(texts), 128):
             tokens += encode(texts[i : i + 128])
         x, y, g = sentence_features(tokens), torch.tensor(kinds), torch.tensor(groups)
-        K = len(EVENT_KINDS)
         accuracy = []
-        for group in tqdm(torch.unique(g).tolist(), desc="wording probe (out-of-template fits)", disable=not progress, leave=False):
+        for group in tqdm(torch.unique(g).tolist(), desc=f"wording {method} (out-of-template fits)", disable=not progress, leave=False):
             held = g == group
-            w, b = fit_probe(x[~held], y[~held], K, c)
+            w, b = cls._fit(method, x[~held], y[~held], g[~held], c)
             accuracy.append(float(((x[held] @ w.T + b).argmax(1) == y[held]).double().mean()))
-        return cls(*fit_probe(x, y, K, c)), sum(accuracy) / len(accuracy)
+        return cls(method, *cls._fit(method, x, y, g, c)), sum(accuracy) / len(accuracy)
