@@ -49,7 +49,7 @@ class TeacherStageConfig:
     # instead of the one wording stored with the clip: the same scene under every wording
     resample_wording: bool = False
     # with resample_wording, training clips also draw among their event's extra training wordings
-    # (dfworld.world.events.EXTRA_WORDINGS): 25 wordings per event instead of 5
+    # (dfworld.world.events.EXTRA_WORDINGS): 13 wordings per event instead of 5
     extra_wordings: bool = False
     # loss weight of the latent cells where objects, the agent and the coin are drawn, relative to 1 for
     # the rest: they are a few percent of the cells but carry what the prompts name (colours, presence)
