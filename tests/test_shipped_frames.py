@@ -1,0 +1,56 @@
+"""The shipped generators generate bit-identical frames across refactors.
+
+`tests/data/shipped_frames.npz` holds the frames each shipped checkpoint generated through
+`WorldModel-v0` (one thread, a fixed seed, actions and a text event; a reset from noise and one
+from a given image) when it was recorded; a change that moves or renames code must leave them
+unchanged to the bit. Re-record only when the shipped checkpoints change:
+`python tests/test_shipped_frames.py`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import dfworld  # noqa: F401  (registers the envs)
+
+REFERENCE = Path(__file__).parent / "data" / "shipped_frames.npz"
+NAMES = ("default", "dmd", "stream")
+
+
+def episode_frames(name: str) -> np.ndarray:
+    """Every frame of a short scripted episode on one thread: [F, H, W, 3] uint8."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # kernels may split reductions by thread count
+    try:
+        env = gym.make("dfworld/WorldModel-v0", checkpoint=name)
+        obs, _ = env.reset(seed=7)
+        frames = [obs[None]]
+        for action in (1, 4, "night falls", 2):
+            frames.append(env.step(action)[4]["frames"])
+        obs, _ = env.reset(seed=8, options={"image": frames[-1][-1], "prompt": "a clear day"})
+        frames.append(obs[None])
+        for action in (3, 0):
+            frames.append(env.step(action)[4]["frames"])
+        env.close()
+    finally:
+        torch.set_num_threads(threads)
+    return np.concatenate(frames)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_shipped_generator_makes_the_recorded_frames_to_the_bit(name):
+    want = np.load(REFERENCE)[name]
+    got = episode_frames(name)
+    assert got.shape == want.shape and got.dtype == want.dtype
+    differ = int((got != want).any(axis=(1, 2, 3)).sum())
+    assert differ == 0, f"{name}: {differ} of {len(want)} frames differ from the recording (max |diff| {np.abs(got.astype(int) - want).max()})"
+
+
+if __name__ == "__main__":
+    np.savez_compressed(REFERENCE, **{n: episode_frames(n) for n in NAMES})
+    print(f"recorded {REFERENCE}")
