@@ -98,7 +98,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.agent not in BASELINES and Path(args.agent).exists():
         # a saved agent: by default, its own generator (world) or its own frame size and chunk (real)
         from dfworld.agents.ppo import run_checkpoint
-
         from dfworld.checkpoint import load_checkpoint
 
         trained = load_checkpoint(run_checkpoint(args.agent), stage="agent").config

@@ -1,4 +1,4 @@
-"""Learning curves: episode return against frames, as JSON and as a matplotlib plot."""
+"""Learning curves: episode returns of rollouts, return against frames as JSON and as a matplotlib plot."""
 
 from __future__ import annotations
 
@@ -6,6 +6,16 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
+from tensordict import TensorDictBase
+
+
+def first_episode_returns(rollout: TensorDictBase) -> torch.Tensor:
+    """Return of each row's first episode in a rollout [N, T] that starts at a reset: rewards up to its first done."""
+    reward = rollout["next", "reward"].squeeze(-1)  # [N, T]
+    done = rollout["next", "done"].squeeze(-1).long()  # [N, T]
+    in_first = (done.cumsum(-1) - done) == 0  # [N, T]: step t ends or precedes the first done
+    return (reward * in_first).sum(-1)  # [N]
 
 
 def write_curve(rows: list[dict], out: str | Path, title: str) -> tuple[Path, Path]:

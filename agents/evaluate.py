@@ -10,19 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tensordict import TensorDictBase
 
+from dfworld.agents.curves import first_episode_returns
 from dfworld.agents.worlds import EVAL_SEED
 
 BASELINES = ("random", "scripted")
-
-
-def first_episode_returns(rollout: TensorDictBase) -> torch.Tensor:
-    """Return of each row's first episode in a rollout [N, T] that starts at a reset: rewards up to its first done."""
-    reward = rollout["next", "reward"].squeeze(-1)  # [N, T]
-    done = rollout["next", "done"].squeeze(-1).long()  # [N, T]
-    in_first = (done.cumsum(-1) - done) == 0  # [N, T]: step t ends or precedes the first done
-    return (reward * in_first).sum(-1)  # [N]
 
 
 def load_agent(spec: str | Path, image_size: int, seed: int = 0):

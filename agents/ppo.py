@@ -112,8 +112,7 @@ def train(env_cfg: AgentEnvConfig, ppo: PPOConfig, out: str | Path, policy: Poli
     from torchrl.objectives.value import GAE
     from tqdm.auto import tqdm
 
-    from dfworld.agents.curves import write_curve
-    from dfworld.agents.evaluate import first_episode_returns
+    from dfworld.agents.curves import first_episode_returns, write_curve
     from dfworld.checkpoint import load_checkpoint, load_into, load_optimizer_tensors, optimizer_tensors, save_checkpoint
 
     # 1. The environment, the network (seeded), the loss and the optimiser.

@@ -33,7 +33,7 @@ class AgentEnvConfig:
     backend: str = "torch"  # world env: the generator as eager torch or as ONNX Runtime graphs (the `cpu`/`gpu` extra)
 
     def __post_init__(self) -> None:
-        from dfworld.envs.world_model import BACKENDS
+        from dfworld.runtime.backends import BACKENDS
 
         if self.env not in ENVS:
             raise ValueError(f"unknown env {self.env!r}; expected one of {', '.join(ENVS)}")
@@ -52,8 +52,8 @@ class AgentEnvConfig:
 def generator_shape(checkpoint: str | Path | None) -> tuple[int, int]:
     """(frame size, frames per step) of a generator checkpoint, read from its config."""
     from dfworld.checkpoint import load_checkpoint
-    from dfworld.envs.world_model import resolve_checkpoint
     from dfworld.model.loading import GENERATOR_STAGES
+    from dfworld.shipped import resolve_checkpoint
 
     path = resolve_checkpoint(checkpoint)
     if not path.exists():
@@ -65,13 +65,13 @@ def generator_shape(checkpoint: str | Path | None) -> tuple[int, int]:
 
 def frame_shape(cfg: AgentEnvConfig) -> tuple[int, int]:
     """(frame size, frames per step) of the environment `cfg` describes."""
-    from dfworld.envs.world_model import default_checkpoint
+    from dfworld.shipped import shipped_checkpoint
 
     if cfg.env == "world":
         return generator_shape(cfg.checkpoint)
     if cfg.size and cfg.frames_per_step:
         return cfg.size, cfg.frames_per_step
-    no_generator = cfg.checkpoint is None and not (default_checkpoint() / "config.json").is_file()
+    no_generator = cfg.checkpoint is None and not (shipped_checkpoint("default") / "config.json").is_file()
     gen = NO_GENERATOR_SHAPE if no_generator else generator_shape(cfg.checkpoint)
     return cfg.size or gen[0], cfg.frames_per_step or gen[1]
 

@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from bench_env import default_checkpoint  # benchmarks/ is this script's directory
+from bench_env import random_generator_checkpoint  # benchmarks/ is this script's directory
 
 from dfworld.agents.ppo import PPOConfig, train
 from dfworld.agents.worlds import AgentEnvConfig, frame_shape
@@ -41,7 +41,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     tmp = tempfile.TemporaryDirectory()
-    ckpt = args.checkpoint or default_checkpoint(os.path.join(tmp.name, "gen"))
+    ckpt = args.checkpoint or random_generator_checkpoint(os.path.join(tmp.name, "gen"))
     env_cfg = AgentEnvConfig(env=args.env, checkpoint=ckpt, num_envs=args.num_envs, horizon=args.horizon, device=args.device,
                              backend=args.backend)
     size, frames_per_step = frame_shape(env_cfg)
@@ -53,7 +53,8 @@ def main() -> None:
     update = sum(r["update_s"] for r in rows)
     frames = frames_per_batch * len(rows)
     print(f"generator: {args.checkpoint or 'untrained, default model and codec configs'}; env {args.env}; device {args.device}, "
-          f"backend {args.backend}, threads {args.threads}; {size}x{size} frames, {frames_per_step} per step; PPO {ppo.epochs} epochs, minibatch {ppo.minibatch}")
+          f"backend {args.backend}, threads {args.threads}; {size}x{size} frames, {frames_per_step} per step; "
+          f"PPO {ppo.epochs} epochs, minibatch {ppo.minibatch}")
     print("\n| env | rows | frames/batch | collect frames/s | update s/batch | training frames/s |\n|---|---|---|---|---|---|")
     print(f"| {args.env} | {args.num_envs} | {frames_per_batch:,} | {frames / collect:,.1f} | {update / len(rows):.2f} | "
           f"{frames / (collect + update):,.1f} |")

@@ -29,7 +29,8 @@ from dfworld.model.transformer import TransformerConfig, VideoTransformer
 from dfworld.world.events import all_event_texts
 
 
-def default_checkpoint(path: str) -> str:
+def random_generator_checkpoint(path: str) -> str:
+    """A generator checkpoint of the default shapes with random weights (speed figures without the shipped one)."""
     model_cfg = build(TransformerConfig, {**compose_group("model", "default"), "attention": "block_causal"})
     codec = LatentCodec(build(CodecConfig, compose_group("codec", "default")))
     text = TextConfig(encoder="vocab", max_tokens=model_cfg.text_tokens, dim=model_cfg.text_dim)
@@ -59,7 +60,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     tmp = tempfile.TemporaryDirectory()
-    ckpt = args.checkpoint or default_checkpoint(os.path.join(tmp.name, "ckpt"))
+    ckpt = args.checkpoint or random_generator_checkpoint(os.path.join(tmp.name, "ckpt"))
     rng = np.random.default_rng(0)
     texts = all_event_texts("train")
     print(f"checkpoint: {args.checkpoint or 'untrained, default model and codec configs'}; device {args.device}, threads {args.threads}")

@@ -100,8 +100,11 @@ def main() -> None:
     r_t = statistics.median(last) / statistics.median(first)
     r_m = statistics.mean(mem[-100:]) / statistics.mean(mem[10:110])
     print(f"\nCached student step (1 chunk of {base.chunk_frames} frames, batch 1) over {args.chunks} chunks:")
-    print(f"- median step, chunks 10-110: {statistics.median(first) * 1e3:.2f} ms; last 100: {statistics.median(last) * 1e3:.2f} ms; ratio last/first {r_t:.3f}")
-    print(f"- memory ({'CUDA allocated' if device.type == 'cuda' else 'process RSS'}), chunks 10-110: {statistics.mean(mem[10:110]):.1f} MB; last 100: {statistics.mean(mem[-100:]):.1f} MB; ratio {r_m:.3f}")
+    print(f"- median step, chunks 10-110: {statistics.median(first) * 1e3:.2f} ms; last 100: {statistics.median(last) * 1e3:.2f} ms; "
+          f"ratio last/first {r_t:.3f}")
+    memory = "CUDA allocated" if device.type == "cuda" else "process RSS"
+    print(f"- memory ({memory}), chunks 10-110: {statistics.mean(mem[10:110]):.1f} MB; last 100: {statistics.mean(mem[-100:]):.1f} MB; "
+          f"ratio {r_m:.3f}")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ Speed does not depend on the weights, so without a checkpoint the script writes 
 default configs (as `bench_env.py` does). All three backends run in this one process with the
 same thread count (torch.set_num_threads and ORT intra_op_num_threads):
 
-- chunk step: `Rollout.step` / `OrtRollout.step` (per-row noise, 4 denoising levels, the cache
+- chunk step: `Rollout.generate` / `OrtRollout.generate` (per-row noise, 4 denoising levels, the cache
   write, the history), median over the timed steps after warm-up;
 - env: `WorldModelVectorEnv.step` with actions (the chunk step, decoding 4 frames per row, the
   probe reward); frames/s = batch x 4 / median step.
@@ -32,13 +32,13 @@ import numpy as np
 import torch
 
 from dfworld.envs.world_model import WorldModelVectorEnv
-from dfworld.model.loading import load_generator
+from dfworld.model.loading import load_bundle
 from dfworld.rollout import Rollout
 from dfworld.runtime import OrtRollout, export_onnx, load_onnx
 
 # the same untrained default-size checkpoint as bench_env.py
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_env import default_checkpoint
+from bench_env import random_generator_checkpoint
 
 BACKENDS = ("eager", "compile", "onnx")
 
@@ -57,11 +57,11 @@ def interleaved_medians(fns: dict, steps: int) -> dict[str, float]:
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def chunk_rollout(backend: str, gen, onnx_model, B: int):
+def chunk_rollout(backend: str, bundle, onnx_model, B: int):
     if backend == "onnx":
-        return OrtRollout(onnx_model, gen.conditioner, B)
-    model = torch.compile(gen.model, dynamic=False) if backend == "compile" else gen.model
-    return Rollout(model, gen.conditioner, B)
+        return OrtRollout(onnx_model, bundle.conditioner, B, bundle.sampler)
+    generator = torch.compile(bundle.generator, dynamic=False) if backend == "compile" else bundle.generator
+    return Rollout(generator, bundle.conditioner, B, bundle.sampler)
 
 
 def random_step(env: WorldModelVectorEnv, rng: np.random.Generator) -> None:
@@ -70,7 +70,7 @@ def random_step(env: WorldModelVectorEnv, rng: np.random.Generator) -> None:
 
 def compile_env(env: WorldModelVectorEnv) -> None:
     core = env.core
-    core.rollout.model = torch.compile(core.model, dynamic=False)
+    core.rollout.generator = torch.compile(core.rollout.generator, dynamic=False)
     core.codec.vae.decoder = torch.compile(core.codec.vae.decoder, dynamic=False)
 
 
@@ -86,30 +86,30 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     backends = args.backends.split(",")
     tmp = tempfile.TemporaryDirectory()
-    ckpt = args.checkpoint or default_checkpoint(os.path.join(tmp.name, "ckpt"))
-    gen = load_generator(ckpt)
+    ckpt = args.checkpoint or random_generator_checkpoint(os.path.join(tmp.name, "ckpt"))
+    bundle = load_bundle(ckpt)
     t0 = time.perf_counter()
-    onnx_dir = export_onnx(gen, os.path.join(tmp.name, "onnx"))
+    onnx_dir = export_onnx(bundle, os.path.join(tmp.name, "onnx"))
     export_s = time.perf_counter() - t0
-    onnx_model, _ = load_onnx(onnx_dir, gen, threads=args.threads)
-    params = sum(p.numel() for p in gen.model.parameters())
+    onnx_model, _ = load_onnx(onnx_dir, bundle, threads=args.threads)
+    params = sum(p.numel() for p in bundle.generator.parameters())
     print(f"checkpoint: {args.checkpoint or 'untrained, default model and codec configs'} ({params / 1e6:.2f} M generator parameters); "
           f"threads {args.threads}; torch {torch.__version__}; ONNX export {export_s:.1f} s")
 
     rows = []  # (measure, batch, {backend: seconds})
-    C = gen.model.config.chunk_frames
+    K = bundle.generator.config.chunk_frames
     rng = np.random.default_rng(0)
     for B in [int(b) for b in args.batches.split(",")]:
         steps = args.steps if B == 1 else max(5, args.steps // 4)
         torch._dynamo.reset()
-        actions = torch.randint(0, 5, (B, C), generator=torch.Generator().manual_seed(0))
+        actions = torch.randint(0, 5, (B, K), generator=torch.Generator().manual_seed(0))
         rollouts, envs = {}, {}
         for backend in backends:  # 1. build and warm up every backend (torch.compile compiles here)
             t0 = time.perf_counter()
-            rollouts[backend] = r = chunk_rollout(backend, gen, onnx_model, B)
+            rollouts[backend] = r = chunk_rollout(backend, bundle, onnx_model, B)
             r.reset(list(range(B)), ["night falls"] * B, list(range(B)))
             for _ in range(args.warmup):
-                r.step(actions)
+                r.generate(actions)
             envs[backend] = env = WorldModelVectorEnv(
                 B, ckpt, backend="onnx" if backend == "onnx" else "torch", onnx_dir=onnx_dir if backend == "onnx" else None
             )  # the env's ORT sessions take torch's thread count, args.threads
@@ -129,7 +129,7 @@ def main() -> None:
     print(f"\n| measure | batch | {head} | ORT speedup vs eager | ORT speedup vs compile |")
     print("|---" * (4 + len(backends)) + "|")
     for measure, B, s in rows:
-        fps = {b: f" ({B * C / s[b]:,.1f} frames/s)" if measure.startswith("env") else "" for b in backends}
+        fps = {b: f" ({B * K / s[b]:,.1f} frames/s)" if measure.startswith("env") else "" for b in backends}
         cells = " | ".join(f"{s[b] * 1e3:,.1f} ms{fps[b]}" for b in backends)
         vs_eager = f"{s['eager'] / s['onnx']:.2f}x" if {"eager", "onnx"} <= s.keys() else "-"
         vs_compile = f"{s['compile'] / s['onnx']:.2f}x" if {"compile", "onnx"} <= s.keys() else "-"

@@ -24,9 +24,9 @@ import torch
 from dfworld.configuration import build, compose_group
 from dfworld.model.codec import CodecConfig
 from dfworld.model.transformer import TransformerConfig
-from dfworld.training.codec_stage import CodecStage, CodecStageConfig
 from dfworld.training.loop import Loop, TrainConfig, autocast
-from dfworld.training.teacher_stage import TeacherStage, TeacherStageConfig
+from dfworld.training.stages.codec import CodecStage, CodecStageConfig
+from dfworld.training.stages.teacher import TeacherStage, TeacherStageConfig
 from dfworld.world.datasets import ClipsConfig, write_clips
 
 

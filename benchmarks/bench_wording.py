@@ -29,8 +29,8 @@ import argparse
 
 import torch
 
-from dfworld.model.conditioning import make_encoder
 from dfworld.bench.wording_probe import READERS, WordingReader, sentence_features
+from dfworld.model.conditioning import make_encoder
 from dfworld.world.datasets import load_clips
 from dfworld.world.events import EVENT_KINDS, n_color_args, parse_event, templates, training_wordings
 
@@ -53,9 +53,11 @@ def placement(enc, kinds: list[str], train: list[tuple[str, str]], heldout: list
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--encoder", default="minilm", help="text encoder (minilm, or vocab for a dry run)")
-    ap.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH", help="also place the wordings in this model's pooled text features")
+    ap.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH",
+                    help="also place the wordings in this model's pooled text features")
     ap.add_argument("--probe-c", type=float, default=3.0, help="the wording probe's inverse L2 strength")
-    ap.add_argument("--clips", action="append", default=[], metavar="DIR", help="also count the clips of this data set whose prompt the probe places right")
+    ap.add_argument("--clips", action="append", default=[], metavar="DIR",
+                    help="also count the clips of this data set whose prompt the probe places right")
     args = ap.parse_args()
     torch.set_num_threads(2)
     kinds = [k for k in EVENT_KINDS if n_color_args(k) == 0]

@@ -14,6 +14,7 @@ matches the module it is loaded into; each failure names the file and the proble
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -49,6 +50,28 @@ class Checkpoint:
 
     def modules(self) -> list[str]:
         return sorted({k.split(".", 1)[0] for k in self.weights})
+
+
+DIGESTED_FILES = ("config.json", "weights.safetensors", "text_cache.safetensors")
+
+
+def checkpoint_digest(path: str | Path) -> str:
+    """SHA-256 (hex) of a checkpoint's config, inference weights and text cache, read in that order.
+
+    The one identity of a checkpoint: exports on first use, bench runs and cached latents are
+    keyed by it, and BENCHMARKS.md names each figure's checkpoint by its first 12 characters.
+    The training state is left out: resuming does not change what a checkpoint generates.
+    """
+    path = Path(path)
+    if not (path / "weights.safetensors").is_file():
+        raise CheckpointError(f"{str(path)!r} holds no weights.safetensors: not a checkpoint directory")
+    h = hashlib.sha256()
+    for name in DIGESTED_FILES:
+        if (path / name).is_file():
+            with open(path / name, "rb") as f:
+                while block := f.read(1 << 20):
+                    h.update(block)
+    return h.hexdigest()
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

@@ -48,13 +48,10 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    import importlib
-
     import torch
 
-    from dfworld.configuration import build, compose
     from dfworld.training.loop import Loop
-    from dfworld.training.pipeline import STAGES
+    from dfworld.training.stages import STAGES, stage_classes, stage_config
 
     stage_args = [o for o in args.overrides if o.startswith("stage=")]
     if len(stage_args) != 1:
@@ -62,13 +59,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     name = stage_args[0].split("=", 1)[1]
     if name not in STAGES:
         raise ValueError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
-    module, cfg_cls, stage_cls = STAGES[name]
-    mod = importlib.import_module(module)
-    overrides = [o for o in args.overrides if not o.startswith("stage=")]
-    cfg = build(getattr(mod, cfg_cls), compose(f"stage/{name}", overrides))
+    cfg = stage_config(name, [o for o in args.overrides if not o.startswith("stage=")])
     if args.threads:
         torch.set_num_threads(args.threads)
-    ckpt = Loop(getattr(mod, stage_cls)(cfg)).run()
+    ckpt = Loop(stage_classes(name)[1](cfg)).run()
     print(f"checkpoint: {ckpt}")
     return 0
 
@@ -89,13 +83,19 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     import torch
 
-    from dfworld.bench.sweep import SweepConfig, run_sweep
+    from dfworld.bench.suite_runner import BenchConfig, run_bench
     from dfworld.configuration import build, compose
+    from dfworld.training.sweep import SweepConfig, run_sweep
 
     cfg = build(SweepConfig, compose("sweep", args.overrides))
     if args.threads:
         torch.set_num_threads(args.threads)
-    run_sweep(cfg)
+
+    def bench(checkpoints: list[str], out: Path) -> dict:  # the sweep trains; the bench comes from here
+        return run_bench(BenchConfig(script=cfg.script, checkpoints=tuple(checkpoints), episodes=cfg.episodes, frames=cfg.frames,
+                                     batch=cfg.batch, out=str(out), video_episodes=0, device=cfg.device))
+
+    run_sweep(cfg, bench)
     print((Path(cfg.out) / "sweep.md").read_text(), end="")
     return 0
 
@@ -138,15 +138,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from dfworld.envs.world_model import resolve_checkpoint
-    from dfworld.model.loading import load_generator
+    from dfworld.model.loading import load_bundle
     from dfworld.runtime.export import cached_export_dir, export_onnx
+    from dfworld.shipped import resolve_checkpoint
 
-    gen = load_generator(resolve_checkpoint(args.checkpoint))
-    out = Path(args.out) if args.out else cached_export_dir(gen)
+    bundle = load_bundle(resolve_checkpoint(args.checkpoint))
+    out = Path(args.out) if args.out else cached_export_dir(bundle)
     t0 = time.perf_counter()
-    export_onnx(gen, out)
-    print(f"exported {gen.checkpoint.path} to {out} in {time.perf_counter() - t0:.1f} s (chunk.onnx, write.onnx, decoder.onnx, export.json)")
+    export_onnx(bundle, out)
+    print(f"exported {bundle.checkpoint.path} to {out} in {time.perf_counter() - t0:.1f} s (chunk.onnx, write.onnx, decoder.onnx, export.json)")
     return 0
 
 

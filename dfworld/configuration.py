@@ -1,8 +1,10 @@
 """Hydra composition and validation of config dataclasses.
 
-YAML in `dfworld.configs` is for people; the dataclasses are the schema. `compose` reads a
-config with Hydra overrides (`n=100 world.height=128`) and `build` turns the result into a
-dataclass, rejecting unknown keys and wrong types with the key's full name.
+YAML in `dfworld.configs` is for people; the dataclasses are the schema and hold the defaults.
+`compose` reads a config with Hydra overrides (`n=100 world.height=128`) and `build` turns the
+result into a dataclass, rejecting unknown keys and wrong types with the key's full name.
+`load_config` does both over the dataclass's defaults, so a YAML holds only what it overrides
+and a command-line override may name any field of the dataclass.
 """
 
 from __future__ import annotations
@@ -72,20 +74,47 @@ def build(cls: type[T], data: Any, where: str = "config") -> T:
         raise ConfigError(f"{where}: {e}") from e
 
 
-def compose(config_name: str, overrides: list[str] | tuple[str, ...] = ()) -> dict:
-    """Compose `dfworld.configs/<config_name>.yaml` with Hydra overrides into a plain dict."""
+def compose(config_name: str, overrides: list[str] | tuple[str, ...] = (), schema: dict | None = None) -> dict:
+    """Compose `dfworld.configs/<config_name>.yaml` with Hydra overrides into a plain dict.
+
+    With `schema` (a dataclass's defaults as a dict), the YAML is read over it, and an override
+    of a key the YAML leaves out is added (Hydra's `++key=value`) rather than refused.
+    """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    overrides = list(overrides)
     try:
         with initialize_config_module(config_module="dfworld.configs", version_base="1.3"):
-            cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
+            if schema is not None:
+                plain = hydra_compose(config_name=config_name)
+                missing = object()
+                overrides = [
+                    o if o[:1] in "+~" or "=" not in o or OmegaConf.select(plain, o.split("=", 1)[0], default=missing) is not missing
+                    else "++" + o
+                    for o in overrides
+                ]
+            cfg = hydra_compose(config_name=config_name, overrides=overrides)
     except (HydraException, OmegaConfBaseException) as e:
-        raise ConfigError(f"config {config_name!r} with overrides {list(overrides)}: {e}") from e
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+        raise ConfigError(f"config {config_name!r} with overrides {overrides}: {e}") from e
+    data = OmegaConf.to_container(cfg, resolve=True)
+    return _merge(schema, data) if schema is not None else data  # type: ignore[return-value]
+
+
+def _merge(base: dict, over: dict) -> dict:
+    """`over` on top of `base`, nested mappings merged key by key."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(cls: type[T], config_name: str, overrides: list[str] | tuple[str, ...] = ()) -> T:
+    """Dataclass `cls` from its defaults, `dfworld.configs/<config_name>.yaml` on top, then the overrides."""
+    return build(cls, compose(config_name, overrides, schema=to_dict(cls())), config_name)
 
 
 def to_dict(obj: Any) -> Any:

@@ -23,24 +23,12 @@ graphs and keeps everything else here (per-row state, noise streams, re-cache or
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from dfworld.model.conditioning import TextConditioner
 from dfworld.model.kv_cache import KVCache, frame_slots
 from dfworld.model.transformer import VideoTransformer
-from dfworld.schedule import student_sigmas
-
-
-@dataclass(frozen=True)
-class SamplerConfig:
-    """Few-step sampling of the block-causal generator."""
-
-    timesteps: tuple[float, ...] = (1000.0, 750.0, 500.0, 250.0)  # warped student timesteps
-    shift: float = 5.0  # timestep shift applied to them (Self Forcing: 5)
-    context_noise: float = 0.0  # noise level of the cache-writing pass (0: clean)
-    repeat_noise: bool = False  # every chunk of an episode starts from the same noise (its seed's), as FreeNoise
+from dfworld.schedule import SamplerConfig, student_sigmas
 
 
 def forward_at(model: VideoTransformer, x, sigma: float, text, text_mask, actions, start, cache: KVCache):
@@ -82,7 +70,7 @@ class Rollout:
         cfg = generator.config
         if cfg.attention != "block_causal":
             raise ValueError(f"a rollout needs a block_causal generator, got attention={cfg.attention!r}")
-        self.model, self.conditioner, self.sampler = generator, conditioner, sampler
+        self.generator, self.conditioner, self.sampler = generator, conditioner, sampler
         self.cfg, self.B, self.device = cfg, batch, torch.device(device)
         self.sigmas = student_sigmas(sampler.timesteps, sampler.shift).tolist()
         self.cache = KVCache(cfg, batch, self.device)
@@ -96,7 +84,7 @@ class Rollout:
         self.text = torch.zeros(batch, cfg.text_tokens, cfg.text_dim, device=self.device)
         self.text_mask = torch.zeros(batch, cfg.text_tokens, dtype=torch.bool, device=self.device)
         self.prompts = [""] * batch
-        self.generators = [torch.Generator(device=self.device).manual_seed(i) for i in range(batch)]
+        self.rngs = [torch.Generator(device=self.device).manual_seed(i) for i in range(batch)]  # one noise stream per row
         self.seeds = list(range(batch))  # each row's episode seed (repeat_noise rewinds to it every chunk)
 
     # -- per-row state -------------------------------------------------------------------------
@@ -130,13 +118,13 @@ class Rollout:
         self.frame[mask] = 0
         self._set_text(rows, prompts)
         for r, s in zip(rows, seeds):
-            self.generators[r].manual_seed(int(s))
+            self.rngs[r].manual_seed(int(s))
             self.seeds[r] = int(s)
         if context is not None:
-            C = self.cfg.chunk_frames
-            chunk = torch.zeros((self.B, C) + self.history.shape[2:], device=self.device)
-            chunk[mask] = context.to(self.device)[:, None].expand(-1, C, -1, -1, -1)
-            actions = torch.zeros(self.B, C, dtype=torch.long, device=self.device)
+            K = self.cfg.chunk_frames
+            chunk = torch.zeros((self.B, K) + self.history.shape[2:], device=self.device)  # [B, K, C, h, w]
+            chunk[mask] = context.to(self.device)[:, None].expand(-1, K, -1, -1, -1)
+            actions = torch.zeros(self.B, K, dtype=torch.long, device=self.device)
             self._commit(chunk, actions, mask)
 
     @torch.no_grad()
@@ -149,14 +137,14 @@ class Rollout:
 
     # -- generation ----------------------------------------------------------------------------
     def _forward(self, x, sigma: float, actions, start):
-        return forward_at(self.model, x, sigma, self.text, self.text_mask, actions, start, self.cache)
+        return forward_at(self.generator, x, sigma, self.text, self.text_mask, actions, start, self.cache)
 
     def _noise(self, shape, rows: torch.Tensor) -> torch.Tensor:
         """Per-row noise; rows not generating draw nothing, so their random streams are untouched."""
         return torch.stack(
             [
                 torch.randn(shape, generator=g, device=self.device) if on else torch.zeros(shape, device=self.device)
-                for g, on in zip(self.generators, rows.tolist())
+                for g, on in zip(self.rngs, rows.tolist())
             ]
         )
 
@@ -164,14 +152,14 @@ class Rollout:
         """Before a chunk's noise is drawn: with `repeat_noise`, rewind the rows' streams to their seeds."""
         if self.sampler.repeat_noise:
             for r in torch.nonzero(rows).flatten().tolist():
-                self.generators[r].manual_seed(self.seeds[r])
+                self.rngs[r].manual_seed(self.seeds[r])
 
     def _slots(self, frames: torch.Tensor) -> torch.Tensor:
         """History slots of frame indices [B, n] (the cache's frame layout)."""
         return frame_slots(frames, self.cfg.sink_frames, self.cfg.window_frames)
 
     def _write(self, chunk: torch.Tensor, actions: torch.Tensor, start: torch.Tensor, rows: torch.Tensor) -> None:
-        """Write the keys and values of a clean chunk [B, F, C, h, w] starting at frames start [B] into the cache of `rows`."""
+        """Write the keys and values of a clean chunk [B, K, C, h, w] starting at frames start [B] into the cache of `rows`."""
         _, (k, v) = self._forward(chunk, self.sampler.context_noise, actions, start)
         self.cache.update(start, k, v, rows=rows)
 
@@ -182,28 +170,26 @@ class Rollout:
 
     def _remember(self, chunk: torch.Tensor, actions: torch.Tensor, rows: torch.Tensor) -> None:
         """Keep a committed chunk in the history of `rows` and advance their frame counters."""
-        C = self.cfg.chunk_frames
-        slots = self._slots(self.frame[:, None] + torch.arange(C, device=self.device))  # [B, C]
+        K = self.cfg.chunk_frames
+        slots = self._slots(self.frame[:, None] + torch.arange(K, device=self.device))  # [B, K]
         for b in torch.nonzero(rows).flatten().tolist():
             self.history[b, slots[b]] = chunk[b]
             self.history_actions[b, slots[b]] = actions[b]
-        self.frame.add_(rows.to(self.frame.dtype) * C)  # in place: the tensor stays a normal one under inference mode
-
-    @torch.inference_mode()
-    def step(self, actions: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """Generate the next chunk under per-frame actions [B, C]; returns clean latents [B, C, ...].
-
-        With a bool mask `rows` [B], only those rows advance (the batch is still computed at once).
-        """
-        return self.generate(actions, rows)
+        self.frame.add_(rows.to(self.frame.dtype) * K)  # in place: the tensor stays a normal one under inference mode
 
     def generate(self, actions: torch.Tensor, rows: torch.Tensor | None = None, exit_step: int | None = None) -> torch.Tensor:
-        """`step` for training (Self Forcing): the chunk's output is the x0 predicted at level `exit_step`.
+        """The next chunk under per-frame actions [B, K]; returns its clean latents [B, K, C, h, w].
 
-        Every level before the exit runs without gradient; the exit level runs with gradient when
-        autograd is on, and its x0 is the chunk. The cache is written from the detached output,
-        so no gradient ever crosses chunks. `exit_step=None` runs every level (inference).
+        With a bool mask `rows` [B], only those rows advance (the batch is still computed at once).
+        `exit_step=None` runs every level, under inference mode (the envs). With an exit level
+        (training, Self Forcing) the chunk is the x0 predicted at that level: every level before
+        it runs without gradient, the exit level with gradient when autograd is on. The cache is
+        written from the detached output, so no gradient ever crosses chunks.
         """
+        with torch.inference_mode(exit_step is None):
+            return self._generate(actions, rows, exit_step)
+
+    def _generate(self, actions: torch.Tensor, rows: torch.Tensor | None, exit_step: int | None) -> torch.Tensor:
         actions, rows = self._step_inputs(actions, rows)
         last = len(self.sigmas) - 1 if exit_step is None else exit_step
         if not 0 <= last < len(self.sigmas):
@@ -224,16 +210,16 @@ class Rollout:
         return (self.cfg.chunk_frames,) + tuple(self.history.shape[2:])  # [F, C, h, w]
 
     def _step_inputs(self, actions: torch.Tensor, rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Checked actions [B, C] and the bool row mask [B] (all rows when None), on the device."""
-        C = self.cfg.chunk_frames
-        if actions.shape != (self.B, C):
-            raise ValueError(f"actions must be [B, C] = [{self.B}, {C}], got {tuple(actions.shape)}")
+        """Checked actions [B, K] and the bool row mask [B] (all rows when None), on the device."""
+        K = self.cfg.chunk_frames
+        if actions.shape != (self.B, K):
+            raise ValueError(f"actions must be [B, K] = [{self.B}, {K}], got {tuple(actions.shape)}")
         rows = torch.ones(self.B, dtype=torch.bool, device=self.device) if rows is None else rows.to(self.device)
         return actions.to(self.device), rows
 
     def reseed(self, seeds: list[int]) -> None:
         """Reseed every row's noise stream (training draws fresh noise each step)."""
-        for g, s in zip(self.generators, seeds):
+        for g, s in zip(self.rngs, seeds):
             g.manual_seed(int(s))
         self.seeds = [int(s) for s in seeds]
 

@@ -1,11 +1,14 @@
 """Sampling clips from a full-attention model (the teacher) with classifier-free guidance.
 
-The Euler steps are diffusers' FlowMatchEulerDiscreteScheduler with the model's shift; the
-guided velocity is v_uncond + g (v_cond - v_uncond).
+One sampler for the teacher: diffusers' FlowMatchEulerDiscreteScheduler steps the guided
+velocity v_uncond + g (v_cond - v_uncond). Clip sampling (`sample_clips`, the evals) and the
+ODE pairs of the student's initialisation (`dfworld.training.stages.ode`) both run
+`euler_sample`; they differ only in the grid of levels (`teacher_scheduler`).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from dfworld.model.transformer import VideoTransformer
@@ -29,7 +32,7 @@ def guided_velocity(model: VideoTransformer, x, sigma, text, text_mask, actions,
     return v_uncond + guidance * (v_cond - v_uncond)
 
 
-def initial_noise(batch: int, frames: int, cfg, repeat: bool, generator=None, device="cpu") -> torch.Tensor:
+def initial_noise(batch: int, frames: int, cfg, repeat: bool, rng=None, device="cpu") -> torch.Tensor:
     """Starting noise [B, F, C, h, w]; with `repeat`, the first `cfg.chunk_frames` frames' noise repeats over the clip.
 
     Repeated noise (FreeNoise's noise rescheduling, arXiv 2310.15169) lets every chunk start from
@@ -38,10 +41,48 @@ def initial_noise(batch: int, frames: int, cfg, repeat: bool, generator=None, de
     """
     shape = (cfg.latent_channels, cfg.latent_size, cfg.latent_size)
     if not repeat:
-        return torch.randn((batch, frames) + shape, generator=generator, device=device)
+        return torch.randn((batch, frames) + shape, generator=rng, device=device)
     period = cfg.chunk_frames
-    base = torch.randn((batch, period) + shape, generator=generator, device=device)
+    base = torch.randn((batch, period) + shape, generator=rng, device=device)
     return base.repeat(1, -(-frames // period), 1, 1, 1)[:, :frames]
+
+
+GRIDS = ("diffusers", "uniform")
+
+
+def teacher_scheduler(steps: int, shift: float, grid: str = "diffusers"):
+    """diffusers' FlowMatchEulerDiscreteScheduler with `steps` Euler steps at timestep shift `shift`.
+
+    grid `diffusers`: the scheduler's own spacing (its last level near 0.001), what clip sampling
+    uses; `uniform`: levels shift(1 - i / steps) for i = 0..steps-1, so that a student's warped
+    timesteps (1000, 750, 500, 250 for 16 steps) lie on the grid, what the ODE pairs use.
+    """
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    if grid not in GRIDS:
+        raise ValueError(f"unknown Euler grid {grid!r}; grids: {', '.join(GRIDS)}")
+    sched = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift)
+    if grid == "uniform":
+        sched.set_timesteps(sigmas=np.linspace(1.0, 0.0, steps + 1)[:-1].astype(np.float32))
+    else:
+        sched.set_timesteps(steps)
+    return sched
+
+
+def euler_sample(model: VideoTransformer, x, text, text_mask, actions, guidance: float, sched, keep=()) -> tuple[torch.Tensor, list]:
+    """Integrate the teacher's guided ODE from noise x [B, F, C, h, w] with `sched`'s Euler steps.
+
+    Returns the clean end and the states before the steps whose indices are in `keep`.
+    """
+    B, F = x.shape[:2]
+    states = []
+    for i, t in enumerate(sched.timesteps):
+        if i in keep:
+            states.append(x)
+        sigma = torch.full((B, F), float(sched.sigmas[i]), device=x.device)  # [B, F]
+        v = guided_velocity(model, x, sigma, text, text_mask, actions, guidance)
+        x = sched.step(v, t, x).prev_sample
+    return x, states
 
 
 @torch.inference_mode()
@@ -54,20 +95,9 @@ def sample_clips(
     steps: int = 24,
     guidance: float = 3.0,
     shift: float = 3.0,
-    generator: torch.Generator | None = None,
-    repeat_noise: bool = False,
+    rng: torch.Generator | None = None,
+    repeat_noise: bool = True,
 ) -> torch.Tensor:
     """Clean latents [B, F, C, h, w] from noise (see `initial_noise`), conditioned on text and per-frame actions [B, F]."""
-    from diffusers import FlowMatchEulerDiscreteScheduler
-
-    cfg = model.config
-    B = text.shape[0]
-    device = text.device
-    sched = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift)
-    sched.set_timesteps(steps, device=device)
-    x = initial_noise(B, frames, cfg, repeat_noise, generator, device)
-    for i, t in enumerate(sched.timesteps):
-        sigma = torch.full((B, frames), float(sched.sigmas[i]), device=device)
-        v = guided_velocity(model, x, sigma, text, text_mask, actions, guidance)
-        x = sched.step(v, t, x).prev_sample
-    return x
+    x = initial_noise(text.shape[0], frames, model.config, repeat_noise, rng, text.device)
+    return euler_sample(model, x, text, text_mask, actions, guidance, teacher_scheduler(steps, shift))[0]

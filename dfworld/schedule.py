@@ -7,6 +7,8 @@ s' = k s / (1 + (k - 1) s) (SD3 / Wan; Self Forcing uses k = 5).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 
@@ -16,9 +18,9 @@ def shift_sigma(s: torch.Tensor | float, shift: float) -> torch.Tensor:
     return shift * s / (1 + (shift - 1) * s)
 
 
-def sample_sigma(shape: tuple[int, ...], shift: float, generator: torch.Generator | None = None, device="cpu") -> torch.Tensor:
+def sample_sigma(shape: tuple[int, ...], shift: float, rng: torch.Generator | None = None, device="cpu") -> torch.Tensor:
     """Training noise levels: uniform, then shifted."""
-    u = torch.rand(shape, generator=generator, device=device)
+    u = torch.rand(shape, generator=rng, device=device)
     return shift_sigma(u, shift)
 
 
@@ -47,3 +49,13 @@ def student_sigmas(timesteps: tuple[float, ...], shift: float) -> torch.Tensor:
     Self Forcing's [1000, 750, 500, 250] with shift 5 gives s = [1, .9375, .8333, .625].
     """
     return shift_sigma(torch.tensor(timesteps, dtype=torch.float32) / 1000.0, shift)
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Few-step sampling of the block-causal generator (every stage of the chain and the envs)."""
+
+    timesteps: tuple[float, ...] = (1000.0, 750.0, 500.0, 250.0)  # warped student timesteps
+    shift: float = 5.0  # timestep shift applied to them (Self Forcing: 5)
+    context_noise: float = 0.0  # noise level of the cache-writing pass (0: clean)
+    repeat_noise: bool = True  # every chunk of an episode starts from the same noise (its seed's), as FreeNoise

@@ -120,9 +120,10 @@ class WorldModelTorchRLEnv(_FramesEnv):
         backend: str = "torch",
     ):
         from dfworld.envs.world_model import WorldModelCore
+        from dfworld.runtime.backends import build_sampler
         from dfworld.world.events import all_event_texts
 
-        core = WorldModelCore(num_envs, checkpoint, device, coins_to_win, backend)
+        core = WorldModelCore(build_sampler(checkpoint, num_envs, backend, device), coins_to_win)
         bank = list(event_bank if event_bank is not None else all_event_texts("train"))
         event = Categorical(len(bank) + 1, shape=(num_envs,), dtype=torch.int64, device=device)
         super().__init__(num_envs, core.last.shape[1:3], device, max_episode_steps, {"event": event})

@@ -4,10 +4,9 @@ Both environments run on one `WorldModelCore`: one generator, one KV cache, B ro
 generates one chunk of frames per row; an action is held for the chunk; a text event re-encodes
 the row's condition and re-caches (LongLive) before the chunk is generated.
 
-Reward and termination come from the probes on the generated frames (they read pixels only):
-a coin is counted as collected when the coin seen at the end of the previous step has left its
-place (respawned elsewhere, or gone) while the agent was within reach of it, which is what a
-collection looks like in EventWorld. The episode terminates after `coins_to_win` coins.
+The core receives a built sampler (`dfworld.runtime.backends.build_sampler`: checkpoint and
+backend); reward and termination come from the probes on the generated frames
+(`dfworld.envs.reward`).
 """
 
 from __future__ import annotations
@@ -22,121 +21,36 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from dfworld.envs.reward import CoinCounter
 from dfworld.envs.spaces import make_action_space, parse_step_input
-from dfworld.rollout import Rollout, SamplerConfig
+from dfworld.runtime.backends import WorldModelSampler, build_sampler
 from dfworld.world.config import WorldConfig
 from dfworld.world.events import TIMES, initial_prompt, validate_text
-from dfworld.world.probes import read_frame
 
 _RESET_OPTIONS = {"prompt", "image", "events"}  # per row; the vector env also takes "reset_mask"
-BACKENDS = ("torch", "onnx")  # torch: the eager model; onnx: ONNX Runtime graphs (dfworld.runtime)
-
-
-SHIPPED_CHECKPOINTS = ("default", "dmd", "stream")  # default: the Delta Forcing generator; dmd, stream: baselines
-
-
-def shipped_checkpoint(name: str = "default") -> Path:
-    """A generator checkpoint shipped inside the package: default (Delta Forcing), dmd or stream."""
-    from importlib import resources
-
-    if name not in SHIPPED_CHECKPOINTS:
-        raise ValueError(f"unknown shipped checkpoint {name!r}; shipped: {', '.join(SHIPPED_CHECKPOINTS)}")
-    return Path(str(resources.files("dfworld") / "checkpoints" / name))
-
-
-def default_checkpoint() -> Path:
-    """The generator checkpoint `WorldModel-v0` uses when none is given."""
-    return shipped_checkpoint("default")
-
-
-def resolve_checkpoint(checkpoint: str | Path | None) -> Path:
-    """A checkpoint directory, or the name of a shipped one (default, dmd, stream)."""
-    if checkpoint is None:
-        return default_checkpoint()
-    if str(checkpoint) in SHIPPED_CHECKPOINTS and not Path(checkpoint).exists():
-        return shipped_checkpoint(str(checkpoint))
-    return Path(checkpoint)
-
-
-class CoinCounter:
-    """Probe-based reward for one row (see the module docstring)."""
-
-    def __init__(self, world: WorldConfig, frames_per_read: int):
-        self.world = world
-        # touch distance, plus how far the agent can move between two reads, plus a pixel of slack
-        touch = world.px(world.agent_radius + world.coin_radius + 2)
-        self.reach = touch + frames_per_read * world.agent_speed * world.px(1) + 1
-        self.jump = world.px(3)  # a coin never moves unless collected: a jump this large is a respawn
-        self.reset()
-
-    def reset(self) -> None:
-        self.coins, self.last_coin, self.last_agent = 0, None, None
-
-    def update(self, frame: np.ndarray) -> float:
-        r = read_frame(frame, self.world)
-        coin = None if r.coin is None else np.array([r.coin.x, r.coin.y])
-        agent = None if r.agent is None else np.array([r.agent.x, r.agent.y])
-        reward = 0.0
-        if self.last_coin is not None and self.last_agent is not None:
-            was_near = np.abs(self.last_agent - self.last_coin).max() <= self.reach
-            moved = coin is None or np.abs(coin - self.last_coin).max() > self.jump
-            if was_near and moved:
-                reward = 1.0
-                self.coins += 1
-        self.last_coin, self.last_agent = coin, agent
-        return reward
 
 
 class WorldModelCore:
-    """One generator serving B rows: reset, events, steps, decoding, rewards."""
+    """One sampler serving B rows: reset, events, steps, decoding, rewards."""
 
-    def __init__(
-        self,
-        num_rows: int,
-        checkpoint: str | Path | None = None,
-        device: str = "cpu",
-        coins_to_win: int = 3,
-        backend: str = "torch",
-        onnx_dir: str | Path | None = None,
-    ):
-        from dfworld.model.loading import load_generator
-
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}; use one of {BACKENDS}")
-        path = resolve_checkpoint(checkpoint)
-        if str(path).startswith(str(shipped_checkpoint().parent)) and not (path / "config.json").is_file():
-            raise FileNotFoundError(
-                f"this dfworld install lacks its shipped generator {path.name!r} ({path}); reinstall it, or pass "
-                "checkpoint=<a generator checkpoint directory>"
-            )
-        gen = load_generator(path)
-        self.device = torch.device(device)
-        self.model = gen.model.to(self.device)
-        self.codec = gen.codec.to(self.device)  # encodes reset images (and decodes with the torch backend)
-        self.checkpoint = path
-        sampler = SamplerConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in gen.sampler.items()})
-        self.backend = backend
-        if backend == "onnx":  # exported on first use into the cache, unless onnx_dir holds an export
-            from dfworld.runtime import OrtRollout, ensure_export, load_onnx
-            from dfworld.runtime.session import import_onnxruntime
-
-            import_onnxruntime()  # before exporting: without it the export would be of no use
-            model, self.decoder = load_onnx(ensure_export(gen, onnx_dir), gen, self.device)
-            self.rollout = OrtRollout(model, gen.conditioner, num_rows, sampler)
-        else:
-            self.rollout, self.decoder = Rollout(self.model, gen.conditioner, num_rows, sampler, self.device), self.codec
-        size = self.codec.config.image_size
+    def __init__(self, sampler: WorldModelSampler, coins_to_win: int = 3):
+        self.sampler = sampler
+        self.rollout, self.decoder, self.codec = sampler.rollout, sampler.decoder, sampler.codec
+        self.device = self.rollout.device
+        self.checkpoint = sampler.checkpoint
+        self.backend = sampler.backend
+        size = sampler.image_size
         self.world = WorldConfig(height=size, width=size, coins_to_win=coins_to_win)
-        self.chunk = self.model.config.chunk_frames
-        self.B = num_rows
-        self.counters = [CoinCounter(self.world, self.chunk) for _ in range(num_rows)]
-        self.steps = np.zeros(num_rows, np.int64)
-        self.schedules: list[dict[int, str]] = [{} for _ in range(num_rows)]
-        self.last = np.zeros((num_rows, size, size, 3), np.uint8)
+        self.chunk = sampler.chunk_frames
+        self.B = self.rollout.B
+        self.counters = [CoinCounter(self.world, self.chunk) for _ in range(self.B)]
+        self.steps = np.zeros(self.B, np.int64)
+        self.schedules: list[dict[int, str]] = [{} for _ in range(self.B)]
+        self.last = np.zeros((self.B, size, size, 3), np.uint8)
 
     @torch.inference_mode()
     def _decode(self, latents: torch.Tensor) -> np.ndarray:
-        return self.decoder.decode(latents).cpu().numpy()  # [B, C, H, W, 3]
+        return self.decoder.decode(latents).cpu().numpy()  # [B, K, H, W, 3]
 
     def reset(self, rows: list[int], seeds: list[int], options: list[dict[str, Any]]) -> np.ndarray:
         """Start episodes in `rows`; returns their first observations [len(rows), H, W, 3]."""
@@ -197,14 +111,14 @@ class WorldModelCore:
         keep = list(range(self.B)) if rows is None else rows
         mask = torch.zeros(self.B, dtype=torch.bool)
         mask[keep] = True
-        frames = self._decode(self.rollout.step(actions, mask))
+        frames = self._decode(self.rollout.generate(actions, mask))
         for r in keep:
             self.last[r] = frames[r, -1]
             self.counters[r].update(frames[r, -1])
         return frames
 
     def step(self, moves: np.ndarray, texts: list[str | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str | None]]:
-        """One chunk for every row. Returns frames [B, C, H, W, 3], rewards [B], terminated [B], applied events."""
+        """One chunk for every row. Returns frames [B, K, H, W, 3], rewards [B], terminated [B], applied events."""
         events: list[str | None] = []
         for r in range(self.B):
             events.append(texts[r] if texts[r] is not None else self.schedules[r].get(int(self.steps[r])))
@@ -295,7 +209,7 @@ class WorldModelEnv(gym.Env):
     ):
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode {render_mode!r} is not supported; use None or 'rgb_array'")
-        self.core = WorldModelCore(1, checkpoint, device, coins_to_win, backend, onnx_dir)
+        self.core = WorldModelCore(build_sampler(checkpoint, 1, backend, device, onnx_dir), coins_to_win)
         self.render_mode = render_mode
         self.observation_space = spaces.Box(0, 255, self.core.last.shape[1:], np.uint8)
         self.action_space = make_action_space()
@@ -363,7 +277,7 @@ class WorldModelVectorEnv(VectorEnv):
     ):
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
-        self.core = WorldModelCore(num_envs, checkpoint, device, coins_to_win, backend, onnx_dir)
+        self.core = WorldModelCore(build_sampler(checkpoint, num_envs, backend, device, onnx_dir), coins_to_win)
         self.num_envs = num_envs
         self.render_mode = render_mode
         self.max_episode_steps = max_episode_steps
@@ -415,7 +329,7 @@ class WorldModelVectorEnv(VectorEnv):
             truncated = (self.core.steps >= self.max_episode_steps) & ~terminated
         obs = frames[:, -1].copy()
         infos: dict[str, Any] = {
-            "frames": frames,  # [N, C, H, W, 3]
+            "frames": frames,  # [N, K, H, W, 3]
             "coins": np.array([c.coins for c in self.core.counters]),
             "prompt": np.array(self.core.rollout.prompts, dtype=object),
             "event": np.array(events, dtype=object),  # the text event applied at this step, or None

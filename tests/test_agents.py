@@ -8,7 +8,8 @@ import pytest
 import torch
 from tensordict import TensorDict
 
-from dfworld.agents.evaluate import evaluate, first_episode_returns, load_agent
+from dfworld.agents.curves import first_episode_returns
+from dfworld.agents.evaluate import evaluate, load_agent
 from dfworld.agents.ppo import PPOConfig, train
 from dfworld.agents.worlds import AgentEnvConfig, make_env
 from dfworld.checkpoint import CheckpointError, load_checkpoint

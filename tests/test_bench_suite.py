@@ -6,6 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from conftest import short_script
 
 from dfworld.bench.metrics import consistency_curve, reaction_delay
 from dfworld.bench.suite_report import REFERENCE, episode_stats, headline, probe, reading_from_dict
@@ -19,8 +20,6 @@ from dfworld.world.probes import Blob, FrameReading
 from dfworld.world.scripts import ScriptError
 from dfworld.world.simulator import EventWorld
 from dfworld.world.suite import make_suite
-
-from conftest import short_script
 
 
 def _reading(time="day", weather="clear", objects=("red", "blue"), agent=True) -> FrameReading:

@@ -1,13 +1,13 @@
+import re
+
 import pytest
 
 from dfworld.world.config import COLOR_NAMES
-import re
-
 from dfworld.world.events import (
     EVENT_KINDS,
     EXTRA_WORDINGS,
-    PARAPHRASES,
     MAX_EVENT_CHARS,
+    PARAPHRASES,
     Event,
     EventParseError,
     all_event_texts,

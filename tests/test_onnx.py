@@ -15,10 +15,11 @@ import torch
 
 import dfworld  # noqa: F401  (registers the environments)
 from dfworld.cli import main
-from dfworld.model.loading import load_generator
-from dfworld.rollout import Rollout, SamplerConfig
+from dfworld.model.loading import load_bundle
+from dfworld.rollout import Rollout
 from dfworld.runtime import ExportError, OrtRollout, load_onnx
 from dfworld.runtime.export import CACHE_ENV, GRAPHS, cached_export_dir
+from dfworld.schedule import SamplerConfig
 from dfworld.world.config import WorldConfig
 from dfworld.world.probes import read_frames
 
@@ -46,7 +47,7 @@ def test_export_writes_checked_static_graphs_and_its_record(exported, tiny_gener
     record = json.loads((exported / "export.json").read_text())
     ckpt = json.loads((tiny_generator / "config.json").read_text())
     assert {k: record[k] for k in ("model", "codec", "sampler", "text")} == {k: ckpt.get(k, {}) for k in ("model", "codec", "sampler", "text")}
-    assert len(record["weights_sha256"]) == 64 and len(record["sigmas"]) == 4
+    assert len(record["checkpoint_sha256"]) == 64 and len(record["sigmas"]) == 4
     for name, (inputs, outputs) in GRAPHS.items():
         graph = onnx.load(str(exported / f"{name}.onnx"))
         onnx.checker.check_model(graph)
@@ -69,11 +70,11 @@ def test_ort_rollout_matches_torch_with_tubelet_tokens(tiny_tubelet_generator, t
 
 def check_parity(checkpoint, exported, chunks: int, sampler=None) -> None:
     """ORT against torch rollouts over `chunks` chunks, with a text event half-way and a partial step."""
-    gen = load_generator(checkpoint)
+    gen = load_bundle(checkpoint)
     model, decoder = load_onnx(exported, gen, threads=1)
-    B, C = 3, gen.model.config.chunk_frames  # not the export's example batch (2): the batch axis is dynamic
+    B, C = 3, gen.generator.config.chunk_frames  # not the export's example batch (2): the batch axis is dynamic
     sampler = sampler or SamplerConfig()
-    ref, ort = Rollout(gen.model, gen.conditioner, B, sampler), OrtRollout(model, gen.conditioner, B, sampler)
+    ref, ort = Rollout(gen.generator, gen.conditioner, B, sampler), OrtRollout(model, gen.conditioner, B, sampler)
     context = torch.randn(B, 4, 16, 16, generator=torch.Generator().manual_seed(1))
     for r in (ref, ort):
         r.reset([0, 1, 2], ["night falls", "it starts to rain", "dusk falls"], [3, 4, 5], context=context)  # the write graph
@@ -85,7 +86,7 @@ def check_parity(checkpoint, exported, chunks: int, sampler=None) -> None:
             for r in (ref, ort):
                 r.set_prompt([1], ["the sun sets and a storm of purple sparks begins"])  # a longer text
         rows = some_rows if i == 10 else None
-        a, b = ref.step(actions[i], rows), ort.step(actions[i], rows)
+        a, b = ref.generate(actions[i], rows), ort.generate(actions[i], rows)
         diff = max(diff, (a - b).abs().max().item())
         lat_ref.append(a)
         lat_ort.append(b)
@@ -109,7 +110,7 @@ def check_parity(checkpoint, exported, chunks: int, sampler=None) -> None:
 def test_envs_with_the_onnx_backend_export_on_first_use(tiny_generator, tmp_path, monkeypatch, one_thread):
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     env = gym.make("dfworld/WorldModel-v0", checkpoint=tiny_generator, backend="onnx")
-    target = cached_export_dir(load_generator(tiny_generator))
+    target = cached_export_dir(load_bundle(tiny_generator))
     assert (target / "export.json").is_file() and target.parent == tmp_path / "cache"
     stamp = (target / "export.json").stat().st_mtime_ns
     torch_env = gym.make("dfworld/WorldModel-v0", checkpoint=tiny_generator)
@@ -128,7 +129,7 @@ def test_envs_with_the_onnx_backend_export_on_first_use(tiny_generator, tmp_path
 
 
 def test_an_export_of_another_checkpoint_is_refused(exported, tiny_generator, tmp_path):
-    gen = load_generator(tiny_generator)
+    gen = load_bundle(tiny_generator)
     other = tmp_path / "other"
     shutil.copytree(exported, other)
     record = json.loads((other / "export.json").read_text())
@@ -137,7 +138,7 @@ def test_an_export_of_another_checkpoint_is_refused(exported, tiny_generator, tm
     with pytest.raises(ExportError, match="model.depth: export 3 vs checkpoint 1"):
         load_onnx(other, gen)
     record["model"]["depth"] = 1
-    record["weights_sha256"] = "0" * 64
+    record["checkpoint_sha256"] = "0" * 64
     (other / "export.json").write_text(json.dumps(record))
     with pytest.raises(ExportError, match="other weights"):
         gym.make("dfworld/WorldModel-v0", checkpoint=tiny_generator, backend="onnx", onnx_dir=other)
@@ -159,12 +160,12 @@ def test_an_unavailable_provider_falls_back_to_cpu_with_a_warning(exported, tiny
 
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers() and torch.cuda.is_available():
         pytest.skip("CUDA is available here")
-    gen = load_generator(tiny_generator)
+    gen = load_bundle(tiny_generator)
     with pytest.warns(UserWarning, match="CUDAExecutionProvider.*falling back to CPUExecutionProvider"):
         model, _ = load_onnx(exported, gen, device="cuda")
     assert model.device.type == "cpu" and model.provider == "CPUExecutionProvider"
     rollout = OrtRollout(model, gen.conditioner, 1)
     rollout.reset([0], ["night falls"], [0])
-    assert rollout.step(torch.zeros(1, 4, dtype=torch.long)).shape == (1, 4, 4, 16, 16)
+    assert rollout.generate(torch.zeros(1, 4, dtype=torch.long)).shape == (1, 4, 4, 16, 16)
     with pytest.raises(ValueError, match="inference only"):
         rollout.generate(torch.zeros(1, 4, dtype=torch.long), exit_step=1)

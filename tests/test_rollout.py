@@ -34,8 +34,8 @@ def test_a_row_does_not_depend_on_the_others(model):
     alone.reset([0], ["night falls"], [42])
     crowd.reset([0, 1, 2], ["it starts to rain", "night falls", "the sun sets"], [1, 42, 3])
     for i in range(6):
-        a = alone.step(acts(1, i))
-        c = crowd.step(torch.cat([acts(1, 100 + i), acts(1, i), acts(1, 200 + i)]))
+        a = alone.generate(acts(1, i))
+        c = crowd.generate(torch.cat([acts(1, 100 + i), acts(1, i), acts(1, 200 + i)]))
         assert torch.allclose(a[0], c[1], atol=1e-5)
 
 
@@ -44,7 +44,7 @@ def test_same_seed_same_latents(model):
     for _ in range(2):
         r = make(model, 2)
         r.reset([0, 1], ["night falls", "dusk falls"], [5, 6])
-        outs.append(torch.cat([r.step(acts(2, i)) for i in range(4)], 1))
+        outs.append(torch.cat([r.generate(acts(2, i)) for i in range(4)], 1))
     assert torch.equal(outs[0], outs[1])
 
 
@@ -53,13 +53,13 @@ def test_partial_reset_leaves_other_rows(model):
     r.reset([0, 1], ["night falls", "dusk falls"], [5, 6])
     ref.reset([0], ["night falls"], [5])
     for i in range(3):
-        r.step(torch.cat([acts(1, i), acts(1, 50 + i)]))
-        ref.step(acts(1, i))
+        r.generate(torch.cat([acts(1, i), acts(1, 50 + i)]))
+        ref.generate(acts(1, i))
     r.reset([1], ["it starts to snow"], [9])
     assert r.frame.tolist() == [6, 0]
     for i in range(3, 8):
-        a = r.step(torch.cat([acts(1, i), acts(1, 60 + i)]))
-        b = ref.step(acts(1, i))
+        a = r.generate(torch.cat([acts(1, i), acts(1, 60 + i)]))
+        b = ref.generate(acts(1, i))
         assert torch.allclose(a[0], b[0], atol=1e-5)
 
 
@@ -67,7 +67,7 @@ def test_recache_with_the_same_prompt_rebuilds_the_same_cache(model):
     r = make(model, 2)
     r.reset([0, 1], ["night falls", "dusk falls"], [5, 6])
     for i in range(3):  # 6 frames: sink 2 + window 4, not yet rolled over
-        r.step(acts(2, i))
+        r.generate(acts(2, i))
     k, v, valid = r.cache.k.clone(), r.cache.v.clone(), r.cache.valid.clone()
     r.set_prompt([0], ["night falls"])
     assert torch.equal(r.cache.valid, valid)
@@ -78,7 +78,7 @@ def test_recache_under_a_new_prompt_changes_only_that_row(model):
     r = make(model, 2)
     r.reset([0, 1], ["night falls", "dusk falls"], [5, 6])
     for i in range(5):  # 10 frames: the window has rolled over
-        r.step(acts(2, i))
+        r.generate(acts(2, i))
     k = r.cache.k.clone()
     r.set_prompt([1], ["the red object turns blue"])
     assert torch.equal(r.cache.k[:, 0], k[:, 0])
@@ -91,7 +91,7 @@ def test_context_frame_is_the_first_chunk(model):
     r = make(model, 1)
     r.reset([0], ["night falls"], [1], context=torch.randn(1, 4, 8, 8))
     assert r.frame.tolist() == [2] and r.cache.valid[0].sum() == 2 * CFG.tokens_per_frame
-    assert r.step(acts(1)).shape == (1, 2, 4, 8, 8)
+    assert r.generate(acts(1)).shape == (1, 2, 4, 8, 8)
 
 
 def test_errors(model):
@@ -100,7 +100,7 @@ def test_errors(model):
     r = make(model, 2)
     r.reset([0, 1], ["night falls", "dusk falls"], [5, 6])
     with pytest.raises(ValueError, match="actions must be"):
-        r.step(torch.zeros(2, 3, dtype=torch.long))
+        r.generate(torch.zeros(2, 3, dtype=torch.long))
     with pytest.raises(ValueError, match="one prompt and one seed"):
         r.reset([0], ["a", "b"], [1])
 
@@ -109,16 +109,16 @@ def test_generate_for_training_matches_inference_and_carries_gradient_only_at_th
     inf, tr = make(model, 2), make(model, 2)
     for r in (inf, tr):
         r.reset([0, 1], ["night falls", "dusk falls"], [5, 6])
-    with torch.no_grad():  # all levels: the same chunks as the inference step
+    with torch.no_grad():  # exit at the last level: the same chunks as inference
         for i in range(3):
-            assert torch.equal(inf.step(acts(2, i)), tr.generate(acts(2, i)))
+            assert torch.equal(inf.generate(acts(2, i)), tr.generate(acts(2, i), exit_step=len(tr.sigmas) - 1))
     # stopping at an earlier level: gradient through that level only, and a detached cache
     x = tr.generate(acts(2, 9), exit_step=1)
     assert x.requires_grad and not tr.cache.k.requires_grad and not tr.history.requires_grad
     x.sum().backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
     model.zero_grad(set_to_none=True)
-    assert not inf.step(acts(2, 9)).requires_grad
+    assert not inf.generate(acts(2, 9)).requires_grad
     with pytest.raises(ValueError, match="exit_step 4"):
         tr.generate(acts(2, 0), exit_step=4)
 
@@ -126,7 +126,7 @@ def test_generate_for_training_matches_inference_and_carries_gradient_only_at_th
 def test_recent_frames_are_the_last_chunks_in_time_order(model):
     r = make(model, 2)
     r.reset([0, 1], ["night falls", "dusk falls"], [1, 2])
-    chunks = [r.step(acts(2, i)) for i in range(5)]  # 10 frames: sink 2 + window 4 hold frames 0-1 and 6-9
+    chunks = [r.generate(acts(2, i)) for i in range(5)]  # 10 frames: sink 2 + window 4 hold frames 0-1 and 6-9
     recent, actions = r.recent(4)
     assert torch.equal(recent, torch.cat(chunks[3:], 1))
     assert torch.equal(actions, torch.cat([acts(2, 3), acts(2, 4)], 1))
@@ -136,13 +136,13 @@ def test_recent_frames_are_the_last_chunks_in_time_order(model):
 
 @pytest.mark.parametrize("repeat", [False, True])
 def test_repeat_noise_starts_every_chunk_from_the_seeds_noise(model, repeat):
-    from dfworld.rollout import SamplerConfig
+    from dfworld.schedule import SamplerConfig
 
     r = Rollout(model, TextConditioner("vocab", 16, 16, encoder=VocabEncoder(16, 16)), 2, SamplerConfig(repeat_noise=repeat))
     r.reset([0, 1], ["night falls", "night falls"], [7, 8])
     drawn, draw = [], r._noise
     r._noise = lambda shape, rows: drawn.append(draw(shape, rows)) or drawn[-1]  # record each level's noise
-    chunks = [r.step(acts(2, i)) for i in range(3)]
+    chunks = [r.generate(acts(2, i)) for i in range(3)]
     levels = len(r.sigmas)
     per_chunk = [torch.stack(drawn[c * levels : (c + 1) * levels]) for c in range(3)]
     assert torch.equal(per_chunk[0], per_chunk[2]) == repeat and torch.equal(per_chunk[0], per_chunk[1]) == repeat

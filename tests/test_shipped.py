@@ -11,16 +11,16 @@ from gymnasium.utils.env_checker import check_env
 
 import dfworld  # noqa: F401
 from dfworld.checkpoint import CheckpointError
-from dfworld.envs.world_model import SHIPPED_CHECKPOINTS, shipped_checkpoint
-from dfworld.model.loading import load_generator
+from dfworld.model.loading import load_bundle
+from dfworld.shipped import SHIPPED, shipped_checkpoint
 
 
 def test_the_shipped_checkpoints_fit_and_carry_their_training_record():
     total = 0
-    for name, stage in zip(SHIPPED_CHECKPOINTS, ("delta", "dmd", "stream")):
+    for name, stage in zip(SHIPPED, ("delta", "dmd", "stream")):
         path = shipped_checkpoint(name)
         total += sum(f.stat().st_size for f in path.iterdir())
-        gen = load_generator(path)
+        gen = load_bundle(path)
         assert gen.checkpoint.config["stage"] == stage
         record = gen.checkpoint.config["record"]
         assert record["command"].startswith("dfworld pipeline") and record["commit"] and "CPU cores" in record["machine"]

@@ -20,6 +20,10 @@ from dfworld.model.transformer import TransformerConfig, VideoTransformer
 TINY_TEACHER = [
     "text.encoder=vocab", "text.dim=16", "text.max_tokens=16", "model.text_dim=16", "model.text_tokens=16",
     "model.dim=32", "model.depth=1", "model.heads=2", "train.batch_size=4", "train.log_every=1", "train.device=cpu",
+    # the tiny teacher keeps the plain recipe the tests were written for (the shipped one is bf16, cosine over a
+    # time budget, tubelets, entity weights, resampled wording: docs in TeacherStageConfig)
+    "train.precision=fp32", "train.decay=constant", "train.max_minutes=0", "train.lr=3e-4", "train.warmup=50", "train.ema=0.999",
+    "model.patch=4", "model.tubelet=1", "entity_weight=0.0", "resample_wording=false",
 ]
 
 
@@ -130,13 +134,13 @@ def test_cosine_decay_follows_the_steps_or_the_time_budget(tiny, tmp_path):
 
 
 def test_resample_wording_draws_every_paraphrase_of_the_clip_event(tiny, tmp_path):
-    from dfworld.configuration import build, compose
-    from dfworld.training.teacher_stage import TeacherStage, TeacherStageConfig
+    from dfworld.training.stages import stage_config
+    from dfworld.training.stages.teacher import TeacherStage
     from dfworld.world.datasets import load_clips
     from dfworld.world.events import parse_event, templates, training_wordings
 
     def stage(out, *extra):
-        return TeacherStage(build(TeacherStageConfig, compose("stage/teacher", teacher_args(tiny, out, *extra)[2:])))
+        return TeacherStage(stage_config("teacher", teacher_args(tiny, out, *extra)[2:]))
 
     prompts = load_clips(tiny / "clips").prompts
     plain, varied = stage(tmp_path / "a", "resample_wording=false"), stage(tmp_path / "b", "resample_wording=true")
@@ -163,12 +167,12 @@ def test_resample_wording_draws_every_paraphrase_of_the_clip_event(tiny, tmp_pat
 
 
 def test_entity_weight_marks_the_latent_cells_of_drawn_entities(tiny, tmp_path):
-    from dfworld.configuration import build, compose
-    from dfworld.training.teacher_stage import TeacherStage, TeacherStageConfig
+    from dfworld.training.stages import stage_config
+    from dfworld.training.stages.teacher import TeacherStage
     from dfworld.world.datasets import load_clips
 
     def stage(out, *extra):
-        return TeacherStage(build(TeacherStageConfig, compose("stage/teacher", teacher_args(tiny, out, *extra)[2:])))
+        return TeacherStage(stage_config("teacher", teacher_args(tiny, out, *extra)[2:]))
 
     st = stage(tmp_path / "a", "entity_weight=4.0")
     lat, cells = st.latents, st.entity_cells

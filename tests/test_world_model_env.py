@@ -9,7 +9,8 @@ import torch
 from gymnasium.utils.env_checker import check_env
 
 import dfworld  # noqa: F401
-from dfworld.envs.world_model import CoinCounter, WorldModelVectorEnv
+from dfworld.envs.reward import CoinCounter
+from dfworld.envs.world_model import WorldModelVectorEnv
 from dfworld.world.config import WorldConfig
 from dfworld.world.simulator import EventWorld
 

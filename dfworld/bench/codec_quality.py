@@ -33,4 +33,5 @@ def evaluate_codec(checkpoint: str, episodes: int = 20, seed: int = 777, batch: 
     )
     p = psnr_uint8(frames, recon)
     score = score_readings(read_frames(recon, world), states)
-    return {"frames": len(frames), "psnr_mean": float(p.mean()), "psnr_p5": float(np.percentile(p, 5)), **{f"probe_{k}": v for k, v in score.items() if k != "frames"}}
+    probes = {f"probe_{k}": v for k, v in score.items() if k != "frames"}
+    return {"frames": len(frames), "psnr_mean": float(p.mean()), "psnr_p5": float(np.percentile(p, 5)), **probes}

@@ -63,7 +63,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dfworld.bench.suite_report import REFERENCE, probe, write_report
-from dfworld.checkpoint import load_checkpoint
+from dfworld.checkpoint import checkpoint_digest, load_checkpoint
 from dfworld.configuration import build, to_dict
 from dfworld.model.codec import CodecConfig
 from dfworld.model.conditioning import TextConditioner
@@ -105,7 +105,7 @@ class Candidate:
 
     name: str
     path: Path
-    digest: str  # sha256 of its config, weights and text cache: a changed checkpoint is another run
+    digest: str  # dfworld.checkpoint.checkpoint_digest: a changed checkpoint is another run
     image_size: int
     chunk: int  # frames per generator step
     conditioner: TextConditioner
@@ -128,21 +128,11 @@ def parse_checkpoint_specs(specs: tuple[str, ...] | list[str]) -> list[tuple[str
     return out
 
 
-def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    for name in ("config.json", "weights.safetensors", "text_cache.safetensors"):
-        if (path / name).is_file():
-            with open(path / name, "rb") as f:
-                while block := f.read(1 << 20):
-                    h.update(block)
-    return h.hexdigest()
-
-
 def inspect_checkpoint(name: str, path: Path) -> Candidate:
     ckpt = load_checkpoint(path, stage=GENERATOR_STAGES)
     model = build(TransformerConfig, ckpt.config["model"], f"{path}: model")
     codec = build(CodecConfig, ckpt.config["codec"], f"{path}: codec")
-    return Candidate(name, path, _digest(path), codec.image_size, model.chunk_frames, conditioner_from(ckpt))
+    return Candidate(name, path, checkpoint_digest(path), codec.image_size, model.chunk_frames, conditioner_from(ckpt))
 
 
 def select_episodes(script: Script, n: int, frames: int) -> list[Episode]:
@@ -284,6 +274,7 @@ def generate(core, episodes: list[Episode], world: WorldConfig, seed: int, sourc
 def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
     """Run (or resume) a bench and write its report; returns the bench.json content."""
     from dfworld.envs.world_model import WorldModelCore
+    from dfworld.runtime.backends import build_sampler
 
     if cfg.batch < 1 or cfg.video_episodes < 0:
         raise BenchError(f"--batch ({cfg.batch}) must be at least 1 and --video-episodes ({cfg.video_episodes}) at least 0")
@@ -326,7 +317,7 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
         pending = [i for i in range(len(episodes)) if not parts.done(c.name, i)]
         if not pending:
             continue
-        core = WorldModelCore(min(cfg.batch, len(pending)), c.path, device=cfg.device)
+        core = WorldModelCore(build_sampler(c.path, min(cfg.batch, len(pending)), device=cfg.device))
         bar = tqdm(total=len(episodes), initial=len(episodes) - len(pending), desc=c.name, disable=not progress)
         for b in range(0, len(pending), core.B):
             idx = pending[b : b + core.B]

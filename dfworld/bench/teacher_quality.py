@@ -20,6 +20,7 @@ The same figures on the real clips are the reference.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +29,11 @@ from tqdm.auto import tqdm
 
 from dfworld.bench.metrics import event_holds, object_detection_rate, persistent_objects
 from dfworld.checkpoint import load_checkpoint
+from dfworld.configuration import build
 from dfworld.model.loading import GENERATOR_STAGES, codec_from, conditioner_from, transformer_from
-from dfworld.rollout import Rollout, SamplerConfig
+from dfworld.rollout import Rollout
 from dfworld.sampling import sample_clips
+from dfworld.schedule import SamplerConfig
 from dfworld.video import compose, side_by_side, write_mp4
 from dfworld.world.datasets import load_clips
 from dfworld.world.events import parse_event
@@ -50,13 +53,13 @@ def clip_scores(frames: np.ndarray, prompt: str, config) -> dict[str, float]:
     }
 
 
-def generator_clips(model, conditioner, sampler: dict, prompts: list[str], actions: torch.Tensor, seeds: list[int], device) -> torch.Tensor:
+def generator_clips(generator, conditioner, sampler: SamplerConfig, prompts: list[str], actions: torch.Tensor, seeds: list[int],
+                    device) -> torch.Tensor:
     """Clips [B, F, C, h, w] from a block-causal generator, chunk by chunk, as the env generates them."""
-    sampler_cfg = SamplerConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in sampler.items()})
-    rollout = Rollout(model, conditioner, len(prompts), sampler_cfg, device)
+    rollout = Rollout(generator, conditioner, len(prompts), sampler, device)
     rollout.reset(list(range(len(prompts))), prompts, seeds)
-    C = model.config.chunk_frames
-    return torch.cat([rollout.step(actions[:, c : c + C]) for c in range(0, actions.shape[1], C)], 1)
+    K = generator.config.chunk_frames
+    return torch.cat([rollout.generate(actions[:, c : c + K]) for c in range(0, actions.shape[1], K)], 1)
 
 
 def evaluate_teacher(
@@ -87,10 +90,10 @@ def evaluate_teacher(
         raise ValueError(f"wording must be clip or canonical, got {wording!r}")
     ckpt = load_checkpoint(checkpoint, stage=("teacher",) + GENERATOR_STAGES)
     is_teacher = ckpt.config["stage"] == "teacher"
-    sampler = dict(ckpt.config.get("sampler", {}))
+    sampler = build(SamplerConfig, ckpt.config.get("sampler", {}), f"{checkpoint}: sampler")
     if noise is not None:
-        sampler["repeat_noise"] = noise == "repeat"
-    repeat = sampler.get("repeat_noise", False) if not is_teacher else noise != "fresh"
+        sampler = replace(sampler, repeat_noise=noise == "repeat")
+    repeat = sampler.repeat_noise if not is_teacher else noise != "fresh"
     model = transformer_from(ckpt, "teacher" if is_teacher else "generator").to(device)
     codec = codec_from(ckpt).to(device)
     cond = conditioner_from(ckpt)
@@ -120,7 +123,9 @@ def evaluate_teacher(
             if len(videos) < 8:
                 videos.append((real, frames[j], p))
     summary = {
-        f"{src}_{k}": float(np.mean([r[src][k] for r in rows])) for src in ("generated", "real") for k in ("prompt_ok", "objects", "agent", "object_count")
+        f"{src}_{k}": float(np.mean([r[src][k] for r in rows]))
+        for src in ("generated", "real")
+        for k in ("prompt_ok", "objects", "agent", "object_count")
     }
     # the prompted attribute per event kind (time of day, weather, object events): where the misses are
     kinds = sorted({r["kind"] for r in rows})

@@ -126,7 +126,7 @@ class WordingReader:
     @classmethod
     def fit(
         cls, encode: Callable[[list[str]], list[torch.Tensor]], method: str = "probe", c: float = 3.0, progress: bool = True
-    ) -> tuple["WordingReader", float]:
+    ) -> tuple[WordingReader, float]:
         """The reader fitted on every training wording, and its out-of-template accuracy (mean over templates:
         each template read by a reader fitted without it)."""
         if method not in READERS:

@@ -1,15 +1,16 @@
-"""Rebuilding models from checkpoints: codec, transformers and the text conditioner."""
+"""Rebuilding models from checkpoints: codec, transformers, the text conditioner, and the bundle of all three."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from dfworld.configuration import ConfigError, build
+from dfworld.checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_into
+from dfworld.configuration import ConfigError, build, to_dict
 from dfworld.model.codec import CodecConfig, LatentCodec
 from dfworld.model.conditioning import TextConditioner
 from dfworld.model.transformer import TransformerConfig, VideoTransformer
-from dfworld.checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_into
+from dfworld.schedule import SamplerConfig
 
 TEXT_CACHE = "text_cache.safetensors"
 
@@ -66,23 +67,24 @@ GENERATOR_STAGES = ("ode", "dmd", "stream", "delta", "generator")
 
 
 @dataclass
-class Generator:
-    """Everything a rollout needs from a generator checkpoint."""
+class GeneratorBundle:
+    """Everything a rollout needs from a generator checkpoint: the generator, its codec, conditioner and sampler."""
 
-    model: VideoTransformer
+    generator: VideoTransformer  # the block-causal generator (the paper's role)
     codec: LatentCodec
     conditioner: TextConditioner
-    sampler: dict  # SamplerConfig fields
+    sampler: SamplerConfig  # the few-step levels it was distilled for
     checkpoint: Checkpoint
 
 
-def load_generator(path: str | Path) -> Generator:
-    """A block-causal generator with its codec and text conditioner (stages ode, dmd, stream, delta)."""
+def load_bundle(path: str | Path) -> GeneratorBundle:
+    """A block-causal generator with its codec, text conditioner and sampler (stages ode, dmd, stream, delta)."""
     ckpt = load_checkpoint(path, stage=GENERATOR_STAGES)
-    model = transformer_from(ckpt, "generator")
-    if model.config.attention != "block_causal":
-        raise CheckpointError(f"{str(path)!r}: the generator must be block_causal, got {model.config.attention!r}")
-    return Generator(model, codec_from(ckpt), conditioner_from(ckpt), dict(ckpt.config.get("sampler", {})), ckpt)
+    generator = transformer_from(ckpt, "generator")
+    if generator.config.attention != "block_causal":
+        raise CheckpointError(f"{str(path)!r}: the generator must be block_causal, got {generator.config.attention!r}")
+    sampler = _build(SamplerConfig, ckpt.config.get("sampler", {}), f"{path}: sampler")
+    return GeneratorBundle(generator, codec_from(ckpt), conditioner_from(ckpt), sampler, ckpt)
 
 
 def write_generator_checkpoint(
@@ -90,16 +92,15 @@ def write_generator_checkpoint(
     model: VideoTransformer,
     codec: LatentCodec,
     text: TextConfig,
-    sampler: dict | None = None,
+    sampler: SamplerConfig = SamplerConfig(),
     stage: str = "generator",
     record: dict | None = None,
     conditioner: TextConditioner | None = None,
 ) -> Path:
-    """Write a generator checkpoint that `load_generator` reads (stages write theirs through the loop)."""
+    """Write a generator checkpoint that `load_bundle` reads (stages write theirs through the loop)."""
     import tempfile
 
     from dfworld.checkpoint import save_checkpoint
-    from dfworld.configuration import to_dict
 
     if stage not in GENERATOR_STAGES:
         raise ValueError(f"generator checkpoints are stages {GENERATOR_STAGES}, got {stage!r}")
@@ -110,7 +111,7 @@ def write_generator_checkpoint(
         "model": to_dict(model.config),
         "codec": to_dict(codec.config),
         "text": to_dict(text),
-        "sampler": dict(sampler or {}),
+        "sampler": to_dict(sampler),
         "record": dict(record or {}),
     }
     with tempfile.TemporaryDirectory() as tmp:

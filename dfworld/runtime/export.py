@@ -16,7 +16,7 @@ need). F is the chunk's frames, C, h, w a latent frame's channels and size:
 - `decoder.onnx`: the codec decoder. in: latents [N, C, h, w] f32; out: frames [N, H, W, 3] u8
 
 Rows where `rows` is false keep their cache. `export.json` records the checkpoint's configs
-(model, codec, sampler, text) and the SHA-256 of its weights file; a directory exported from
+(model, codec, sampler, text) and its digest (`dfworld.checkpoint.checkpoint_digest`); a directory exported from
 another checkpoint is refused when loaded against this one. `ensure_export` exports on first
 use into a cache directory keyed by the checkpoint (`~/.cache/dfworld/onnx/<key>/`, or
 `$DFWORLD_ONNX_CACHE/<key>/`).
@@ -36,15 +36,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dfworld.configuration import build
+from dfworld.checkpoint import checkpoint_digest
 from dfworld.model.kv_cache import KVCache
-from dfworld.model.loading import Generator
+from dfworld.model.loading import GeneratorBundle
 from dfworld.model.transformer import VideoTransformer
-from dfworld.rollout import SamplerConfig, denoise, forward_at
+from dfworld.rollout import denoise, forward_at
 from dfworld.schedule import student_sigmas
 
 EXPORT_FORMAT = "dfworld-onnx"
-EXPORT_VERSION = 1  # bump when the graphs' inputs, outputs or semantics change
+EXPORT_VERSION = 2  # bump when the graphs' inputs, outputs or semantics change
 OPSET = 17
 CONFIG_SECTIONS = ("model", "codec", "sampler", "text")  # the checkpoint configs an export depends on
 CACHE_ENV = "DFWORLD_ONNX_CACHE"
@@ -111,19 +111,10 @@ class DecoderGraph(nn.Module):
 
 
 # -- checkpoint identity ----------------------------------------------------------------------
-def weights_digest(checkpoint_dir: str | Path) -> str:
-    """SHA-256 of a checkpoint's weights.safetensors."""
-    h = hashlib.sha256()
-    with open(Path(checkpoint_dir) / "weights.safetensors", "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def checkpoint_identity(generator: Generator) -> dict:
+def checkpoint_identity(bundle: GeneratorBundle) -> dict:
     """What an export depends on: the weights digest and the checkpoint's configs."""
-    cfg = generator.checkpoint.config
-    return {"weights_sha256": weights_digest(generator.checkpoint.path), **{k: cfg.get(k, {}) for k in CONFIG_SECTIONS}}
+    cfg = bundle.checkpoint.config
+    return {"checkpoint_sha256": checkpoint_digest(bundle.checkpoint.path), **{k: cfg.get(k, {}) for k in CONFIG_SECTIONS}}
 
 
 def export_key(identity: dict) -> str:
@@ -139,9 +130,9 @@ def cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "dfworld" / "onnx"
 
 
-def cached_export_dir(generator: Generator) -> Path:
+def cached_export_dir(bundle: GeneratorBundle) -> Path:
     """The cache directory of this checkpoint's export: cache_root() / <key>."""
-    return cache_root() / export_key(checkpoint_identity(generator))
+    return cache_root() / export_key(checkpoint_identity(bundle))
 
 
 def read_export(onnx_dir: str | Path) -> dict:
@@ -161,29 +152,29 @@ def read_export(onnx_dir: str | Path) -> dict:
     return record
 
 
-def check_export(record: dict, generator: Generator, onnx_dir: str | Path) -> None:
+def check_export(record: dict, bundle: GeneratorBundle, onnx_dir: str | Path) -> None:
     """Raise, naming every difference, unless the export was made from this checkpoint."""
-    ident = checkpoint_identity(generator)
+    ident = checkpoint_identity(bundle)
     diffs = []
     for section in CONFIG_SECTIONS:
         mine, theirs = ident[section], record.get(section, {})
         diffs += [f"{section}.{k}: export {theirs.get(k)!r} vs checkpoint {mine.get(k)!r}"
                   for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
-    if not diffs and record.get("weights_sha256") != ident["weights_sha256"]:
-        diffs.append(f"weights: export of sha256 {str(record.get('weights_sha256'))[:12]}... vs checkpoint "
-                     f"{ident['weights_sha256'][:12]}... (same configs, other weights)")
+    if not diffs and record.get("checkpoint_sha256") != ident["checkpoint_sha256"]:
+        diffs.append(f"weights: export of sha256 {str(record.get('checkpoint_sha256'))[:12]}... vs checkpoint "
+                     f"{ident['checkpoint_sha256'][:12]}... (same configs, other weights or text cache)")
     if diffs:
         raise ExportError(
-            f"ONNX export {str(onnx_dir)!r} was made from a different checkpoint than {str(generator.checkpoint.path)!r}: "
+            f"ONNX export {str(onnx_dir)!r} was made from a different checkpoint than {str(bundle.checkpoint.path)!r}: "
             + "; ".join(diffs[:8]) + (" ..." if len(diffs) > 8 else "")
-            + f". Export this checkpoint: dfworld export onnx --checkpoint {generator.checkpoint.path} --out DIR"
+            + f". Export this checkpoint: dfworld export onnx --checkpoint {bundle.checkpoint.path} --out DIR"
         )
 
 
 # -- export -----------------------------------------------------------------------------------
-def _example_inputs(generator: Generator, levels: int, B: int = 2, L: int = 3) -> dict[str, torch.Tensor]:
+def _example_inputs(bundle: GeneratorBundle, levels: int, B: int = 2, L: int = 3) -> dict[str, torch.Tensor]:
     """Example inputs (B, L > 1, so the tracer keeps those axes dynamic)."""
-    c = generator.model.config
+    c = bundle.generator.config
     cache = KVCache(c, B)
     chunk = (B, c.chunk_frames, c.latent_channels, c.latent_size, c.latent_size)
     return {
@@ -239,7 +230,7 @@ def _export_graph(module: nn.Module, name: str, example: dict[str, torch.Tensor]
         raise ExportError(f"{name}.onnx holds {control} nodes: its shapes and control flow would not be static")
 
 
-def export_onnx(generator: Generator, out: str | Path) -> Path:
+def export_onnx(bundle: GeneratorBundle, out: str | Path) -> Path:
     """Export a loaded generator checkpoint's chunk, write and decoder graphs, plus export.json, into `out`.
 
     The directory is written beside `out` and renamed into place. An existing `out` is replaced
@@ -252,17 +243,17 @@ def export_onnx(generator: Generator, out: str | Path) -> Path:
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not (out / "export.json").is_file():
         raise FileExistsError(f"{str(out)!r} exists and is not a dfworld ONNX export; choose another --out")
-    ckpt = generator.checkpoint
-    sampler = build(SamplerConfig, ckpt.config.get("sampler", {}), f"{ckpt.path}: sampler")
+    ckpt = bundle.checkpoint
+    sampler = bundle.sampler
     sigmas = student_sigmas(sampler.timesteps, sampler.shift).tolist()
-    model = copy.deepcopy(generator.model).cpu().eval()  # exported modules carry no training state
-    codec = copy.deepcopy(generator.codec).cpu().eval()
+    model = copy.deepcopy(bundle.generator).cpu().eval()  # exported modules carry no training state
+    codec = copy.deepcopy(bundle.codec).cpu().eval()
     graphs = {
         "chunk": ChunkGraph(model, sigmas, sampler.context_noise),
         "write": WriteGraph(model, sampler.context_noise),
         "decoder": DecoderGraph(codec),
     }
-    example = _example_inputs(generator, len(sigmas))
+    example = _example_inputs(bundle, len(sigmas))
     example_dec = {"latents": example["latents"].flatten(0, 1)}
     tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -275,7 +266,7 @@ def export_onnx(generator: Generator, out: str | Path) -> Path:
         "version": EXPORT_VERSION,
         "checkpoint": str(ckpt.path),
         "stage": ckpt.config.get("stage"),
-        **checkpoint_identity(generator),
+        **checkpoint_identity(bundle),
         "sigmas": sigmas,
         "graphs": {name: {"file": f"{name}.onnx", "inputs": i, "outputs": o} for name, (i, o) in GRAPHS.items()},
         "opset": OPSET,
@@ -291,13 +282,13 @@ def export_onnx(generator: Generator, out: str | Path) -> Path:
     return out
 
 
-def ensure_export(generator: Generator, onnx_dir: str | Path | None = None) -> Path:
+def ensure_export(bundle: GeneratorBundle, onnx_dir: str | Path | None = None) -> Path:
     """An export directory for this checkpoint, made on first use (in the cache when `onnx_dir` is None).
 
     An existing directory is checked against the checkpoint (ExportError on a mismatch).
     """
-    out = Path(onnx_dir) if onnx_dir is not None else cached_export_dir(generator)
+    out = Path(onnx_dir) if onnx_dir is not None else cached_export_dir(bundle)
     if not (out / "export.json").is_file():
-        export_onnx(generator, out)
-    check_export(read_export(out), generator, out)
+        export_onnx(bundle, out)
+    check_export(read_export(out), bundle, out)
     return out

@@ -1,6 +1,6 @@
 """The ONNX Runtime rollout: `dfworld.rollout.Rollout` with the generator's compute in exported graphs.
 
-`OrtRollout` is a `Rollout` (same constructor order, reset, step, set_prompt, prompts, frame,
+`OrtRollout` is a `Rollout` (same constructor order, reset, generate, set_prompt, prompts, frame,
 B, recent, state, ...): per-row state, the noise streams (one torch.Generator per row, drawn
 level by level exactly as the torch sampler draws them) and the re-cache order stay in torch;
 only the two model calls are replaced:
@@ -23,11 +23,12 @@ from dfworld.configuration import build
 from dfworld.model.codec import CodecConfig
 from dfworld.model.conditioning import TextConditioner
 from dfworld.model.kv_cache import KVCache
-from dfworld.model.loading import Generator
+from dfworld.model.loading import GeneratorBundle
 from dfworld.model.transformer import TransformerConfig
-from dfworld.rollout import Rollout, SamplerConfig
+from dfworld.rollout import Rollout
 from dfworld.runtime.export import CACHE_OUTPUTS, GRAPHS, check_export, read_export
 from dfworld.runtime.session import OnnxGraph, open_graphs
+from dfworld.schedule import SamplerConfig
 
 
 class OnnxGenerator:
@@ -57,17 +58,17 @@ class OnnxDecoder:
 
 
 def load_onnx(
-    onnx_dir: str | Path, generator: Generator | None = None, device: torch.device | str = "cpu", threads: int | None = None
+    onnx_dir: str | Path, bundle: GeneratorBundle | None = None, device: torch.device | str = "cpu", threads: int | None = None
 ) -> tuple[OnnxGenerator, OnnxDecoder]:
     """The graphs of an export directory on `device` (CUDA provider on a GPU, else CPU).
 
-    With `generator` (the loaded checkpoint), the export must come from it (ExportError otherwise).
+    With `bundle` (the loaded checkpoint), the export must come from it (ExportError otherwise).
     A GPU that cannot be used gives a warning and the CPU provider.
     """
     onnx_dir = Path(onnx_dir)
     record = read_export(onnx_dir)
-    if generator is not None:
-        check_export(record, generator, onnx_dir)
+    if bundle is not None:
+        check_export(record, bundle, onnx_dir)
     graphs = open_graphs({name: onnx_dir / f"{name}.onnx" for name in GRAPHS}, torch.device(device), threads)
     model = build(TransformerConfig, record["model"], f"{onnx_dir}/export.json: model")
     codec = build(CodecConfig, record["codec"], f"{onnx_dir}/export.json: codec")
@@ -95,19 +96,19 @@ class OrtRollout(Rollout):
     def _write(self, chunk: torch.Tensor, actions: torch.Tensor, start: torch.Tensor, rows: torch.Tensor) -> None:
         self.cache.check_writable(start)
         inputs = {"latents": chunk.float(), "actions": actions.long(), "frame": start, "rows": rows}
-        self._run(self.model.write, inputs, {})
+        self._run(self.generator.write, inputs, {})
 
-    def generate(self, actions: torch.Tensor, rows: torch.Tensor | None = None, exit_step: int | None = None) -> torch.Tensor:
-        """The next chunk (clean latents [B, F, C, h, w]); inference only: `exit_step` is for the torch rollout."""
+    def _generate(self, actions: torch.Tensor, rows: torch.Tensor | None, exit_step: int | None) -> torch.Tensor:
+        """The next chunk (clean latents [B, K, C, h, w]); inference only: `exit_step` is for the torch rollout."""
         if exit_step is not None:
             raise ValueError("OrtRollout runs inference only; generate(exit_step=...) is for training with the torch Rollout")
         actions, rows = self._step_inputs(actions, rows)
         self.cache.check_writable(self.frame)
-        # the same per-row noise as Rollout: each row's generator draws level 0, 1, ... in turn
+        # the same per-row noise as Rollout: each row's stream draws level 0, 1, ... in turn
         self._start_chunk_noise(rows)
-        noise = torch.stack([self._noise(self._chunk_shape, rows) for _ in self.sigmas], 1)  # [B, levels, F, C, h, w]
+        noise = torch.stack([self._noise(self._chunk_shape, rows) for _ in self.sigmas], 1)  # [B, levels, K, C, h, w]
         x0 = torch.empty((self.B,) + self._chunk_shape, device=self.device)
         inputs = {"noise": noise, "actions": actions.long(), "frame": self.frame, "rows": rows}
-        self._run(self.model.chunk, inputs, {"latents": x0})
+        self._run(self.generator.chunk, inputs, {"latents": x0})
         self._remember(x0, actions, rows)
         return x0

@@ -5,8 +5,9 @@ optimizers and one `train_step`; this loop does the rest:
 
 1. seeds every step from (seed, step, rank), so a resumed run draws exactly the batches and
    noise an uninterrupted run would have drawn;
-2. under torchrun, starts a process group (gloo on CPU, NCCL on CUDA) and wraps the trained
-   modules in DistributedDataParallel;
+2. under torchrun, starts a process group (gloo on CPU, NCCL on CUDA); every stage steps its
+   optimizers through `optimize`, which averages gradients over the ranks
+   (dfworld.training.distributed), so the stages run the same code in one process or many;
 3. keeps an EMA of the modules the stage names;
 4. logs `loss_*` and other scalars to TorchRL loggers (CSV, TensorBoard) and to
    `history.jsonl`, which resume truncates to the checkpoint so the curve has no duplicates;
@@ -26,15 +27,17 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
+from dfworld.checkpoint import load_checkpoint, load_optimizer_tensors, optimizer_tensors, save_checkpoint
 from dfworld.configuration import to_dict
-from dfworld.checkpoint import load_checkpoint, save_checkpoint
+from dfworld.training import distributed
+from dfworld.training.distributed import step_seed
 
 LOGGERS = ("csv", "tensorboard")
 PRECISIONS = ("fp32", "bf16")
@@ -100,10 +103,6 @@ def autocast(cfg: TrainConfig, device: torch.device | str):
     return torch.autocast(device_type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
 
 
-def unwrap(module: nn.Module) -> nn.Module:
-    return module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module
-
-
 class EMA:
     """Exponential moving average of a module's parameters and buffers."""
 
@@ -128,14 +127,14 @@ class Stage:
     progress: float = 0.0  # fraction of the run done before the current step (set by the Loop; see run_progress)
 
     def trained(self) -> dict[str, nn.Module]:
-        """Modules the stage optimises (saved, EMA'd, DDP-wrapped)."""
+        """Modules the stage optimises (saved and EMA'd)."""
         raise NotImplementedError
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         raise NotImplementedError
 
-    def train_step(self, step: int, generator: torch.Generator) -> dict[str, float]:
-        """One optimisation step; returns scalars to log (losses named loss_*)."""
+    def train_step(self, step: int, rng: torch.Generator) -> dict[str, float]:
+        """One optimisation step drawing from `rng`; returns scalars to log (losses named loss_*)."""
         raise NotImplementedError
 
     def checkpoint_config(self) -> dict[str, Any]:
@@ -166,9 +165,6 @@ class Stage:
     def on_checkpoint(self) -> None:
         """Called before a checkpoint is written (e.g. to refresh statistics)."""
 
-    def wrap(self, wrapper: Callable[[nn.Module], nn.Module]) -> None:
-        """Replace trained modules by wrapper(module) (DDP); default: nothing to wrap."""
-
 
 def seed_everything(seed: int) -> None:
     """Seed the global RNGs (module initialisation); every rank builds the same initial weights."""
@@ -179,11 +175,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def step_seed(seed: int, step: int, rank: int) -> int:
-    """The seed of one step on one rank: a resumed run redraws exactly what it would have drawn."""
-    return ((seed * 1_000_003 + step) * 1024 + rank) % 2**63
 
 
 def run_progress(step: int, seconds: float, cfg: TrainConfig) -> float:
@@ -209,11 +200,12 @@ def set_lr(opt: torch.optim.Optimizer, step: int, cfg: TrainConfig, lr: float | 
         g["lr"] = peak * scale
 
 
-def optimize(loss: torch.Tensor, opt: torch.optim.Optimizer, params, clip: float) -> float:
-    """Backward, clip, step; returns the gradient norm before clipping."""
+def optimize(loss: torch.Tensor, opt: torch.optim.Optimizer, module: nn.Module, clip: float) -> float:
+    """The optimizer step of every stage: backward, average over ranks, clip, step; returns the norm before clipping."""
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    params = [p for p in params if p.grad is not None]
+    params = [p for p in module.parameters() if p.grad is not None]
+    distributed.average_gradients(params)
     norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else math.inf)
     opt.step()
     return float(norm)
@@ -230,12 +222,8 @@ class Loop:
         self.stage = stage
         self.cfg = stage.train
         self.out = Path(self.cfg.out)
-        self.rank, self.world = 0, 1
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-            backend = "nccl" if torch.cuda.is_available() and self.cfg.device != "cpu" else "gloo"
-            dist.init_process_group(backend)
-        if dist.is_initialized():
-            self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        distributed.init_from_env(self.cfg.device)
+        self.rank, self.world = distributed.rank(), distributed.world_size()
         ema_names = set(stage.ema_modules()) if self.cfg.ema > 0 else set()
         self.emas = {n: EMA(m, self.cfg.ema) for n, m in stage.trained().items() if n in ema_names}
         self.step = 0
@@ -246,7 +234,7 @@ class Loop:
     def _weights(self) -> dict[str, torch.Tensor]:
         out = dict(self.stage.extra_weights())
         for name, module in self.stage.trained().items():
-            src = self.emas[name].shadow if name in self.emas else unwrap(module).state_dict()
+            src = self.emas[name].shadow if name in self.emas else module.state_dict()
             out.update({f"{name}.{k}": v for k, v in src.items()})
         return out
 
@@ -254,15 +242,12 @@ class Loop:
         tensors: dict[str, torch.Tensor] = {"rng.torch": torch.get_rng_state()}
         meta: dict[str, Any] = {"step": self.step, "seconds": self.seconds, "optimizers": {}}
         for name, module in self.stage.trained().items():
-            tensors.update({f"param.{name}.{k}": v for k, v in unwrap(module).state_dict().items()})
+            tensors.update({f"param.{name}.{k}": v for k, v in module.state_dict().items()})
         for name, ema in self.emas.items():
             tensors.update({f"ema.{name}.{k}": v for k, v in ema.shadow.items()})
         for name, opt in self.stage.optimizers().items():
-            sd = opt.state_dict()
-            meta["optimizers"][name] = sd["param_groups"]
-            for idx, st in sd["state"].items():
-                for key, val in st.items():
-                    tensors[f"opt.{name}.{idx}.{key}"] = val if torch.is_tensor(val) else torch.tensor(val)
+            opt_tensors, meta["optimizers"][name] = optimizer_tensors(opt, f"opt.{name}.")
+            tensors.update(opt_tensors)
         stage_tensors, meta["stage"] = self.stage.state()
         tensors.update({f"stage.{k}": v for k, v in stage_tensors.items()})
         return tensors, meta
@@ -271,18 +256,12 @@ class Loop:
         torch.set_rng_state(tensors["rng.torch"])
         for name, module in self.stage.trained().items():
             pre = f"param.{name}."
-            unwrap(module).load_state_dict({k[len(pre) :]: v for k, v in tensors.items() if k.startswith(pre)})
+            module.load_state_dict({k[len(pre) :]: v for k, v in tensors.items() if k.startswith(pre)})
         for name, ema in self.emas.items():
             pre = f"ema.{name}."
             ema.shadow = {k[len(pre) :]: v.clone() for k, v in tensors.items() if k.startswith(pre)}
         for name, opt in self.stage.optimizers().items():
-            pre = f"opt.{name}."
-            state: dict[int, dict[str, torch.Tensor]] = {}
-            for k, v in tensors.items():
-                if k.startswith(pre):
-                    idx, key = k[len(pre) :].split(".", 1)
-                    state.setdefault(int(idx), {})[key] = v
-            opt.load_state_dict({"state": state, "param_groups": meta["optimizers"][name]})
+            load_optimizer_tensors(opt, tensors, f"opt.{name}.", meta["optimizers"][name])
         self.stage.load_state({k[6:]: v for k, v in tensors.items() if k.startswith("stage.")}, meta.get("stage", {}))
         self.step = int(meta["step"])
         self.seconds = float(meta.get("seconds", 0.0))
@@ -339,19 +318,17 @@ class Loop:
         elif self.rank == 0:
             self._history(truncate_after=-1)
         self.stage.on_start(resumed)
-        if self.world > 1:
-            self.stage.wrap(lambda m: nn.parallel.DistributedDataParallel(m))
         self._open_loggers()
         start = time.perf_counter() - self.seconds
         bar = tqdm(total=cfg.steps, initial=self.step, desc=self.stage.name, disable=self.rank != 0, dynamic_ncols=True)
         while self.step < cfg.steps:
-            gen = torch.Generator().manual_seed(step_seed(cfg.seed, self.step, self.rank))
+            rng = torch.Generator().manual_seed(step_seed(cfg.seed, self.step, self.rank))
             self.stage.progress = run_progress(self.step, time.perf_counter() - start, cfg)
             with autocast(cfg, resolve_device(cfg.device)):
-                scalars = self.stage.train_step(self.step, gen)
+                scalars = self.stage.train_step(self.step, rng)
             for name, module in self.stage.trained().items():
                 if name in self.emas:
-                    self.emas[name].update(unwrap(module))
+                    self.emas[name].update(module)
             self.step += 1
             bar.update(1)
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
@@ -371,5 +348,4 @@ class Loop:
     def _checkpoint(self) -> None:
         if self.rank == 0:
             self.save()
-        if self.world > 1:
-            dist.barrier()
+        distributed.barrier()

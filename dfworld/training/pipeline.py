@@ -2,34 +2,26 @@
 
 Stages run in order (data, codec, teacher, ode, dmd, stream, delta, ship), each wired to the
 outputs of the ones before it; `ship` copies the delta, dmd and stream generators (inference
-weights, codec, text cache, configs, and a training record) into the package's checkpoints. A stage whose checkpoint is finished (all its steps, or its time budget
-spent) is skipped; an unfinished one resumes from its checkpoint; so a stopped pipeline is
-continued by running the same command again. Wall times are recorded in <runs>/pipeline.json.
+weights, codec, text cache, configs, and a training record) into the package's checkpoints
+(`dfworld.shipped`). Every stage runs its config dataclass's defaults unless `overrides` says
+otherwise. A stage whose checkpoint is finished (all its steps, or its time budget spent) is
+skipped; an unfinished one resumes from its checkpoint; so a stopped pipeline is continued by
+running the same command again. Wall times are recorded in <runs>/pipeline.json.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dfworld.configuration import build, compose
+from dfworld.shipped import SHIP_LIMIT_MB, SHIPPED
+from dfworld.training.stages import stage_classes
+from dfworld.training.stages import stage_config as compose_stage
 
 STAGE_ORDER = ("data", "codec", "teacher", "ode", "dmd", "stream", "delta", "ship")
-SHIPPED = {"default": "delta", "dmd": "dmd", "stream": "stream"}  # shipped name -> the stage it comes from
-SHIP_LIMIT_MB = 30.0
-
-# stage -> (module, config class, stage class)
-STAGES = {
-    "codec": ("dfworld.training.codec_stage", "CodecStageConfig", "CodecStage"),
-    "teacher": ("dfworld.training.teacher_stage", "TeacherStageConfig", "TeacherStage"),
-    "ode": ("dfworld.training.distill_stages", "OdeStageConfig", "OdeStage"),
-    "dmd": ("dfworld.training.distill_stages", "DmdStageConfig", "DmdStage"),
-    "stream": ("dfworld.training.distill_stages", "StreamStageConfig", "StreamStage"),
-    "delta": ("dfworld.training.distill_stages", "StreamStageConfig", "DeltaStage"),
-}
 
 
 @dataclass(frozen=True)
@@ -68,9 +60,8 @@ def wiring(cfg: PipelineConfig, stage: str) -> list[str]:
 
 
 def stage_config(cfg: PipelineConfig, stage: str):
-    module, cfg_cls, _ = STAGES[stage]
-    mod = importlib.import_module(module)
-    return build(getattr(mod, cfg_cls), compose(f"stage/{stage}", wiring(cfg, stage) + list(cfg.overrides.get(stage, []))))
+    """A stage's config as the pipeline runs it: its YAML, the wiring, then the pipeline's overrides."""
+    return compose_stage(stage, wiring(cfg, stage) + list(cfg.overrides.get(stage, [])))
 
 
 def finished(run: Path, steps: int, max_minutes: float) -> dict | None:
@@ -113,8 +104,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
                 entry["status"] = "finished"
             else:
                 print(f"[pipeline] {stage}: training (resumes if a checkpoint is there)")
-                module, _, stage_cls = STAGES[stage]
-                Loop(getattr(importlib.import_module(module), stage_cls)(scfg)).run()
+                Loop(stage_classes(stage)[1](scfg)).run()
                 record = finished(runs / stage, scfg.train.steps, scfg.train.max_minutes)
                 entry["status"] = "finished" if record is not None else "stopped"
             ck = json.loads((runs / stage / "checkpoint" / "config.json").read_text()).get("record", {})

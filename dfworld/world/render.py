@@ -12,8 +12,8 @@ import numpy as np
 
 from dfworld.world.config import (
     AGENT_COLOR,
-    COLOR_NAMES,
     COIN_COLOR,
+    COLOR_NAMES,
     OBJECT_COLORS,
     RAIN_COLOR,
     SKY_COLORS,

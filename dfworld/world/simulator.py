@@ -50,7 +50,7 @@ class WorldState:
     coins: int = 0  # coins collected so far
     terminated: bool = False  # the task is done (coins_to_win reached); the world keeps running
 
-    def copy(self) -> "WorldState":
+    def copy(self) -> WorldState:
         return replace(self, objects=[None if o is None else replace(o) for o in self.objects])
 
     def object_with_color(self, color: str) -> int | None:

@@ -13,7 +13,7 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from torchrl.objectives import LossModule
 
-from dfworld.distill.dmd import masked_mean
+from dfworld.losses.dmd import masked_mean
 from dfworld.model.transformer import VideoTransformer
 from dfworld.schedule import predict_x0
 

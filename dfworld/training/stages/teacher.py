@@ -7,7 +7,6 @@ actions are dropped independently for classifier-free guidance.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,19 +15,18 @@ import torch
 from tensordict import TensorDict
 from tqdm.auto import tqdm
 
-from dfworld.checkpoint import load_checkpoint
+from dfworld.checkpoint import checkpoint_digest, load_checkpoint
 from dfworld.configuration import to_dict
-from dfworld.distill.flow_matching import FlowMatchingLoss
+from dfworld.losses.flow_matching import FlowMatchingLoss
 from dfworld.model.codec import LatentCodec
-from dfworld.model.loading import GENERATOR_STAGES, TEXT_CACHE, TextConfig, codec_from
 from dfworld.model.conditioning import TextConditioner
+from dfworld.model.loading import GENERATOR_STAGES, TEXT_CACHE, TextConfig, codec_from
 from dfworld.model.transformer import TransformerConfig, VideoTransformer
 from dfworld.schedule import sample_sigma
+from dfworld.training.loop import Stage, TrainConfig, adamw, optimize, resolve_device, seed_everything, set_lr
 from dfworld.world.datasets import ClipTensors, load_clips
-from dfworld.world.render import entity_boxes_mask
 from dfworld.world.events import all_event_texts, paraphrase_split, parse_event, training_wordings
-from dfworld.training.loop import Stage, seed_everything, TrainConfig, adamw, optimize, resolve_device, set_lr, unwrap
-
+from dfworld.world.render import entity_boxes_mask
 
 CODEC_CARRIERS = ("codec", "teacher") + GENERATOR_STAGES  # checkpoints whose codec a teacher may train on
 
@@ -39,7 +37,8 @@ class TeacherStageConfig:
 
     clips: str = "data/clips"  # clips data set (dfworld data clips)
     codec_checkpoint: str = "runs/codec/checkpoint"  # codec checkpoint (stage=codec), or any checkpoint carrying one (teacher, generator)
-    model: TransformerConfig = field(default_factory=TransformerConfig)  # attention must be full
+    # attention must be full; tubelet tokens: 2x2 latent patches over 4 frames (16 tokens per frame, as patch 4)
+    model: TransformerConfig = field(default_factory=lambda: TransformerConfig(patch=2, tubelet=4, attention="full"))
     text: TextConfig = field(default_factory=TextConfig)  # the text encoder
     text_cache: str = ""  # optional safetensors of precomputed embeddings; texts found there skip the encoder
     shift: float = 3.0  # timestep shift of the training noise levels and the sampler
@@ -47,18 +46,22 @@ class TeacherStageConfig:
     action_dropout: float = 0.1  # probability of training a row with null actions
     # each step draws a row's wording among its event's paraphrases (of the clip prompt's split),
     # instead of the one wording stored with the clip: the same scene under every wording
-    resample_wording: bool = False
+    resample_wording: bool = True
     # with resample_wording, training clips also draw among their event's extra training wordings
     # (dfworld.world.events.EXTRA_WORDINGS): 13 wordings per event instead of 5
     extra_wordings: bool = False
     # loss weight of the latent cells where objects, the agent and the coin are drawn, relative to 1 for
     # the rest: they are a few percent of the cells but carry what the prompts name (colours, presence)
-    entity_weight: float = 0.0
+    entity_weight: float = 1.0
     # loss weight added on the latent cells of the object the clip's event names as present (appear: the
     # new object; recolour: the object in its new colour). A colour word decides a few cells of one
     # object: the cells that tell "a red object appears" from "a blue object appears"
     event_weight: float = 0.0
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(out="runs/teacher", steps=3000))
+    # bf16 autocast; a high peak learning rate, cosine-decayed over the time budget (docs/experiments/teacher-learning-rate.md)
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(out="runs/teacher", steps=40000, lr=3e-3, warmup=100, decay="cosine", final_lr=0.05,
+                                            ema=0.995, max_minutes=38.0, precision="bf16")
+    )
 
 
 @torch.inference_mode()
@@ -89,14 +92,6 @@ def entity_cells(clips: ClipTensors, latent_size: int, named_only: bool = False)
             mask = entity_boxes_mask(states, world)
         out.append(torch.nn.functional.adaptive_max_pool2d(torch.from_numpy(mask).float(), latent_size) > 0)
     return torch.stack(out)
-
-
-def weights_digest(module: torch.nn.Module) -> str:
-    h = hashlib.sha1()
-    for k, v in sorted(module.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 class TeacherStage(Stage):
@@ -166,7 +161,7 @@ class TeacherStage(Stage):
 
         out = Path(self.train.out)
         out.mkdir(parents=True, exist_ok=True)
-        path = out / f"latents-{weights_digest(self.codec)}.safetensors"
+        path = out / f"latents-{checkpoint_digest(self.config.codec_checkpoint)[:16]}.safetensors"  # cached per codec checkpoint
         if path.is_file():
             return load_file(str(path))["latents"]
         lat = encode_clips(self.codec, frames, self.device)
@@ -179,21 +174,18 @@ class TeacherStage(Stage):
     def optimizers(self):
         return {"teacher": self.opt}
 
-    def wrap(self, wrapper) -> None:
-        self.loss.network = wrapper(self.model)
-
-    def train_step(self, step: int, generator: torch.Generator) -> dict[str, float]:
+    def train_step(self, step: int, rng: torch.Generator) -> dict[str, float]:
         cfg, B = self.config, self.train.batch_size
-        idx = torch.randint(len(self.latents), (B,), generator=generator)
+        idx = torch.randint(len(self.latents), (B,), generator=rng)
         x0 = self.latents[idx]
-        noise = torch.randn(x0.shape, generator=generator)
-        sigma = sample_sigma((B, 1), cfg.shift, generator).expand(B, x0.shape[1])  # one level per clip
-        drop_t = torch.rand(B, generator=generator) < cfg.text_dropout
-        drop_a = torch.rand(B, generator=generator) < cfg.action_dropout
+        noise = torch.randn(x0.shape, generator=rng)
+        sigma = sample_sigma((B, 1), cfg.shift, rng).expand(B, x0.shape[1])  # one level per clip
+        drop_t = torch.rand(B, generator=rng) < cfg.text_dropout
+        drop_a = torch.rand(B, generator=rng) < cfg.action_dropout
         K = self.wording.shape[1]
-        words = self.wording[idx, torch.randint(K, (B,), generator=generator) if K > 1 else 0]
+        words = self.wording[idx, torch.randint(K, (B,), generator=rng) if K > 1 else 0]
         dev = self.device
-        text, mask, actions = unwrap(self.model).drop_condition(
+        text, mask, actions = self.model.drop_condition(
             self.text[words].to(dev), self.text_mask[words].to(dev), self.actions[idx].to(dev), drop_t.to(dev), drop_a.to(dev)
         )
         td = TensorDict(
@@ -209,7 +201,7 @@ class TeacherStage(Stage):
             td["loss_weight"] = weight.to(dev)
         loss = self.loss(td)["loss_flow"]
         set_lr(self.opt, step, self.train, progress=self.progress)
-        norm = optimize(loss, self.opt, self.model.parameters(), self.train.grad_clip)
+        norm = optimize(loss, self.opt, self.model, self.train.grad_clip)
         return {"loss_flow": loss.item(), "grad_norm": norm, "lr": self.opt.param_groups[0]["lr"]}
 
     def extra_weights(self):

@@ -4,7 +4,9 @@ Every point of the grid (by default the trust radius `trust_region.rho` times th
 weight `trust_region.lam`) is one delta stage, trained from the pipeline's dmd checkpoint with
 the pipeline's teacher, exactly as `dfworld pipeline` trains its delta stage, with the point's
 overrides on top. All points and the baselines (the pipeline's stream and delta checkpoints)
-then run one `dfworld bench` on the same episodes and seeds. The sweep writes:
+then run one bench on the same episodes and seeds: `run_sweep` receives the bench as a function
+(`dfworld sweep` passes `dfworld.bench.suite_runner.run_bench`), so training imports nothing
+from the benchmarks. The sweep writes:
 
 - `<out>/<point>/`: the point's delta run (checkpoint, trust_region.jsonl and .png);
 - `<out>/bench/`: the bench report of every point and baseline (bench.json, bench.md, plots);
@@ -22,12 +24,13 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from dfworld.configuration import build, compose, to_dict
+from dfworld.configuration import to_dict
 
 
 @dataclass(frozen=True)
@@ -76,26 +79,26 @@ def points(cfg: SweepConfig) -> dict[str, list[str]]:
 
 def delta_config(cfg: SweepConfig, name: str, point: list[str]):
     """The delta stage of one point: the pipeline's wiring, the shared overrides, then the point's."""
-    from dfworld.training.distill_stages import StreamStageConfig
     from dfworld.training.pipeline import PipelineConfig, wiring
+    from dfworld.training.stages import stage_config
 
     wired = [o for o in wiring(PipelineConfig(runs=cfg.runs, clips=cfg.clips), "delta") if not o.startswith("train.out=")]
-    return build(StreamStageConfig, compose("stage/delta", wired + list(cfg.overrides) + point + [f"train.out={Path(cfg.out) / name}"]))
+    return stage_config("delta", wired + list(cfg.overrides) + point + [f"train.out={Path(cfg.out) / name}"])
 
 
 def trust_region_summary(log: Path) -> dict[str, float | None]:
     """Mean w before any switch and at the switch chunk, from a delta run's trust_region.jsonl."""
-    from dfworld.bench.plots import read_jsonl, trust_region_table
+    from dfworld.training.trust_region_log import read_jsonl, trust_region_table
 
     w = trust_region_table(read_jsonl(log))["w"] if log.is_file() else {}
     return {"w_no_switch": w[-1][0] if -1 in w else None, "w_at_switch": w[0][0] if 0 in w else None}
 
 
-def run_sweep(cfg: SweepConfig, progress: bool = True) -> dict:
-    from dfworld.bench.suite_runner import BenchConfig, run_bench
-    from dfworld.training.distill_stages import DeltaStage
+def run_sweep(cfg: SweepConfig, bench: Callable[[list[str], Path], dict]) -> dict:
+    """Train every point, then `bench(["name=checkpoint", ...], out_dir)` (returning bench.json's content) over them all."""
     from dfworld.training.loop import Loop
     from dfworld.training.pipeline import finished
+    from dfworld.training.stages.delta import DeltaStage
 
     out, runs = Path(cfg.out), Path(cfg.runs)
     grid = points(cfg)
@@ -113,18 +116,17 @@ def run_sweep(cfg: SweepConfig, progress: bool = True) -> dict:
         Loop(DeltaStage(scfg)).run()
     # 3. one bench over the baselines and every point
     specs = [f"{s}={runs / s / 'checkpoint'}" for s in cfg.baselines] + [f"{n}={out / n / 'checkpoint'}" for n in grid]
-    bench = run_bench(BenchConfig(script=cfg.script, checkpoints=tuple(specs), episodes=cfg.episodes, frames=cfg.frames,
-                                  batch=cfg.batch, out=str(out / "bench"), video_episodes=0, device=cfg.device), progress)
+    results = bench(specs, out / "bench")
     # 4. the sweep table and the trade-off plot
     rows = []
     for source in list(cfg.baselines) + list(grid):
-        s = bench["summary"][source]
+        s = results["summary"][source]
         log = (runs / source if source in cfg.baselines else out / source) / "trust_region.jsonl"
         rows.append({
             "name": source, "overrides": grid.get(source, ["(pipeline baseline)"]), **trust_region_summary(log),
             **{m: s[m] for m in ("consistency", "reactivity@16", "validity")},
         })
-    report = {"config": to_dict(cfg), "bench": str(out / "bench" / "bench.json"), "events": bench["summary"]["reference"]["events"],
+    report = {"config": to_dict(cfg), "bench": str(out / "bench" / "bench.json"), "events": results["summary"]["reference"]["events"],
               "rows": rows}
     out.mkdir(parents=True, exist_ok=True)
     (out / "sweep.json").write_text(json.dumps(report, indent=1))

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from tensordict import TensorDict, TensorDictBase
 from torchrl.objectives import LossModule
 
-from dfworld.distill.dmd import DMDLoss, masked_mean
+from dfworld.losses.dmd import DMDLoss, masked_mean
 
 MEASURES = ("relative_step", "history", "direction")
 SHAPES = ("radius", "exponential", "sigmoid", "constant")
@@ -43,7 +43,7 @@ CONTINUITY = ("monotonic", "proximal")
 class TrustRegionConfig:
     """Delta Forcing's trust region and continuity objective (a reconstruction; see the module docstring)."""
 
-    measure: str = "relative_step"  # relative_step, history or direction
+    measure: str = "history"  # relative_step, history (the teacher's disagreement with the committed frames) or direction
     shape: str = "radius"  # radius, exponential, sigmoid, or constant (ablation: w = w_const)
     rho: float = 1.0  # trust radius on the measure
     kappa: float = 1.0  # sharpness of the exponential shape
@@ -54,7 +54,7 @@ class TrustRegionConfig:
     continuity: str = "monotonic"  # monotonic or proximal
     lam: float = 0.5  # lambda: weight of (1 - w) L_cont
     ema: float = 0.99  # running means (transition size; the calibrated measure) on switch-free windows
-    calibrate: bool = False  # divide the measure by its running mean on switch-free windows (rho in units of it)
+    calibrate: bool = True  # divide the measure by its running mean on switch-free windows (rho in units of it)
     eps: float = 1e-6
 
     def __post_init__(self) -> None:

@@ -4,14 +4,14 @@ import pytest
 import torch
 from tensordict import TensorDict
 
-from dfworld.distill.delta import (
+from dfworld.losses.delta import (
     DeltaForcingLoss,
     TrustRegionConfig,
     consistency_measures,
     continuity_frames,
     trust_weight,
 )
-from dfworld.distill.dmd import DMDLoss, dmd_direction
+from dfworld.losses.dmd import DMDLoss, dmd_direction
 from dfworld.model.transformer import TransformerConfig, VideoTransformer
 
 
@@ -99,7 +99,7 @@ def test_monotonic_continuity_penalises_only_large_steps():
 
 def test_delta_loss_logs_weights_and_updates_the_running_step():
     teacher, critic = nets()
-    delta = DeltaForcingLoss(DMDLoss(teacher, critic), TrustRegionConfig(lam=0.5))
+    delta = DeltaForcingLoss(DMDLoss(teacher, critic), TrustRegionConfig(measure="relative_step", calibrate=False, lam=0.5))
     out = delta(window())
     assert out["w"].shape == (2,) and out["loss_generator"].requires_grad
     assert delta.m_bar > 0 and delta.m_count == 1
@@ -112,7 +112,7 @@ def test_trust_region_config_errors(kw, message):
 
 
 def test_calibrated_trust_region_is_relative_to_ordinary_windows():
-    cfg = TrustRegionConfig(calibrate=True, rho=1.5, w_min=0.1)
+    cfg = TrustRegionConfig(measure="relative_step", calibrate=True, rho=1.5, w_min=0.1)
     loss = DeltaForcingLoss(None, cfg)
     r = torch.tensor([1.0, 1.0, 1.0, 1.0])
     free = torch.tensor([True, True, True, True])
@@ -127,7 +127,7 @@ def test_calibrated_trust_region_is_relative_to_ordinary_windows():
 
 
 def test_flow_matching_loss_weights_latent_cells():
-    from dfworld.distill.flow_matching import FlowMatchingLoss
+    from dfworld.losses.flow_matching import FlowMatchingLoss
     from dfworld.schedule import add_noise, velocity_target
 
     teacher, _ = nets()

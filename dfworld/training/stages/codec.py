@@ -8,8 +8,8 @@ import torch
 
 from dfworld.configuration import to_dict
 from dfworld.model.codec import CodecConfig, LatentCodec
+from dfworld.training.loop import Stage, TrainConfig, adamw, optimize, resolve_device, seed_everything, set_lr
 from dfworld.world.datasets import load_clips
-from dfworld.training.loop import Stage, seed_everything, TrainConfig, adamw, optimize, resolve_device, set_lr
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,10 @@ class CodecStageConfig:
     sample_posterior: bool = False  # decode a posterior sample (VAE) instead of its mean (plain autoencoder)
     foreground_weight: float = 4.0  # extra loss weight on pixels unlike their frame's median colour (objects, agent)
     stats_frames: int = 2048  # frames used to measure the latent mean and std
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(out="runs/codec", steps=900, batch_size=24, lr=2e-3, ema=0.0, max_minutes=15.0))
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(out="runs/codec", steps=3000, batch_size=24, lr=2e-3, ema=0.0, warmup=20, checkpoint_every=150,
+                                            max_minutes=20.0)
+    )
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -51,13 +54,13 @@ class CodecStage(Stage):
     def optimizers(self):
         return {"codec": self.opt}
 
-    def train_step(self, step: int, generator: torch.Generator) -> dict[str, float]:
-        idx = torch.randint(len(self.frames), (self.train.batch_size,), generator=generator)
+    def train_step(self, step: int, rng: torch.Generator) -> dict[str, float]:
+        idx = torch.randint(len(self.frames), (self.train.batch_size,), generator=rng)
         x = LatentCodec.to_pixels(self.frames[idx]).to(self.device)
         post = self.codec.posterior(x)
         z = post.mean
         if self.config.sample_posterior:
-            z = z + post.std * torch.randn(post.mean.shape, generator=generator).to(self.device)
+            z = z + post.std * torch.randn(post.mean.shape, generator=rng).to(self.device)
         recon = self.codec.vae.decode(z).sample
         # Small entities on flat ground: weight the pixels that differ from the frame's median colour,
         # or the background dominates the loss and objects are learned last.
@@ -69,7 +72,7 @@ class CodecStage(Stage):
         kl = post.kl().mean() / x[0].numel()
         loss = rec + self.config.kl_weight * kl
         set_lr(self.opt, step, self.train, progress=self.progress)
-        norm = optimize(loss, self.opt, self.codec.parameters(), self.train.grad_clip)
+        norm = optimize(loss, self.opt, self.codec, self.train.grad_clip)
         return {"loss_recon": rec.item(), "loss_kl": kl.item(), "psnr": psnr(recon.detach(), x).mean().item(), "grad_norm": norm}
 
     @torch.no_grad()

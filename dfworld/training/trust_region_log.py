@@ -1,4 +1,10 @@
-"""Plots of training diagnostics (matplotlib, written to files)."""
+"""The trust-region log of the stream and delta stages: one JSON row per chunk, its table and plot.
+
+Both stages write, per generator update and row, the trust-region weight w (1 for stream) and
+the consistency measures against the chunk index since the row's last event switch
+(`trust_region.jsonl` in the run directory), so the two runs compare chunk by chunk; the plot
+(`trust_region.png`) is refreshed at every checkpoint. Only rank 0 writes.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +12,45 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from dfworld.training.distributed import rank
 
 MEASURE_NAMES = ("w", "relative_step", "history", "direction")
+
+
+class TrustRegionLog:
+    """`trust_region.jsonl` of one run: rows appended per chunk, trimmed to a checkpoint on resume."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def clear(self) -> None:
+        """Forget the rows of an earlier, unrelated run in the same directory."""
+        if rank() == 0:
+            self.path.unlink(missing_ok=True)
+
+    def write(self, step: int, since: list[int], w: torch.Tensor, measures: dict[str, torch.Tensor]) -> None:
+        """One row per batch row: its chunks since the last switch (-1: none yet), w and every measure."""
+        if rank() != 0:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as f:
+            for r in range(len(since)):
+                row = {"step": step, "row": r, "since_switch": since[r], "w": float(w[r])}
+                row.update({k: float(v[r]) for k, v in measures.items()})
+                f.write(json.dumps(row) + "\n")
+
+    def trim(self, next_step: int) -> None:
+        """Drop rows of steps at or past `next_step`: a resumed run writes them again."""
+        if rank() == 0 and self.path.is_file():
+            rows = [r for r in self.path.read_text().splitlines() if r and json.loads(r)["step"] < next_step]
+            self.path.write_text("".join(r + "\n" for r in rows))
+
+    def plot(self, title: str) -> None:
+        """Refresh `trust_region.png` beside the log (nothing before the first row)."""
+        if rank() == 0 and self.path.is_file():
+            plot_trust_region(self.path, self.path.with_suffix(".png"), title=title)
 
 
 def trust_region_table(rows: list[dict], max_since: int = 12) -> dict[str, dict[int, tuple[float, float, int]]]:

@@ -1,0 +1,71 @@
+"""The backend choice: a generator checkpoint built into the sampler a world-model env runs on.
+
+The envs receive a built `WorldModelSampler` (as DIAMOND's world-model env receives its
+sampler): the rollout, the decoder of its latents, the encoder of reset images. Which backend
+runs the generator is decided here, once:
+
+- `torch`: `dfworld.rollout.Rollout` on the eager generator, the codec decoding;
+- `onnx`: `dfworld.runtime.OrtRollout` and the decoder graph in ONNX Runtime (the `cpu` or `gpu`
+  extra), exported on first use into the export cache unless `onnx_dir` holds an export.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from dfworld.model.codec import LatentCodec
+from dfworld.model.loading import load_bundle
+from dfworld.rollout import Rollout
+from dfworld.shipped import resolve_checkpoint
+
+BACKENDS = ("torch", "onnx")  # torch: the eager model; onnx: ONNX Runtime graphs
+
+
+@dataclass
+class WorldModelSampler:
+    """What a world-model env runs on: B rows of one generator, the decoder, the reset-image encoder."""
+
+    rollout: Rollout  # the rows' caches, noise streams and conditions (an OrtRollout on onnx)
+    decoder: object  # .decode(latents [..., C, h, w]) -> uint8 frames [..., H, W, 3]: the codec or its graph
+    codec: LatentCodec  # encodes reset images into context latents
+    checkpoint: Path  # the generator checkpoint directory
+    backend: str  # torch or onnx
+
+    @property
+    def chunk_frames(self) -> int:
+        return self.rollout.cfg.chunk_frames
+
+    @property
+    def image_size(self) -> int:
+        return self.codec.config.image_size
+
+
+def build_sampler(
+    checkpoint: str | Path | None,
+    num_rows: int,
+    backend: str = "torch",
+    device: str = "cpu",
+    onnx_dir: str | Path | None = None,
+) -> WorldModelSampler:
+    """Load a generator checkpoint (a directory or a shipped name; None: the default) for `num_rows` rows on `backend`."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; use one of {BACKENDS}")
+    path = resolve_checkpoint(checkpoint)
+    bundle = load_bundle(path)
+    dev = torch.device(device)
+    codec = bundle.codec.to(dev)
+    if backend == "onnx":
+        from dfworld.runtime.export import ensure_export
+        from dfworld.runtime.rollout import OrtRollout, load_onnx
+        from dfworld.runtime.session import import_onnxruntime
+
+        import_onnxruntime()  # before exporting: without it the export would be of no use
+        graphs, decoder = load_onnx(ensure_export(bundle, onnx_dir), bundle, dev)
+        rollout = OrtRollout(graphs, bundle.conditioner, num_rows, bundle.sampler)
+    else:
+        rollout = Rollout(bundle.generator.to(dev), bundle.conditioner, num_rows, bundle.sampler, dev)
+        decoder = codec
+    return WorldModelSampler(rollout, decoder, codec, path, backend)
