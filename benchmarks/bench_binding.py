@@ -42,8 +42,8 @@ def colour_matrix(checkpoint: str, n: int, guidance: float, frames: int = 16, ba
                 b = min(batch, n - start)
                 text, mask = cond([f"a {colour} object appears"] * b)
                 actions = torch.zeros(b, frames, dtype=torch.long)  # the agent stays: only the prompt varies
-                generator = torch.Generator().manual_seed(1000 + start)  # the same noise for every colour
-                lat = sample_clips(model, text, mask, actions, frames, 24, guidance, shift, generator, repeat_noise=True)
+                rng = torch.Generator().manual_seed(1000 + start)  # the same noise for every colour
+                lat = sample_clips(model, text, mask, actions, frames, 24, guidance, shift, rng, repeat_noise=True)
                 for clip in codec.decode(lat).numpy():
                     found = persistent_objects(read_frames(clip, world))
                     out[i] += [c in found for c in COLOR_NAMES]

@@ -36,10 +36,10 @@ def time_steps(stage, rounds: int) -> dict[str, float]:
     for r in range(rounds + 1):  # round 0 warms both paths up
         for precision in times:
             cfg = dataclasses.replace(stage.train, precision=precision)
-            gen = torch.Generator().manual_seed(r)
+            rng = torch.Generator().manual_seed(r)
             t0 = time.perf_counter()
             with autocast(cfg, stage.device):
-                stage.train_step(100 + r, gen)
+                stage.train_step(100 + r, rng)
             if r:
                 times[precision].append(time.perf_counter() - t0)
     return {k: statistics.median(v) for k, v in times.items()}

@@ -81,14 +81,14 @@ def main() -> None:
         data = load_clips(path)
         n = min(args.n, len(data.prompts))
         for mode, (tokens, pooled) in MODES.items():
-            gen = torch.Generator().manual_seed(args.seed)  # the same noise in every mode
+            rng = torch.Generator().manual_seed(args.seed)  # the same noise in every mode
             for i in tqdm(range(0, n, args.batch), desc=f"{path}: {mode}", leave=False):
                 clip = list(data.prompts[i : min(i + args.batch, n)])
                 wordings = {"clip": clip, "canonical": [parse_event(p).text(0, "train") for p in clip]}
                 text, mask = cond(wordings[tokens], "cpu")
                 model.pooled = cond(wordings[pooled], "cpu") if pooled != tokens else None
                 lat = sample_clips(model, text, mask, data.actions[i : i + len(clip)], data.frames.shape[1], args.steps,
-                                   args.guidance, ckpt.config["shift"], gen, repeat_noise=True)
+                                   args.guidance, ckpt.config["shift"], rng, repeat_noise=True)
                 with torch.inference_mode():
                     frames = codec.decode(lat).numpy()
                 for f, p in zip(frames, clip):

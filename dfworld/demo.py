@@ -55,17 +55,17 @@ def run_demo(
     kwargs = {} if checkpoint is None else {"checkpoint": checkpoint}
     env = gym.make("dfworld/WorldModel-v0", coins_to_win=10**6, max_episode_steps=10**6, **kwargs)
     core = env.unwrapped.core
-    C = core.chunk
+    K = core.chunk
     world = replace(sc.world, height=core.world.height, width=core.world.width)
     ref = play_episode(ep, EventWorld(world))  # 2. the reference
-    schedule = [(f // C, text) for f, text in sorted(event_schedule(ep, C, str(sc.source)).items())]
+    schedule = [(f // K, text) for f, text in sorted(event_schedule(ep, K, str(sc.source)).items())]
     env.reset(seed=ep.seed, options={"image": ref.context, "prompt": ref.initial_prompt, "events": schedule})
     generated, prompts = [], []
     t0 = time.perf_counter()
-    for k in tqdm(range(-(-ep.frames // C)), desc=f"world model: {ep.id}"):
-        _, _, _, _, info = env.step(int(ref.actions[min(k * C, ep.frames - 1)]))
+    for k in tqdm(range(-(-ep.frames // K)), desc=f"world model: {ep.id}"):
+        _, _, _, _, info = env.step(int(ref.actions[min(k * K, ep.frames - 1)]))
         generated.append(info["frames"])
-        prompts.extend([info["prompt"]] * C)
+        prompts.extend([info["prompt"]] * K)
     seconds = time.perf_counter() - t0
     env.close()
     gen = np.concatenate(generated)[: ep.frames]

@@ -207,7 +207,7 @@ class Rollout:
 
     @property
     def _chunk_shape(self) -> tuple[int, ...]:
-        return (self.cfg.chunk_frames,) + tuple(self.history.shape[2:])  # [F, C, h, w]
+        return (self.cfg.chunk_frames,) + tuple(self.history.shape[2:])  # [K, C, h, w]
 
     def _step_inputs(self, actions: torch.Tensor, rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Checked actions [B, K] and the bool row mask [B] (all rows when None), on the device."""
@@ -262,22 +262,22 @@ class Rollout:
     @torch.no_grad()
     def _recache(self, rows: torch.Tensor) -> None:
         """Replay the frames still in the cache of `rows`, in time order, under their current text."""
-        c, C = self.cfg, self.cfg.chunk_frames
+        c, K = self.cfg, self.cfg.chunk_frames
         n = self.frame.clone()
         self.cache.reset(rows)
         # stored chunk starts per row: the sink chunks, then the window's chunks, oldest first
-        sink = [s for s in range(0, c.sink_frames, C)]
+        sink = [s for s in range(0, c.sink_frames, K)]
         per_row = []
         for b in range(self.B):
             nb = int(n[b])
-            starts = [s for s in sink if s < nb] + list(range(max(c.sink_frames, nb - c.window_frames), nb, C))
+            starts = [s for s in sink if s < nb] + list(range(max(c.sink_frames, nb - c.window_frames), nb, K))
             per_row.append(starts)
         for k in range(max((len(s) for s in per_row), default=0)):
             has = torch.tensor([k < len(s) for s in per_row], device=self.device) & rows
             if not bool(has.any()):
                 continue
             start = torch.tensor([s[k] if k < len(s) else 0 for s in per_row], device=self.device)
-            slots = self._slots(start[:, None] + torch.arange(C, device=self.device))
+            slots = self._slots(start[:, None] + torch.arange(K, device=self.device))
             chunk = torch.stack([self.history[b, slots[b]] for b in range(self.B)])
             actions = torch.stack([self.history_actions[b, slots[b]] for b in range(self.B)])
             self._write(chunk, actions, start, has)

@@ -37,7 +37,7 @@ def initial_noise(batch: int, frames: int, cfg, repeat: bool, rng=None, device="
 
     Repeated noise (FreeNoise's noise rescheduling, arXiv 2310.15169) lets every chunk start from
     the same draw, so content that the condition leaves open is drawn alike in every chunk; with
-    fresh noise a small teacher draws each tubelet group's objects anew (BENCHMARKS.md).
+    fresh noise a small teacher draws each tubelet group's objects anew (docs/experiments/repeated-noise.md).
     """
     shape = (cfg.latent_channels, cfg.latent_size, cfg.latent_size)
     if not repeat:
@@ -97,7 +97,8 @@ def sample_clips(
     shift: float = 3.0,
     rng: torch.Generator | None = None,
     repeat_noise: bool = True,
+    grid: str = "diffusers",
 ) -> torch.Tensor:
     """Clean latents [B, F, C, h, w] from noise (see `initial_noise`), conditioned on text and per-frame actions [B, F]."""
     x = initial_noise(text.shape[0], frames, model.config, repeat_noise, rng, text.device)
-    return euler_sample(model, x, text, text_mask, actions, guidance, teacher_scheduler(steps, shift))[0]
+    return euler_sample(model, x, text, text_mask, actions, guidance, teacher_scheduler(steps, shift, grid))[0]

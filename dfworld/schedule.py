@@ -38,11 +38,6 @@ def predict_x0(x_s: torch.Tensor, v: torch.Tensor, sigma: torch.Tensor) -> torch
     return x_s - sigma[..., None, None, None] * v
 
 
-def euler_sigmas(steps: int, shift: float) -> torch.Tensor:
-    """steps + 1 decreasing noise levels from 1 to 0 for an Euler sampler."""
-    return torch.cat([shift_sigma(torch.linspace(1.0, 0.0, steps + 1)[:-1], shift), torch.zeros(1)])
-
-
 def student_sigmas(timesteps: tuple[float, ...], shift: float) -> torch.Tensor:
     """The student's few-step noise levels: warped timesteps (e.g. 1000, 750, 500, 250) through the shift.
 

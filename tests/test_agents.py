@@ -54,6 +54,7 @@ def test_first_episode_returns_stop_at_the_first_done():
     assert first_episode_returns(td).tolist() == [2.0, 2.0]
 
 
+@pytest.mark.slow
 def test_ppo_in_the_world_model_trains_saves_resumes_exactly_and_evaluates(tiny_generator, tmp_path):
     env_cfg = tiny_env(tiny_generator)
     ckpt = train(env_cfg, TINY_PPO, tmp_path / "a", progress=False)
@@ -73,6 +74,7 @@ def test_ppo_in_the_world_model_trains_saves_resumes_exactly_and_evaluates(tiny_
     assert returns.shape == (3,) and (returns >= 0).all()
 
 
+@pytest.mark.slow
 def test_ppo_in_the_real_env_and_agent_eval_through_the_cli(tiny_generator, tmp_path, capsys):
     run = tmp_path / "real"
     common = ["--checkpoint", str(tiny_generator), "--num-envs", "2", "--horizon", "4"]
@@ -104,6 +106,7 @@ def test_scripted_agent_beats_random_in_the_real_env():
     assert (scripted > 0).mean() >= 0.75  # it reaches a coin in most episodes
 
 
+@pytest.mark.slow
 def test_transfer_writes_a_json_and_a_markdown_table(tiny_generator, tmp_path, capsys):
     out = tmp_path / "transfer"
     assert main(["agent", "transfer", "--checkpoint", str(tiny_generator), "--frames", "32", "--seeds", "3",

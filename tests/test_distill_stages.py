@@ -61,9 +61,9 @@ def test_pipeline_trains_every_stage_and_the_generators_load(chain):
     assert [s for s in report] == ["data", "codec", "teacher", "ode", "dmd", "stream", "delta", "ship"]
     for stage in ("ode", "dmd", "stream", "delta"):
         assert report[stage]["status"] == "finished" and report[stage]["wall_seconds"] > 0
-        gen = load_bundle(runs / stage / "checkpoint")
-        assert gen.generator.config.attention == "block_causal"
-        assert gen.checkpoint.config["stage"] == stage
+        bundle = load_bundle(runs / stage / "checkpoint")
+        assert bundle.generator.config.attention == "block_causal"
+        assert bundle.checkpoint.config["stage"] == stage
     # the critic travels from dmd to stream and delta; the trust-region log and plot exist
     assert "critic" in load_checkpoint(runs / "dmd" / "checkpoint").modules()
     for stage in ("stream", "delta"):
@@ -79,14 +79,14 @@ def test_ship_copies_the_generators_with_their_records(chain):
     assert set(report["ship"]["sizes_mb"]) == {"default", "dmd", "stream"}
     for name, stage in (("default", "delta"), ("dmd", "dmd"), ("stream", "stream")):
         path = runs / "shipped" / name
-        gen = load_bundle(path)
-        assert gen.checkpoint.config["stage"] == stage and gen.checkpoint.modules() == ["codec", "generator"]
+        bundle = load_bundle(path)
+        assert bundle.checkpoint.config["stage"] == stage and bundle.checkpoint.modules() == ["codec", "generator"]
         assert not (path / "train_state.safetensors").exists()
-        record = gen.checkpoint.config["record"]
+        record = bundle.checkpoint.config["record"]
         assert record["command"].startswith("dfworld pipeline") and "CPU cores" in record["machine"]
         assert record["pipeline"]["delta"]["status"] == "finished" and record["step"] > 0
         trained = load_checkpoint(runs / stage / "checkpoint").module_weights("generator")
-        assert all(torch.equal(trained[k], v) for k, v in gen.generator.state_dict().items())
+        assert all(torch.equal(trained[k], v) for k, v in bundle.generator.state_dict().items())
 
 
 def test_the_chain_distils_a_tubelet_teacher(tmp_path):
@@ -122,6 +122,7 @@ def stream_args(runs: Path, stage: str, out: Path, *extra) -> list[str]:
             f"generator_checkpoint={runs / 'dmd' / 'checkpoint'}", f"train.out={out}", *TINY_STREAM, *extra]
 
 
+@pytest.mark.slow
 def test_delta_resumes_exactly(chain, tmp_path):
     runs, _ = chain
     assert main(stream_args(runs, "delta", tmp_path / "a", "train.steps=12")) == 0
@@ -142,13 +143,13 @@ def test_delta_with_full_trust_and_no_continuity_is_the_stream_stage(chain, tmp_
     assert main(stream_args(runs, "delta", tmp_path / "d", "train.steps=6", "trust_region.shape=constant",
                             "trust_region.w_const=1.0", "trust_region.lam=0.0")) == 0
     s, d = history(tmp_path / "s"), history(tmp_path / "d")
-    gen = [r for r in s if "loss_generator" in r]
-    assert gen and [r["loss_generator"] for r in gen] == [r["loss_generator"] for r in d if "loss_generator" in r]
+    bundle = [r for r in s if "loss_generator" in r]
+    assert bundle and [r["loss_generator"] for r in bundle] == [r["loss_generator"] for r in d if "loss_generator" in r]
     assert [r["loss_critic"] for r in s] == [r["loss_critic"] for r in d]
     # and the default trust region does change the loss
     assert main(stream_args(runs, "delta", tmp_path / "t", "train.steps=6", "trust_region.rho=0.01", "trust_region.lam=1.0")) == 0
     t = history(tmp_path / "t")
-    assert [r["loss_generator"] for r in gen] != [r["loss_generator"] for r in t if "loss_generator" in r]
+    assert [r["loss_generator"] for r in bundle] != [r["loss_generator"] for r in t if "loss_generator" in r]
 
 
 def test_stream_rollouts_may_start_from_noise(chain, tmp_path):
@@ -169,6 +170,7 @@ def test_stream_rollouts_may_start_from_noise(chain, tmp_path):
     assert main(stream_args(runs, "stream", tmp_path / "bad", "noise_starts=1.5")) == 2
 
 
+@pytest.mark.slow
 def test_sweep_trains_each_point_from_dmd_benches_them_and_resumes(chain, tmp_path, capsys):
     runs, _ = chain
     script = short_script(tmp_path / "short.jsonl", n=2, frames=32)
@@ -218,6 +220,7 @@ def test_the_euler_grid_must_hold_the_student_levels():
         euler_grid_indices(10, (1000.0, 750.0, 500.0, 250.0))
 
 
+@pytest.mark.slow
 def test_dmd_under_torchrun_with_gloo(chain, tmp_path):
     runs, _ = chain
     run = tmp_path / "ddp"

@@ -70,11 +70,11 @@ def test_ort_rollout_matches_torch_with_tubelet_tokens(tiny_tubelet_generator, t
 
 def check_parity(checkpoint, exported, chunks: int, sampler=None) -> None:
     """ORT against torch rollouts over `chunks` chunks, with a text event half-way and a partial step."""
-    gen = load_bundle(checkpoint)
-    model, decoder = load_onnx(exported, gen, threads=1)
-    B, C = 3, gen.generator.config.chunk_frames  # not the export's example batch (2): the batch axis is dynamic
+    bundle = load_bundle(checkpoint)
+    model, decoder = load_onnx(exported, bundle, threads=1)
+    B, C = 3, bundle.generator.config.chunk_frames  # not the export's example batch (2): the batch axis is dynamic
     sampler = sampler or SamplerConfig()
-    ref, ort = Rollout(gen.generator, gen.conditioner, B, sampler), OrtRollout(model, gen.conditioner, B, sampler)
+    ref, ort = Rollout(bundle.generator, bundle.conditioner, B, sampler), OrtRollout(model, bundle.conditioner, B, sampler)
     context = torch.randn(B, 4, 16, 16, generator=torch.Generator().manual_seed(1))
     for r in (ref, ort):
         r.reset([0, 1, 2], ["night falls", "it starts to rain", "dusk falls"], [3, 4, 5], context=context)  # the write graph
@@ -94,7 +94,7 @@ def check_parity(checkpoint, exported, chunks: int, sampler=None) -> None:
     assert torch.equal(ref.frame, ort.frame) and ort.prompts == ref.prompts
     assert torch.equal(ref.cache.valid, ort.cache.valid) and (ref.cache.k - ort.cache.k).abs().max() <= 1e-3
     with torch.inference_mode():
-        frames_ref = gen.codec.decode(torch.cat(lat_ref, 1)).flatten(0, 1).numpy()
+        frames_ref = bundle.codec.decode(torch.cat(lat_ref, 1)).flatten(0, 1).numpy()
     frames_ort = decoder.decode(torch.cat(lat_ort, 1)).flatten(0, 1).numpy()
     world = WorldConfig(height=32, width=32)
 
@@ -129,14 +129,14 @@ def test_envs_with_the_onnx_backend_export_on_first_use(tiny_generator, tmp_path
 
 
 def test_an_export_of_another_checkpoint_is_refused(exported, tiny_generator, tmp_path):
-    gen = load_bundle(tiny_generator)
+    bundle = load_bundle(tiny_generator)
     other = tmp_path / "other"
     shutil.copytree(exported, other)
     record = json.loads((other / "export.json").read_text())
     record["model"]["depth"] = 3
     (other / "export.json").write_text(json.dumps(record))
     with pytest.raises(ExportError, match="model.depth: export 3 vs checkpoint 1"):
-        load_onnx(other, gen)
+        load_onnx(other, bundle)
     record["model"]["depth"] = 1
     record["checkpoint_sha256"] = "0" * 64
     (other / "export.json").write_text(json.dumps(record))
@@ -144,7 +144,7 @@ def test_an_export_of_another_checkpoint_is_refused(exported, tiny_generator, tm
         gym.make("dfworld/WorldModel-v0", checkpoint=tiny_generator, backend="onnx", onnx_dir=other)
     (other / "write.onnx").unlink()
     with pytest.raises(ExportError, match="lacks"):
-        load_onnx(other, gen)
+        load_onnx(other, bundle)
 
 
 def test_missing_onnxruntime_names_the_extra(exported, tiny_generator, monkeypatch):
@@ -160,11 +160,11 @@ def test_an_unavailable_provider_falls_back_to_cpu_with_a_warning(exported, tiny
 
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers() and torch.cuda.is_available():
         pytest.skip("CUDA is available here")
-    gen = load_bundle(tiny_generator)
+    bundle = load_bundle(tiny_generator)
     with pytest.warns(UserWarning, match="CUDAExecutionProvider.*falling back to CPUExecutionProvider"):
-        model, _ = load_onnx(exported, gen, device="cuda")
+        model, _ = load_onnx(exported, bundle, device="cuda")
     assert model.device.type == "cpu" and model.provider == "CPUExecutionProvider"
-    rollout = OrtRollout(model, gen.conditioner, 1)
+    rollout = OrtRollout(model, bundle.conditioner, 1)
     rollout.reset([0], ["night falls"], [0])
     assert rollout.generate(torch.zeros(1, 4, dtype=torch.long)).shape == (1, 4, 4, 16, 16)
     with pytest.raises(ValueError, match="inference only"):

@@ -23,6 +23,7 @@ def wheel(tmp_path_factory) -> Path:
     return next(out.glob("dfworld-*.whl"))
 
 
+@pytest.mark.slow
 def test_wheel_contains_the_mapped_packages_and_data(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     for required in [
@@ -39,6 +40,7 @@ def test_wheel_contains_the_mapped_packages_and_data(wheel):
     assert not any(n.startswith(("envs/", "agents/", "configs/", "tests/")) for n in names), "no generic top-level names"
 
 
+@pytest.mark.slow
 def test_installed_wheel_works_outside_the_repo(wheel, tmp_path):
     target = tmp_path / "site"
     subprocess.run(
@@ -50,10 +52,10 @@ def test_installed_wheel_works_outside_the_repo(wheel, tmp_path):
         "import dfworld, gymnasium as gym, dfworld.envs.event_world, dfworld.agents;"
         "from dfworld.world.suite import shipped_suite;"
         "from dfworld.configuration import compose;"
-        "assert dfworld.__file__.startswith(%r), dfworld.__file__;"
+        f"assert dfworld.__file__.startswith({str(target)!r}), dfworld.__file__;"
         "assert len(shipped_suite('core').episodes) >= 20;"
         "assert compose('data/clips', ['n=1'])['n'] == 1;"
-        "gym.make('dfworld/EventWorld-v0').reset(seed=0)" % str(target)
+        "gym.make('dfworld/EventWorld-v0').reset(seed=0)"
     )
     env = {**os.environ, "PYTHONPATH": str(target)}
     subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path, env=env)

@@ -20,9 +20,9 @@ def test_the_shipped_checkpoints_fit_and_carry_their_training_record():
     for name, stage in zip(SHIPPED, ("delta", "dmd", "stream")):
         path = shipped_checkpoint(name)
         total += sum(f.stat().st_size for f in path.iterdir())
-        gen = load_bundle(path)
-        assert gen.checkpoint.config["stage"] == stage
-        record = gen.checkpoint.config["record"]
+        bundle = load_bundle(path)
+        assert bundle.checkpoint.config["stage"] == stage
+        record = bundle.checkpoint.config["record"]
         assert record["command"].startswith("dfworld pipeline") and record["commit"] and "CPU cores" in record["machine"]
         assert record["pipeline"][stage]["wall_seconds"] > 0 and record["step"] > 0
     assert total <= 30 * 2**20

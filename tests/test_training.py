@@ -68,6 +68,7 @@ def cli(*args) -> list[str]:
     return [sys.executable, "-m", "dfworld.cli", "train", "--threads", "2", *args[1:]]
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_gives_the_same_loss_curve(tiny, tmp_path):
     steps = 16
     # 1. the uninterrupted run
@@ -95,6 +96,7 @@ def test_resume_after_a_kill_gives_the_same_loss_curve(tiny, tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+@pytest.mark.slow
 def test_bf16_autocast_trains_a_tubelet_teacher_and_resumes_exactly(tiny, tmp_path):
     tubelet = ["model.patch=2", "model.tubelet=4", "train.warmup=1", "train.lr=3e-3"]  # a fast start: outputs move off zero
     assert main(teacher_args(tiny, tmp_path / "fp32", "train.steps=6", *tubelet)) == 0
@@ -196,6 +198,7 @@ def test_entity_weight_marks_the_latent_cells_of_drawn_entities(tiny, tmp_path):
         stage(tmp_path / "e", "event_weight=-1.0")
 
 
+@pytest.mark.slow
 def test_ddp_under_torchrun_with_gloo(tiny, tmp_path):
     run = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

@@ -250,24 +250,24 @@ def _write_atomic(path: Path, text: str) -> None:
 @torch.inference_mode()
 def generate(core, episodes: list[Episode], world: WorldConfig, seed: int, source: str) -> tuple[list[np.ndarray], dict]:
     """Each episode's generated frames [F, H, W, 3] (one row each; a short batch is padded), and step timings."""
-    B, C = core.B, core.chunk
+    B, K = core.B, core.chunk
     rows = episodes + [episodes[0]] * (B - len(episodes))  # padding rows are generated and discarded
     sim = EventWorld(world)
     starts = [episode_start(ep, sim) for ep in rows]
-    schedules = [event_schedule(ep, C, source) for ep in rows]
+    schedules = [event_schedule(ep, K, source) for ep in rows]
     actions = [ep.actions() for ep in rows]
     core.reset(list(range(B)), [ep.seed + seed for ep in rows], [{"prompt": p, "image": img} for img, p in starts])
-    n_steps = math.ceil(max(ep.frames for ep in rows) / C)
-    out = np.zeros((B, n_steps * C) + starts[0][0].shape, np.uint8)  # [B, F, H, W, 3]
+    n_steps = math.ceil(max(ep.frames for ep in rows) / K)
+    out = np.zeros((B, n_steps * K) + starts[0][0].shape, np.uint8)  # [B, F, H, W, 3]
     timing: dict[str, list[float]] = {"event": [], "action": []}
     for k in range(n_steps):
-        f = k * C
+        f = k * K
         moves = np.array([a[min(f, len(a) - 1)] for a in actions], np.int64)
         texts = [s.get(f) for s in schedules]
         t0 = time.perf_counter()
-        frames, *_ = core.step(moves, texts)  # [B, C, H, W, 3]
+        frames, *_ = core.step(moves, texts)  # [B, K, H, W, 3]
         timing["event" if any(t is not None for t in texts) else "action"].append(time.perf_counter() - t0)
-        out[:, f : f + C] = frames
+        out[:, f : f + K] = frames
     return [out[j, : ep.frames] for j, ep in enumerate(episodes)], timing
 
 

@@ -100,7 +100,7 @@ def evaluate_teacher(
     data = load_clips(clips)
     n = min(n, len(data.prompts))
     world = data.dataset.world
-    gen = torch.Generator(device=device).manual_seed(seed)
+    rng = torch.Generator(device=device).manual_seed(seed)
     rows, videos = [], []
     for i in tqdm(range(0, n, batch), desc="teacher eval"):
         prompts = data.prompts[i : min(i + batch, n)]
@@ -109,7 +109,7 @@ def evaluate_teacher(
         text, mask = cond(prompts, device)
         actions = data.actions[i : i + len(prompts)].to(device)
         if is_teacher:
-            lat = sample_clips(model, text, mask, actions, data.frames.shape[1], steps, guidance, ckpt.config["shift"], gen, repeat)
+            lat = sample_clips(model, text, mask, actions, data.frames.shape[1], steps, guidance, ckpt.config["shift"], rng, repeat)
         else:  # the generator's own few-step sampler (no CFG: distillation folded it in)
             F = data.frames.shape[1] - data.frames.shape[1] % model.config.chunk_frames
             seeds = [seed * 100_003 + i + j for j in range(len(prompts))]

@@ -68,6 +68,6 @@ class DMDLoss(LossModule):
         )
 
 
-def dmd_sigma(shape: tuple[int, ...], shift: float, generator: torch.Generator | None = None, low: float = 0.02, high: float = 0.98) -> torch.Tensor:
+def dmd_sigma(shape: tuple[int, ...], shift: float, rng: torch.Generator | None = None, low: float = 0.02, high: float = 0.98) -> torch.Tensor:
     """DMD noise levels: uniform, shifted, clamped to [low, high] (Self Forcing: t in [20, 980])."""
-    return shift_sigma(torch.rand(shape, generator=generator), shift).clamp(low, high)
+    return shift_sigma(torch.rand(shape, generator=rng), shift).clamp(low, high)

@@ -102,7 +102,7 @@ class KVCache:
     def slot_index(self, start_frame: torch.Tensor) -> torch.Tensor:
         """Token slots [B, chunk_frames * tokens_per_frame] of the chunk starting at start_frame [B]."""
         c = self.config
-        frames = start_frame[:, None] + torch.arange(c.chunk_frames, device=start_frame.device)  # [B, C]
+        frames = start_frame[:, None] + torch.arange(c.chunk_frames, device=start_frame.device)  # [B, K]
         slot = frame_slots(frames, c.sink_frames, c.window_frames)
         tok = slot[:, :, None] * c.tokens_per_frame + torch.arange(c.tokens_per_frame, device=start_frame.device)
         return tok.flatten(1)
@@ -113,11 +113,11 @@ class KVCache:
             raise ValueError("this cache has no window: frames past the sink cannot be stored")
 
     def written(self, start_frame: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: torch.Tensor | None = None):
-        """(k, v, valid) after writing a chunk's keys and values [L, B, H, C*N, Dh] at start_frame [B]; out of place."""
+        """(k, v, valid) after writing a chunk's keys and values [L, B, H, K*N, Dh] at start_frame [B]; out of place."""
         return cache_write(self.k, self.v, self.valid, self.slot_index(start_frame), k, v, rows)
 
     def update(self, start_frame: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: torch.Tensor | None = None) -> None:
-        """Write a chunk's keys and values [L, B, H, C*N, Dh] at start_frame [B] (only `rows`, if given), in place."""
+        """Write a chunk's keys and values [L, B, H, K*N, Dh] at start_frame [B] (only `rows`, if given), in place."""
         self.check_writable(start_frame)
         # in place: the buffers stay normal tensors when written under inference mode
         for buf, new in zip((self.k, self.v, self.valid), self.written(start_frame, k, v, rows)):

@@ -324,7 +324,7 @@ class VideoTransformer(nn.Module):
         start_frame: torch.Tensor | None = None,
         cache: KVCache | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
-        """Velocity for x, and (with a cache) this chunk's keys and values [L, B, H, C*N, Dh].
+        """Velocity for x, and (with a cache) this chunk's keys and values [L, B, H, K*N, Dh].
 
         Without a cache: the whole sequence from frame 0 (or `start_frame` in full mode).
         With a cache (block_causal only): one chunk starting at `start_frame` [B], attending to

@@ -3,16 +3,16 @@
 Three graphs with a dynamic batch axis (and text length); the KV cache is an explicit input and
 output of fixed size ([L, B, H, S, Dh], S = (sink + window) x N tokens per frame), and no graph
 holds an If, Loop or Scan node, so the shapes and the control flow are static (what CUDA graphs
-need). F is the chunk's frames, C, h, w a latent frame's channels and size:
+need). K is the chunk's frames, C, h, w a latent frame's channels and size:
 
 - `chunk.onnx`: every denoising level of one chunk (the sampler's sigmas are constants of the
   graph), then the cache write of the clean chunk.
-  in:  noise [B, levels, F, C, h, w] f32, text [B, Lt, Dt] f32, text_mask [B, Lt] bool,
-       actions [B, F] i64, frame [B] i64 (the chunk's first frame), cache_k, cache_v
+  in:  noise [B, levels, K, C, h, w] f32, text [B, Lt, Dt] f32, text_mask [B, Lt] bool,
+       actions [B, K] i64, frame [B] i64 (the chunk's first frame), cache_k, cache_v
        [L, B, H, S, Dh] f32, cache_valid [B, S] bool, rows [B] bool
-  out: latents [B, F, C, h, w] f32, cache_k_out, cache_v_out, cache_valid_out
+  out: latents [B, K, C, h, w] f32, cache_k_out, cache_v_out, cache_valid_out
 - `write.onnx`: the cache write of a given clean chunk (the context frame, the re-cache).
-  in:  latents [B, F, C, h, w] and the inputs of chunk.onnx from text on; out: the cache outputs
+  in:  latents [B, K, C, h, w] and the inputs of chunk.onnx from text on; out: the cache outputs
 - `decoder.onnx`: the codec decoder. in: latents [N, C, h, w] f32; out: frames [N, H, W, 3] u8
 
 Rows where `rows` is false keep their cache. `export.json` records the checkpoint's configs
@@ -91,7 +91,7 @@ class ChunkGraph(nn.Module):
 
     def forward(self, noise, text, text_mask, actions, frame, cache_k, cache_v, cache_valid, rows):
         cache = KVCache.over(self.model.config, cache_k, cache_v, cache_valid)
-        x0 = denoise(  # [B, F, C, h, w]
+        x0 = denoise(  # [B, K, C, h, w]
             lambda x, sigma: forward_at(self.model, x, sigma, text, text_mask, actions, frame, cache)[0],
             lambda i: noise[:, i],
             self.sigmas,

@@ -1,1 +1,1 @@
-"""Training: the loop shared by every stage, checkpoints, and the stage entry points."""
+"""Training: the loop every stage runs on, the stages (stages/, one file each), the pipeline and the sweep."""

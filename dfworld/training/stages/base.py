@@ -45,7 +45,23 @@ def pad_text(text: torch.Tensor, mask: torch.Tensor, tokens: int) -> tuple[torch
     return torch.nn.functional.pad(text, (0, 0, 0, pad)), torch.nn.functional.pad(mask, (0, pad))
 
 
-class DistillStage(Stage):
+class CarriesCodecAndText(Stage):
+    """A stage whose checkpoint carries the codec and the text cache beside its model (teacher and generators)."""
+
+    codec: torch.nn.Module
+    conditioner: object  # dfworld.model.conditioning.TextConditioner
+
+    def extra_weights(self):
+        return {f"codec.{k}": v for k, v in self.codec.state_dict().items()}
+
+    def extra_files(self):
+        path = Path(self.train.out) / TEXT_CACHE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.conditioner.save(path)
+        return {TEXT_CACHE: path}
+
+
+class DistillStage(CarriesCodecAndText):
     """The frozen teacher, its codec and text cache, and the generator's shape derived from it."""
 
     generator: torch.nn.Module  # the block-causal generator the stage trains
@@ -70,15 +86,6 @@ class DistillStage(Stage):
     def _text(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         text, mask = self.conditioner(prompts, self.device)
         return pad_text(text, mask, self.teacher.config.text_tokens)
-
-    def extra_weights(self):
-        return {f"codec.{k}": v for k, v in self.codec.state_dict().items()}
-
-    def extra_files(self):
-        path = Path(self.train.out) / TEXT_CACHE
-        Path(self.train.out).mkdir(parents=True, exist_ok=True)
-        self.conditioner.save(path)
-        return {TEXT_CACHE: path}
 
     def checkpoint_config(self):
         return {

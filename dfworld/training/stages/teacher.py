@@ -20,10 +20,11 @@ from dfworld.configuration import to_dict
 from dfworld.losses.flow_matching import FlowMatchingLoss
 from dfworld.model.codec import LatentCodec
 from dfworld.model.conditioning import TextConditioner
-from dfworld.model.loading import GENERATOR_STAGES, TEXT_CACHE, TextConfig, codec_from
+from dfworld.model.loading import GENERATOR_STAGES, TextConfig, codec_from
 from dfworld.model.transformer import TransformerConfig, VideoTransformer
 from dfworld.schedule import sample_sigma
-from dfworld.training.loop import Stage, TrainConfig, adamw, optimize, resolve_device, seed_everything, set_lr
+from dfworld.training.loop import TrainConfig, adamw, optimize, resolve_device, seed_everything, set_lr
+from dfworld.training.stages.base import CarriesCodecAndText
 from dfworld.world.datasets import ClipTensors, load_clips
 from dfworld.world.events import all_event_texts, paraphrase_split, parse_event, training_wordings
 from dfworld.world.render import entity_boxes_mask
@@ -94,7 +95,7 @@ def entity_cells(clips: ClipTensors, latent_size: int, named_only: bool = False)
     return torch.stack(out)
 
 
-class TeacherStage(Stage):
+class TeacherStage(CarriesCodecAndText):
     name = "teacher"
 
     def __init__(self, config: TeacherStageConfig):
@@ -203,14 +204,6 @@ class TeacherStage(Stage):
         set_lr(self.opt, step, self.train, progress=self.progress)
         norm = optimize(loss, self.opt, self.model, self.train.grad_clip)
         return {"loss_flow": loss.item(), "grad_norm": norm, "lr": self.opt.param_groups[0]["lr"]}
-
-    def extra_weights(self):
-        return {f"codec.{k}": v for k, v in self.codec.state_dict().items()}
-
-    def extra_files(self):
-        path = Path(self.train.out) / TEXT_CACHE
-        self.conditioner.save(path)
-        return {TEXT_CACHE: path}
 
     def checkpoint_config(self):
         return {
