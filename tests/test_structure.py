@@ -130,3 +130,15 @@ def test_a_stage_override_may_name_any_field_and_an_unknown_one_is_refused():
     assert cfg.train.lr == 3e-5  # the rest stays the default
     with pytest.raises(ConfigError, match="unknown key"):
         stage_config("stream", ["trust_region.rho=2.0"])  # the trust region is delta's
+
+
+def test_ruff_is_clean():
+    import shutil
+    import subprocess
+    import sys
+
+    ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
+    if not Path(ruff).is_file():
+        pytest.skip("ruff is not installed (the dev extra installs it)")
+    out = subprocess.run([ruff, "check", "--output-format", "concise", str(ROOT)], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stdout[-3000:]
