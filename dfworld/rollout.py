@@ -23,6 +23,7 @@ graphs and keeps everything else here (per-row state, noise streams, re-cache or
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from dfworld.model.conditioning import TextConditioner
@@ -54,6 +55,16 @@ def denoise(velocity, noise, sigmas: list[float], grad_level: int | None = None)
             nxt = sigmas[i + 1]
             x = (1 - nxt) * x0 + nxt * noise(i + 1)
     return x0
+
+
+SEED_RANGE = 2**63  # torch.Generator.manual_seed takes seeds in [0, 2**64); episodes use [0, 2**63)
+
+
+def check_seed(seed: object) -> int:
+    """A row's episode seed: an int (not a bool) in [0, 2**63); raises naming the value otherwise."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < SEED_RANGE:
+        raise ValueError(f"a seed must be an int in [0, 2**63), got {seed!r}")
+    return int(seed)
 
 
 class Rollout:
@@ -88,11 +99,22 @@ class Rollout:
         self.seeds = list(range(batch))  # each row's episode seed (repeat_noise rewinds to it every chunk)
 
     # -- per-row state -------------------------------------------------------------------------
-    def _set_text(self, rows: list[int], prompts: list[str]) -> None:
+    def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The prompts' token embeddings [N, L, D] and mask [N, L], checked against the model's text width.
+
+        Raises (naming the prompt) when a prompt cannot be encoded or is too long; changes nothing, so
+        callers check every text of an episode with it before they touch any state.
+        """
+        if not prompts:
+            return self.text[:0], self.text_mask[:0]
         tokens, mask = self.conditioner(prompts, self.device)
         if tokens.shape[1] > self.text.shape[1]:
             long = prompts[int(mask.sum(1).argmax())]
             raise ValueError(f"prompt {long!r} is {tokens.shape[1]} tokens; the model reads at most {self.text.shape[1]}")
+        return tokens, mask
+
+    def _set_text(self, rows: list[int], prompts: list[str], encoded: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+        tokens, mask = encoded if encoded is not None else self.encode(prompts)
         for j, r in enumerate(rows):
             self.text[r].zero_()
             self.text_mask[r] = False
@@ -110,13 +132,19 @@ class Rollout:
         """
         if not (len(rows) == len(prompts) == len(seeds)):
             raise ValueError("reset needs one prompt and one seed per row")
+        for s in seeds:  # 1. check everything before any state changes: a refused reset leaves the episodes as they were
+            check_seed(s)
+        if context is not None and tuple(context.shape) != (len(rows),) + tuple(self.history.shape[2:]):
+            raise ValueError(f"context must be latents [{len(rows)}, C, h, w] = {[len(rows), *self.history.shape[2:]]}, "
+                             f"got {list(context.shape)}")
+        encoded = self.encode(prompts)
         mask = torch.zeros(self.B, dtype=torch.bool, device=self.device)
         mask[rows] = True
-        self.cache.reset(mask)
+        self.cache.reset(mask)  # 2. the rows' new episodes
         self.history[mask] = 0
         self.history_actions[mask] = 0
         self.frame[mask] = 0
-        self._set_text(rows, prompts)
+        self._set_text(rows, prompts, encoded)
         for r, s in zip(rows, seeds):
             self.rngs[r].manual_seed(int(s))
             self.seeds[r] = int(s)

@@ -78,6 +78,8 @@ def parse_step_input(action: object) -> tuple[int, str | None]:
         kind = action["kind"]
         if isinstance(kind, np.ndarray) and kind.ndim == 0:
             kind = kind.item()
+        if isinstance(kind, (bool, np.bool_)) or not isinstance(kind, (int, np.integer)):
+            raise ValueError(f"Dict action 'kind' must be the int 0 (action) or 1 (text), got {kind!r}")
         if kind == KIND_ACTION:
             if "action" not in action:
                 raise ValueError("a Dict action with kind 0 needs the key 'action'")
@@ -91,3 +93,26 @@ def parse_step_input(action: object) -> tuple[int, str | None]:
         f"step() takes an int action in [0, {len(ACTIONS)}), an event str, or a Dict with kind/action/prompt; "
         f"got {type(action).__name__}"
     )
+
+
+def parse_batch_input(actions, n: int) -> tuple[np.ndarray, list[str | None]]:
+    """Per-row (move, text) from a batched Dict action, a sequence of per-row inputs, or an int array."""
+    if isinstance(actions, dict):
+        kinds = np.asarray(actions.get("kind"))
+        if kinds.shape != (n,) or not np.issubdtype(kinds.dtype, np.integer):
+            raise ValueError(f"batched Dict action needs int 'kind' of shape ({n},), got {kinds.dtype} {kinds.shape}")
+        rows = [
+            {"kind": int(kinds[i]), "action": np.asarray(actions.get("action", np.zeros(n, np.int64)))[i],
+             "prompt": (actions.get("prompt") or [""] * n)[i]}
+            for i in range(n)
+        ]
+    elif isinstance(actions, np.ndarray) and actions.ndim == 1:
+        rows = [actions[i] for i in range(len(actions))]
+    elif isinstance(actions, (list, tuple)):
+        rows = list(actions)
+    else:
+        raise TypeError(f"vector step() takes a batched Dict, an int array or a list of per-row actions; got {type(actions).__name__}")
+    if len(rows) != n:
+        raise ValueError(f"vector step() needs {n} actions, got {len(rows)}")
+    parsed = [parse_step_input(a) for a in rows]
+    return np.array([m for m, _ in parsed], np.int64), [t for _, t in parsed]

@@ -11,6 +11,7 @@ backend); reward and termination come from the probes on the generated frames
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,8 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from dfworld.envs.reward import CoinCounter
-from dfworld.envs.spaces import make_action_space, parse_step_input
+from dfworld.envs.spaces import make_action_space, parse_batch_input, parse_step_input
+from dfworld.rollout import check_seed
 from dfworld.runtime.backends import WorldModelSampler, build_sampler
 from dfworld.world.config import WorldConfig
 from dfworld.world.events import TIMES, initial_prompt, validate_text
@@ -53,18 +55,29 @@ class WorldModelCore:
         return self.decoder.decode(latents).cpu().numpy()  # [B, K, H, W, 3]
 
     def reset(self, rows: list[int], seeds: list[int], options: list[dict[str, Any]]) -> np.ndarray:
-        """Start episodes in `rows`; returns their first observations [len(rows), H, W, 3]."""
+        """Start episodes in `rows`; returns their first observations [len(rows), H, W, 3].
+
+        Every option of every row is checked, and every text the episodes will need (prompts and
+        scheduled events) is encoded, before any row changes: a refused reset leaves all episodes
+        as they were, and a scheduled event cannot fail later, at its step.
+        """
+        if not rows:
+            return self.last[:0].copy()
         prompts, images, schedules = [], [], []
         for seed, opt in zip(seeds, options):
+            check_seed(seed)
+            if not isinstance(opt, dict):
+                raise TypeError(f"reset options must be a dict, got {type(opt).__name__}")
             if unknown := set(opt) - _RESET_OPTIONS:
                 raise ValueError(f"unknown reset option(s) {sorted(unknown)}; WorldModel-v0 accepts {sorted(_RESET_OPTIONS)}")
-            prompt = opt.get("prompt") or initial_prompt(TIMES[seed % len(TIMES)])
+            prompt = opt["prompt"] if opt.get("prompt") is not None else initial_prompt(TIMES[int(seed) % len(TIMES)])
             prompts.append(validate_text(prompt))
             images.append(self._check_image(opt.get("image")))
             schedules.append(self._check_schedule(opt.get("events", ())))
         with_image = [i for i, im in enumerate(images) if im is not None]
         if with_image and len(with_image) != len(rows):
             raise ValueError("reset: give an initial image for every reset row or for none")
+        self.rollout.encode(sorted({t for s in schedules for t in s.values()}))  # scheduled events: refused now, not at their step
         context = None
         if with_image:
             with torch.inference_mode():
@@ -96,9 +109,18 @@ class WorldModelCore:
     @staticmethod
     def _check_schedule(events) -> dict[int, str]:
         """An event schedule: [(step, text), ...] or [{"step": k, "event": text}, ...]."""
+        if isinstance(events, (str, bytes, dict)) or not isinstance(events, (list, tuple)):
+            raise TypeError(f"reset option 'events' must be a list of (step, text) pairs or {{'step', 'event'}} dicts, got {events!r:.60}")
         out: dict[int, str] = {}
         for i, e in enumerate(events):
-            step, text = (e["step"], e["event"]) if isinstance(e, dict) else e
+            if isinstance(e, dict):
+                if set(e) != {"step", "event"}:
+                    raise ValueError(f"event schedule entry {i}: a dict needs exactly the keys 'step' and 'event', got {sorted(e)}")
+                step, text = e["step"], e["event"]
+            elif isinstance(e, (list, tuple)) and len(e) == 2:
+                step, text = e
+            else:
+                raise ValueError(f"event schedule entry {i}: expected a (step, text) pair or a {{'step', 'event'}} dict, got {e!r:.60}")
             if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
                 raise ValueError(f"event schedule entry {i}: step must be a non-negative int, got {step!r}")
             if int(step) in out:
@@ -132,29 +154,6 @@ class WorldModelCore:
         rewards = (coins - before).astype(np.float32)
         terminated = coins >= self.world.coins_to_win
         return frames, rewards, terminated, events
-
-
-def _parse_batch(actions, n: int) -> tuple[np.ndarray, list[str | None]]:
-    """Per-row (move, text) from a batched Dict action, a sequence of per-row inputs, or an int array."""
-    if isinstance(actions, dict):
-        kinds = np.asarray(actions.get("kind"))
-        if kinds.shape != (n,):
-            raise ValueError(f"batched Dict action needs 'kind' of shape ({n},), got {kinds.shape}")
-        rows = [
-            {"kind": int(kinds[i]), "action": np.asarray(actions.get("action", np.zeros(n, np.int64)))[i],
-             "prompt": (actions.get("prompt") or [""] * n)[i]}
-            for i in range(n)
-        ]
-    elif isinstance(actions, np.ndarray) and actions.ndim == 1:
-        rows = [actions[i] for i in range(len(actions))]
-    elif isinstance(actions, (list, tuple)):
-        rows = list(actions)
-    else:
-        raise TypeError(f"vector step() takes a batched Dict, an int array or a list of per-row actions; got {type(actions).__name__}")
-    if len(rows) != n:
-        raise ValueError(f"vector step() needs {n} actions, got {len(rows)}")
-    parsed = [parse_step_input(a) for a in rows]
-    return np.array([m for m, _ in parsed], np.int64), [t for _, t in parsed]
 
 
 class WorldModelEnv(gym.Env):
@@ -218,9 +217,18 @@ class WorldModelEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         if self._closed:
             raise RuntimeError("WorldModel-v0: the environment is closed; make a new one")
-        super().reset(seed=seed)
-        row_seed = seed if seed is not None else int(self.np_random.integers(2**31))
-        obs = self.core.reset([0], [row_seed], [dict(options or {})])[0]
+        if seed is not None:
+            check_seed(seed)
+        if options is not None and not isinstance(options, dict):
+            raise TypeError(f"reset options must be a dict, got {type(options).__name__}")
+        saved = copy.deepcopy((self._np_random, self._np_random_seed))
+        try:
+            super().reset(seed=None if seed is None else int(seed))
+            row_seed = int(seed) if seed is not None else int(self.np_random.integers(2**31))
+            obs = self.core.reset([0], [row_seed], [dict(options or {})])[0]
+        except Exception:
+            self._np_random, self._np_random_seed = saved  # a refused reset leaves the env's random stream as it was
+            raise
         self._started, self._done = True, False
         return obs, {"prompt": self.core.rollout.prompts[0], "seed": row_seed}
 
@@ -288,30 +296,47 @@ class WorldModelVectorEnv(VectorEnv):
         self._started = np.zeros(num_envs, bool)
         self._closed = False
 
-    def _seeds(self, seed, n_rows: list[int]) -> list[int]:
+    def _given_seeds(self, seed) -> list[int] | None:
+        """Per-row seeds from `reset(seed=...)`: an int s gives s, s + 1, ...; a sequence one per row."""
         if seed is None:
-            return [int(s) for s in self.np_random.integers(2**31, size=len(n_rows))]
-        if isinstance(seed, int):
-            return [seed + r for r in n_rows]
-        if len(seed) != self.num_envs:
-            raise ValueError(f"reset needs {self.num_envs} seeds, got {len(seed)}")
-        return [int(seed[r]) for r in n_rows]
+            return None
+        if isinstance(seed, (int, np.integer)) and not isinstance(seed, (bool, np.bool_)):
+            return [check_seed(int(seed) + r) for r in range(self.num_envs)]
+        if isinstance(seed, (list, tuple, np.ndarray)):
+            if len(seed) != self.num_envs:
+                raise ValueError(f"reset needs {self.num_envs} seeds, got {len(seed)}")
+            return [check_seed(s) for s in seed]
+        raise TypeError(f"reset seed must be an int or a sequence of {self.num_envs} ints, got {type(seed).__name__}")
 
     def reset(self, *, seed=None, options: dict[str, Any] | None = None):
         if self._closed:
             raise RuntimeError("WorldModel-v0 (vector): the environment is closed; make a new one")
-        if seed is not None:
-            self._np_random, self._np_random_seed = gym.utils.seeding.np_random(seed if isinstance(seed, int) else int(seed[0]))
+        # 1. check every argument before anything changes
+        given = self._given_seeds(seed)
+        if options is not None and not isinstance(options, dict):
+            raise TypeError(f"reset options must be a dict, got {type(options).__name__}")
         options = dict(options or {})
-        mask = np.asarray(options.pop("reset_mask", np.ones(self.num_envs, bool)), bool)
-        if mask.shape != (self.num_envs,):
-            raise ValueError(f"reset_mask must have shape ({self.num_envs},), got {mask.shape}")
+        if unknown := set(options) - _RESET_OPTIONS - {"reset_mask"}:
+            raise ValueError(f"unknown reset option(s) {sorted(unknown)}; the vector env accepts {sorted(_RESET_OPTIONS | {'reset_mask'})}")
+        mask = np.asarray(options.pop("reset_mask", np.ones(self.num_envs, bool)))
+        if mask.shape != (self.num_envs,) or mask.dtype != bool:
+            raise ValueError(f"reset_mask must be a bool array of shape ({self.num_envs},), got {mask.dtype} {mask.shape}")
         rows = [int(r) for r in np.flatnonzero(mask)]
         for k, v in options.items():  # per-row options: one value per row of the batch
-            if k in _RESET_OPTIONS and (not hasattr(v, "__len__") or isinstance(v, str) or len(v) != self.num_envs):
+            if not hasattr(v, "__len__") or isinstance(v, (str, bytes, dict)) or len(v) != self.num_envs:
                 raise ValueError(f"vector reset option {k!r} must be a sequence of {self.num_envs} per-row values (None for a default)")
         per_row = [{k: v[r] for k, v in options.items() if v[r] is not None} for r in rows]
-        obs = self.core.reset(rows, self._seeds(seed, rows), per_row)
+        saved = copy.deepcopy((self._np_random, self._np_random_seed))
+        try:  # 2. the episodes; a reset the core refuses leaves the random stream as it was too
+            if given is not None:
+                self._np_random, self._np_random_seed = gym.utils.seeding.np_random(given[0])
+                seeds = [given[r] for r in rows]
+            else:
+                seeds = [int(s) for s in self.np_random.integers(2**31, size=len(rows))]
+            obs = self.core.reset(rows, seeds, per_row)
+        except Exception:
+            self._np_random, self._np_random_seed = saved
+            raise
         self._started[rows] = True
         out = self.core.last.copy()
         out[rows] = obs
@@ -322,7 +347,7 @@ class WorldModelVectorEnv(VectorEnv):
             raise RuntimeError("WorldModel-v0 (vector): the environment is closed; make a new one")
         if not self._started.all():
             raise RuntimeError("WorldModel-v0 (vector): call reset() before step()")
-        moves, texts = _parse_batch(actions, self.num_envs)
+        moves, texts = parse_batch_input(actions, self.num_envs)
         frames, rewards, terminated, events = self.core.step(moves, texts)
         truncated = np.zeros(self.num_envs, bool)
         if self.max_episode_steps is not None:
