@@ -111,8 +111,9 @@ def main() -> None:
             for _ in range(args.warmup):
                 r.generate(actions)
             envs[backend] = env = WorldModelVectorEnv(
-                B, ckpt, backend="onnx" if backend == "onnx" else "torch", onnx_dir=onnx_dir if backend == "onnx" else None
-            )  # the env's ORT sessions take torch's thread count, args.threads
+                B, ckpt, backend="onnx" if backend == "onnx" else "torch", onnx_dir=onnx_dir if backend == "onnx" else None,
+                threads=args.threads,
+            )
             if backend == "compile":
                 compile_env(env)
             env.reset(seed=0)

@@ -24,7 +24,8 @@ class EventWorldEnv(gym.Env):
     (green square) collects coins (orange) among two to four persistent objects of unique
     colours that drift and bounce. Text events change the time of day, the weather, or one
     object (appear, vanish, recolour); nothing else changes. One step runs `frames_per_step`
-    frames at `render_fps`.
+    frames of the 16 frames/s clock; `render_fps` is the step rate (16 / frames_per_step), as
+    `render()` shows one frame per step.
 
     ## Action space
     `Dict(kind=Discrete(2), action=Discrete(5), prompt=EventText)`. kind 0 moves the agent
@@ -57,7 +58,7 @@ class EventWorldEnv(gym.Env):
     - v0: first version.
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": WorldConfig().fps}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": WorldConfig().fps / 4}  # the step rate at 4 frames per step
 
     def __init__(self, render_mode: str | None = None, frames_per_step: int = 4, world: WorldConfig | dict | None = None):
         if render_mode not in (None, *self.metadata["render_modes"]):
@@ -65,7 +66,8 @@ class EventWorldEnv(gym.Env):
         if isinstance(frames_per_step, bool) or not isinstance(frames_per_step, int) or frames_per_step < 1:
             raise ValueError(f"frames_per_step must be a positive int, got {frames_per_step!r}")
         self.config = world if isinstance(world, WorldConfig) else WorldConfig(**(world or {}))
-        self.metadata = {**self.metadata, "render_fps": self.config.fps}
+        # one rendered frame per step: videos (RecordVideo) and play() run at the step rate, in real time
+        self.metadata = {**self.metadata, "render_fps": self.config.fps / frames_per_step}
         self.render_mode = render_mode
         self.frames_per_step = frames_per_step
         self.world = EventWorld(self.config)

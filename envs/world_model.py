@@ -55,6 +55,16 @@ class WorldModelCore:
         return self.decoder.decode(latents).cpu().numpy()  # [B, K, H, W, 3]
 
     def reset(self, rows: list[int], seeds: list[int], options: list[dict[str, Any]]) -> np.ndarray:
+        """`_reset` on the sampler's threads."""
+        with self.sampler.threads_scope():
+            return self._reset(rows, seeds, options)
+
+    def step(self, moves: np.ndarray, texts: list[str | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str | None]]:
+        """`_step` on the sampler's threads."""
+        with self.sampler.threads_scope():
+            return self._step(moves, texts)
+
+    def _reset(self, rows: list[int], seeds: list[int], options: list[dict[str, Any]]) -> np.ndarray:
         """Start episodes in `rows`; returns their first observations [len(rows), H, W, 3].
 
         Every option of every row is checked, and every text the episodes will need (prompts and
@@ -139,7 +149,7 @@ class WorldModelCore:
             self.counters[r].update(frames[r, -1])
         return frames
 
-    def step(self, moves: np.ndarray, texts: list[str | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str | None]]:
+    def _step(self, moves: np.ndarray, texts: list[str | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str | None]]:
         """One chunk for every row. Returns frames [B, K, H, W, 3], rewards [B], terminated [B], applied events."""
         events: list[str | None] = []
         for r in range(self.B):
@@ -187,6 +197,10 @@ class WorldModelEnv(gym.Env):
     - `onnx_dir`: an export directory (`dfworld export onnx`) for the onnx backend; when None,
       the checkpoint is exported on first use into `$DFWORLD_ONNX_CACHE/<key>/` (default
       `~/.cache/dfworld/onnx/<key>/`, the key a digest of the checkpoint's weights and configs).
+    - `threads`: CPU threads of the generator and decoder (torch's while the env computes, the
+      process's setting restored after; ONNX Runtime's); None: torch's own setting. Default 1: on
+      the 2-core machine it is 1.4-1.5x slower than 2 when idle, and 4-42x faster than 2 beside one
+      busy process (benchmarks/bench_threads.py, BENCHMARKS.md).
 
     `reset(seed=..., options={"prompt": text, "image": uint8 HWC frame, "events": [(step, text), ...]})`;
     without a prompt, the initial prompt is a time-of-day sentence chosen by the seed.
@@ -195,7 +209,7 @@ class WorldModelEnv(gym.Env):
     - v0: first version.
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": WorldConfig().fps}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": WorldConfig().fps / 4}  # the step rate at 4 frames per step
 
     def __init__(
         self,
@@ -205,11 +219,13 @@ class WorldModelEnv(gym.Env):
         coins_to_win: int = 3,
         backend: str = "torch",
         onnx_dir: str | Path | None = None,
+        threads: int | None = 1,
     ):
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode {render_mode!r} is not supported; use None or 'rgb_array'")
-        self.core = WorldModelCore(build_sampler(checkpoint, 1, backend, device, onnx_dir), coins_to_win)
+        self.core = WorldModelCore(build_sampler(checkpoint, 1, backend, device, onnx_dir, threads), coins_to_win)
         self.render_mode = render_mode
+        self.metadata = {**self.metadata, "render_fps": self.core.world.fps / self.core.chunk}  # one rendered frame per step
         self.observation_space = spaces.Box(0, 255, self.core.last.shape[1:], np.uint8)
         self.action_space = make_action_space()
         self._started = self._done = self._closed = False
@@ -270,7 +286,7 @@ class WorldModelVectorEnv(VectorEnv):
     `onnx_dir` included), plus `num_envs` and `max_episode_steps`.
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": WorldConfig().fps, "autoreset_mode": AutoresetMode.SAME_STEP}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": WorldConfig().fps / 4, "autoreset_mode": AutoresetMode.SAME_STEP}
 
     def __init__(
         self,
@@ -282,12 +298,14 @@ class WorldModelVectorEnv(VectorEnv):
         max_episode_steps: int | None = None,
         backend: str = "torch",
         onnx_dir: str | Path | None = None,
+        threads: int | None = 1,
     ):
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
-        self.core = WorldModelCore(build_sampler(checkpoint, num_envs, backend, device, onnx_dir), coins_to_win)
+        self.core = WorldModelCore(build_sampler(checkpoint, num_envs, backend, device, onnx_dir, threads), coins_to_win)
         self.num_envs = num_envs
         self.render_mode = render_mode
+        self.metadata = {**self.metadata, "render_fps": self.core.world.fps / self.core.chunk}
         self.max_episode_steps = max_episode_steps
         self.single_observation_space = spaces.Box(0, 255, self.core.last.shape[1:], np.uint8)
         self.single_action_space = make_action_space()

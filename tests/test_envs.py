@@ -28,7 +28,7 @@ def test_check_env_passes_with_warnings_as_errors():
 def test_spaces_and_metadata(env):
     assert env.observation_space == gym.spaces.Box(0, 255, (64, 64, 3), np.uint8)
     assert set(env.action_space.spaces) == {"kind", "action", "prompt"}
-    assert env.metadata["render_fps"] == 16 and "rgb_array" in env.metadata["render_modes"]
+    assert env.metadata["render_fps"] == 4 and "rgb_array" in env.metadata["render_modes"]
     assert env.action_space["prompt"].contains("a storm rolls in, doesn't it?")
 
 

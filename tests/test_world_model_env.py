@@ -173,10 +173,15 @@ def test_record_video(tiny_generator, tmp_path):
         video_folder=str(tmp_path), episode_trigger=lambda e: True, disable_logger=True,
     )
     env.reset(seed=0)
-    for a in [1, "night falls", 2]:
+    for a in [1, "night falls", 2] * 4:
         env.step(a)
     env.close()
-    assert list(tmp_path.glob("*.mp4"))
+    import cv2
+
+    video = cv2.VideoCapture(str(next(tmp_path.glob("*.mp4"))))
+    frames, fps = video.get(cv2.CAP_PROP_FRAME_COUNT), video.get(cv2.CAP_PROP_FPS)
+    assert fps == 4 and frames == 13  # the reset frame and one per step: 12 steps of 4 frames play in 3 s, as generated
+    assert abs(frames / fps - 13 * 4 / 16) < 1e-6
 
 
 def test_vector_reset_options_are_per_row(tiny_generator):

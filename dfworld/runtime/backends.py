@@ -11,6 +11,7 @@ runs the generator is decided here, once:
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,20 @@ class WorldModelSampler:
     codec: LatentCodec  # encodes reset images into context latents
     checkpoint: Path  # the generator checkpoint directory
     backend: str  # torch or onnx
+    threads: int | None = None  # torch intra-op threads while the sampler runs (None: the process's setting)
+
+    @contextmanager
+    def threads_scope(self):
+        """torch runs on `threads` threads inside, and on the process's setting again after."""
+        before = torch.get_num_threads()
+        if self.threads is None or self.threads == before:
+            yield
+            return
+        torch.set_num_threads(self.threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
     @property
     def chunk_frames(self) -> int:
@@ -49,10 +64,18 @@ def build_sampler(
     backend: str = "torch",
     device: str = "cpu",
     onnx_dir: str | Path | None = None,
+    threads: int | None = None,
 ) -> WorldModelSampler:
-    """Load a generator checkpoint (a directory or a shipped name; None: the default) for `num_rows` rows on `backend`."""
+    """Load a generator checkpoint (a directory or a shipped name; None: the default) for `num_rows` rows on `backend`.
+
+    `threads`: the CPU threads of the generator and decoder: ONNX Runtime's per session, and torch's
+    intra-op threads while the sampler runs (`WorldModelSampler.threads_scope`; the process's
+    setting is restored after each call); None uses torch's setting.
+    """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; use one of {BACKENDS}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
     path = resolve_checkpoint(checkpoint)
     bundle = load_bundle(path)
     dev = torch.device(device)
@@ -63,9 +86,9 @@ def build_sampler(
         from dfworld.runtime.session import import_onnxruntime
 
         import_onnxruntime()  # before exporting: without it the export would be of no use
-        graphs, decoder = load_onnx(ensure_export(bundle, onnx_dir), bundle, dev)
+        graphs, decoder = load_onnx(ensure_export(bundle, onnx_dir), bundle, dev, threads)
         rollout = OrtRollout(graphs, bundle.conditioner, num_rows, bundle.sampler)
     else:
         rollout = Rollout(bundle.generator.to(dev), bundle.conditioner, num_rows, bundle.sampler, dev)
         decoder = codec
-    return WorldModelSampler(rollout, decoder, codec, path, backend)
+    return WorldModelSampler(rollout, decoder, codec, path, backend, threads)
