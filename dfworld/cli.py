@@ -25,6 +25,14 @@ from pathlib import Path
 from dfworld.configuration import ConfigError
 
 
+def _cmd_play(args: argparse.Namespace) -> int:
+    from dfworld.play import PlayConfig, run_play
+
+    run_play(PlayConfig(checkpoint=args.checkpoint, backend=args.backend, seed=args.seed, scale=args.scale, record=args.record,
+                        real=not args.no_real, threads=args.threads or None, max_steps=args.max_steps))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from dfworld.demo import run_demo
 
@@ -178,6 +186,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="outputs/demo", help="output directory")
     demo.add_argument("--scale", type=int, default=4, help="upscaling factor of the video")
     demo.set_defaults(func=_cmd_demo)
+
+    play = sub.add_parser("play", help="play the world model from the keyboard in a pygame window (the `play` extra)")
+    play.add_argument("--checkpoint", default=None, help="a generator checkpoint, or a shipped one by name (default: the shipped default)")
+    play.add_argument("--backend", default="torch", choices=("torch", "onnx"), help="torch, or onnx (ONNX Runtime, the cpu/gpu extra)")
+    play.add_argument("--seed", type=int, default=0, help="EventWorld's episode seed: both worlds start from its first frame")
+    play.add_argument("--scale", type=int, default=8, help="screen pixels per frame pixel")
+    play.add_argument("--record", default=None, metavar="OUT.mp4", help="write every generated frame to this mp4")
+    play.add_argument("--no-real", action="store_true", help="start without the real EventWorld beside (R toggles it)")
+    play.add_argument("--threads", type=int, default=1, help="CPU threads of the world model (0: torch's setting)")
+    play.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0: until the window closes)")
+    play.set_defaults(func=_cmd_play)
 
     data = sub.add_parser("data", help="write EventWorld data sets (clips or long episodes)")
     data.add_argument("kind", choices=("clips", "episodes"), help="clips: single-event clips; episodes: long scripted episodes")

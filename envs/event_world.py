@@ -8,7 +8,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from dfworld.envs.spaces import make_action_space, parse_step_input
+from dfworld.envs.spaces import keys_to_action, make_action_space, parse_step_input
 from dfworld.world.config import WorldConfig
 from dfworld.world.events import initial_prompt, parse_event
 from dfworld.world.simulator import EventWorld
@@ -117,6 +117,10 @@ class EventWorldEnv(gym.Env):
         info["frames"] = np.stack(frames)
         info.update(self._state_info())
         return self._frame, reward, terminated, False, info
+
+    def get_keys_to_action(self) -> dict[tuple, int]:
+        """Keys for `gymnasium.utils.play.play(env, noop=0)`: WASD and the arrow keys."""
+        return keys_to_action()
 
     def render(self):
         if self.render_mode == "rgb_array":

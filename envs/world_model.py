@@ -23,7 +23,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from dfworld.envs.reward import CoinCounter
-from dfworld.envs.spaces import make_action_space, parse_batch_input, parse_step_input
+from dfworld.envs.spaces import keys_to_action, make_action_space, parse_batch_input, parse_step_input
 from dfworld.rollout import check_seed
 from dfworld.runtime.backends import WorldModelSampler, build_sampler
 from dfworld.world.config import WorldConfig
@@ -262,6 +262,10 @@ class WorldModelEnv(gym.Env):
         if events[0] is not None:
             info["event"] = events[0]
         return frames[0, -1], float(rewards[0]), bool(terminated[0]), False, info
+
+    def get_keys_to_action(self) -> dict[tuple, int]:
+        """Keys for `gymnasium.utils.play.play(env, noop=0)`: WASD and the arrow keys."""
+        return keys_to_action()
 
     def render(self):
         if self.render_mode == "rgb_array":
