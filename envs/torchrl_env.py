@@ -120,7 +120,7 @@ class WorldModelTorchRLEnv(_FramesEnv):
         backend: str = "torch",
         threads: int | None = 1,
     ):
-        from dfworld.envs.world_model import WorldModelCore
+        from dfworld.envs.core import WorldModelCore
         from dfworld.runtime.backends import build_sampler
         from dfworld.world.events import all_event_texts
 

@@ -1,6 +1,6 @@
 """`dfworld/WorldModel-v0`: the trained generator as a Gymnasium environment, single and batched.
 
-Both environments run on one `WorldModelCore`: one generator, one KV cache, B rows. A step
+Both environments run on one `WorldModelCore` (`dfworld.envs.core`): one generator, one KV cache, B rows. A step
 generates one chunk of frames per row; an action is held for the chunk; a text event re-encodes
 the row's condition and re-caches (LongLive) before the chunk is generated.
 
@@ -17,153 +17,15 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from dfworld.envs.reward import CoinCounter
+from dfworld.envs.core import RESET_OPTIONS, WorldModelCore
 from dfworld.envs.spaces import keys_to_action, make_action_space, parse_batch_input, parse_step_input
 from dfworld.rollout import check_seed
-from dfworld.runtime.backends import WorldModelSampler, build_sampler
+from dfworld.runtime.backends import build_sampler
 from dfworld.world.config import WorldConfig
-from dfworld.world.events import TIMES, initial_prompt, validate_text
-
-_RESET_OPTIONS = {"prompt", "image", "events"}  # per row; the vector env also takes "reset_mask"
-
-
-class WorldModelCore:
-    """One sampler serving B rows: reset, events, steps, decoding, rewards."""
-
-    def __init__(self, sampler: WorldModelSampler, coins_to_win: int = 3):
-        self.sampler = sampler
-        self.rollout, self.decoder, self.codec = sampler.rollout, sampler.decoder, sampler.codec
-        self.device = self.rollout.device
-        self.checkpoint = sampler.checkpoint
-        self.backend = sampler.backend
-        size = sampler.image_size
-        self.world = WorldConfig(height=size, width=size, coins_to_win=coins_to_win)
-        self.chunk = sampler.chunk_frames
-        self.B = self.rollout.B
-        self.counters = [CoinCounter(self.world, self.chunk) for _ in range(self.B)]
-        self.steps = np.zeros(self.B, np.int64)
-        self.schedules: list[dict[int, str]] = [{} for _ in range(self.B)]
-        self.last = np.zeros((self.B, size, size, 3), np.uint8)
-
-    @torch.inference_mode()
-    def _decode(self, latents: torch.Tensor) -> np.ndarray:
-        return self.decoder.decode(latents).cpu().numpy()  # [B, K, H, W, 3]
-
-    def reset(self, rows: list[int], seeds: list[int], options: list[dict[str, Any]]) -> np.ndarray:
-        """`_reset` on the sampler's threads."""
-        with self.sampler.threads_scope():
-            return self._reset(rows, seeds, options)
-
-    def step(self, moves: np.ndarray, texts: list[str | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str | None]]:
-        """`_step` on the sampler's threads."""
-        with self.sampler.threads_scope():
-            return self._step(moves, texts)
-
-    def _reset(self, rows: list[int], seeds: list[int], options: list[dict[str, Any]]) -> np.ndarray:
-        """Start episodes in `rows`; returns their first observations [len(rows), H, W, 3].
-
-        Every option of every row is checked, and every text the episodes will need (prompts and
-        scheduled events) is encoded, before any row changes: a refused reset leaves all episodes
-        as they were, and a scheduled event cannot fail later, at its step.
-        """
-        if not rows:
-            return self.last[:0].copy()
-        prompts, images, schedules = [], [], []
-        for seed, opt in zip(seeds, options):
-            check_seed(seed)
-            if not isinstance(opt, dict):
-                raise TypeError(f"reset options must be a dict, got {type(opt).__name__}")
-            if unknown := set(opt) - _RESET_OPTIONS:
-                raise ValueError(f"unknown reset option(s) {sorted(unknown)}; WorldModel-v0 accepts {sorted(_RESET_OPTIONS)}")
-            prompt = opt["prompt"] if opt.get("prompt") is not None else initial_prompt(TIMES[int(seed) % len(TIMES)])
-            prompts.append(validate_text(prompt))
-            images.append(self._check_image(opt.get("image")))
-            schedules.append(self._check_schedule(opt.get("events", ())))
-        with_image = [i for i, im in enumerate(images) if im is not None]
-        if with_image and len(with_image) != len(rows):
-            raise ValueError("reset: give an initial image for every reset row or for none")
-        self.rollout.encode(sorted({t for s in schedules for t in s.values()}))  # scheduled events: refused now, not at their step
-        context = None
-        if with_image:
-            with torch.inference_mode():
-                context = self.codec.encode(torch.from_numpy(np.stack(images)).to(self.device))
-        self.rollout.reset(rows, prompts, seeds, context)
-        for r, sched in zip(rows, schedules):
-            self.counters[r].reset()
-            self.steps[r] = 0
-            self.schedules[r] = sched
-        if context is not None:
-            obs = np.stack(images)
-            self.last[rows] = obs
-            for r, o in zip(rows, obs):
-                self.counters[r].update(o)
-            return obs
-        # no image: the first chunk is generated under noop actions; its last frame is the observation
-        frames = self._generate(np.zeros(self.B, np.int64), rows)
-        return frames[rows, -1]
-
-    def _check_image(self, image) -> np.ndarray | None:
-        if image is None:
-            return None
-        image = np.asarray(image)
-        want = (self.world.height, self.world.width, 3)
-        if image.dtype != np.uint8 or image.shape != want:
-            raise ValueError(f"reset option 'image' must be a uint8 array {want}, got {image.dtype} {image.shape}")
-        return image
-
-    @staticmethod
-    def _check_schedule(events) -> dict[int, str]:
-        """An event schedule: [(step, text), ...] or [{"step": k, "event": text}, ...]."""
-        if isinstance(events, (str, bytes, dict)) or not isinstance(events, (list, tuple)):
-            raise TypeError(f"reset option 'events' must be a list of (step, text) pairs or {{'step', 'event'}} dicts, got {events!r:.60}")
-        out: dict[int, str] = {}
-        for i, e in enumerate(events):
-            if isinstance(e, dict):
-                if set(e) != {"step", "event"}:
-                    raise ValueError(f"event schedule entry {i}: a dict needs exactly the keys 'step' and 'event', got {sorted(e)}")
-                step, text = e["step"], e["event"]
-            elif isinstance(e, (list, tuple)) and len(e) == 2:
-                step, text = e
-            else:
-                raise ValueError(f"event schedule entry {i}: expected a (step, text) pair or a {{'step', 'event'}} dict, got {e!r:.60}")
-            if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
-                raise ValueError(f"event schedule entry {i}: step must be a non-negative int, got {step!r}")
-            if int(step) in out:
-                raise ValueError(f"event schedule entry {i}: two events at step {step}")
-            out[int(step)] = validate_text(text)
-        return out
-
-    def _generate(self, moves: np.ndarray, rows: list[int] | None = None) -> np.ndarray:
-        actions = torch.as_tensor(np.repeat(moves[:, None], self.chunk, 1), dtype=torch.long)
-        keep = list(range(self.B)) if rows is None else rows
-        mask = torch.zeros(self.B, dtype=torch.bool)
-        mask[keep] = True
-        frames = self._decode(self.rollout.generate(actions, mask))
-        for r in keep:
-            self.last[r] = frames[r, -1]
-            self.counters[r].update(frames[r, -1])
-        return frames
-
-    def _step(self, moves: np.ndarray, texts: list[str | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str | None]]:
-        """One chunk for every row. Returns frames [B, K, H, W, 3], rewards [B], terminated [B], applied events."""
-        events: list[str | None] = []
-        for r in range(self.B):
-            events.append(texts[r] if texts[r] is not None else self.schedules[r].get(int(self.steps[r])))
-        switch = [r for r, t in enumerate(events) if t is not None]
-        if switch:
-            self.rollout.set_prompt(switch, [events[r] for r in switch])
-        before = np.array([c.coins for c in self.counters])
-        frames = self._generate(moves)
-        self.steps += 1
-        coins = np.array([c.coins for c in self.counters])
-        rewards = (coins - before).astype(np.float32)
-        terminated = coins >= self.world.coins_to_win
-        return frames, rewards, terminated, events
 
 
 class WorldModelEnv(gym.Env):
@@ -338,8 +200,8 @@ class WorldModelVectorEnv(VectorEnv):
         if options is not None and not isinstance(options, dict):
             raise TypeError(f"reset options must be a dict, got {type(options).__name__}")
         options = dict(options or {})
-        if unknown := set(options) - _RESET_OPTIONS - {"reset_mask"}:
-            raise ValueError(f"unknown reset option(s) {sorted(unknown)}; the vector env accepts {sorted(_RESET_OPTIONS | {'reset_mask'})}")
+        if unknown := set(options) - RESET_OPTIONS - {"reset_mask"}:
+            raise ValueError(f"unknown reset option(s) {sorted(unknown)}; the vector env accepts {sorted(RESET_OPTIONS | {'reset_mask'})}")
         mask = np.asarray(options.pop("reset_mask", np.ones(self.num_envs, bool)))
         if mask.shape != (self.num_envs,) or mask.dtype != bool:
             raise ValueError(f"reset_mask must be a bool array of shape ({self.num_envs},), got {mask.dtype} {mask.shape}")

@@ -103,7 +103,7 @@ def test_bench_writes_its_report_and_resumes(tiny_generator, tmp_path, monkeypat
     def no_generator(*args, **kwargs):
         raise AssertionError("a finished run must not build a generator")
 
-    monkeypatch.setattr("dfworld.envs.world_model.WorldModelCore", no_generator)
+    monkeypatch.setattr("dfworld.envs.core.WorldModelCore", no_generator)
     assert run_bench(cfg, progress=False)["summary"] == report["summary"]
     assert _part_times(out / "parts") == times
     monkeypatch.undo()

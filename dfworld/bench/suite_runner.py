@@ -273,7 +273,7 @@ def generate(core, episodes: list[Episode], world: WorldConfig, seed: int, sourc
 
 def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
     """Run (or resume) a bench and write its report; returns the bench.json content."""
-    from dfworld.envs.world_model import WorldModelCore
+    from dfworld.envs.core import WorldModelCore
     from dfworld.runtime.backends import build_sampler
 
     if cfg.batch < 1 or cfg.video_episodes < 0:
