@@ -8,8 +8,11 @@ A checkpoint is a directory:
     train_state.safetensors  raw weights, optimizer tensors, RNG state (for exact resume; optional)
     train_state.json         step, optimizer settings, logger rows (for exact resume; optional)
 
-Loading checks the format and version, that the files are complete, and that every tensor
-matches the module it is loaded into; each failure names the file and the problem.
+config.json records the SHA-256 of every other file (`files`); loading checks the format and
+version, that config.json is a JSON object, that every recorded file is there with its digest
+(a flipped byte or a truncated file is refused, naming the file), that every weight is finite,
+and that every tensor matches the module it is loaded into; each failure names the file and the
+problem.
 """
 
 from __future__ import annotations
@@ -74,6 +77,14 @@ def checkpoint_digest(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     from safetensors import SafetensorError, safe_open
 
@@ -99,13 +110,17 @@ def save_checkpoint(
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    (tmp / "config.json").write_text(json.dumps({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **config}, indent=1))
     save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(tmp / "weights.safetensors"))
     if train_state is not None:
         save_file({k: v.detach().contiguous().cpu() for k, v in train_state.items()}, str(tmp / "train_state.safetensors"))
         (tmp / "train_state.json").write_text(json.dumps(train_meta or {}))
     for name, src in (extra_files or {}).items():
         shutil.copyfile(src, tmp / name)
+    files = {f.name: _file_sha256(f) for f in sorted(tmp.iterdir())}  # what load_checkpoint checks
+    config = {k: v for k, v in config.items() if k != "files"}
+    (tmp / "config.json").write_text(
+        json.dumps({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **config, "files": files}, indent=1)
+    )
     old = path.with_name(path.name + ".old")
     if path.exists():
         shutil.rmtree(old, ignore_errors=True)
@@ -124,9 +139,11 @@ def load_checkpoint(path: str | Path, stage: str | tuple[str, ...] | None = None
     if not cfg_path.is_file():
         raise CheckpointError(f"{str(path)!r} is not a dfworld checkpoint (no config.json)")
     try:
-        config = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as e:
+        config = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{str(cfg_path)!r} is not valid JSON: {e}") from e
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{str(cfg_path)!r} holds a JSON {type(config).__name__}, not an object")
     if config.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{str(path)!r} has format {config.get('format')!r}; expected {CHECKPOINT_FORMAT!r}")
     if config.get("version") != CHECKPOINT_VERSION:
@@ -140,7 +157,12 @@ def load_checkpoint(path: str | Path, stage: str | tuple[str, ...] | None = None
     wpath = path / "weights.safetensors"
     if not wpath.is_file():
         raise CheckpointError(f"{str(path)!r} has no weights.safetensors")
+    if train_state and not ((path / "train_state.safetensors").is_file() and (path / "train_state.json").is_file()):
+        raise CheckpointError(f"{str(path)!r} holds no training state to resume from")
+    _check_files(path, config, train_state)
     weights, _ = _read_safetensors(wpath)
+    if bad := [k for k, v in weights.items() if v.dtype.is_floating_point and not bool(torch.isfinite(v).all())]:
+        raise CheckpointError(f"{str(wpath)!r} holds non-finite values (NaN or inf) in {len(bad)} tensor(s), e.g. {bad[0]!r}")
     ckpt = Checkpoint(path, config, weights)
     if train_state:
         spath, mpath = path / "train_state.safetensors", path / "train_state.json"
@@ -149,6 +171,23 @@ def load_checkpoint(path: str | Path, stage: str | tuple[str, ...] | None = None
         ckpt.train_state, _ = _read_safetensors(spath)
         ckpt.train_meta = json.loads(mpath.read_text())
     return ckpt
+
+
+def _check_files(path: Path, config: dict[str, Any], train_state: bool) -> None:
+    """Every file config.json records is there with its SHA-256 (training state only when it is read)."""
+    files = config.get("files")
+    if files is None:  # written before digests were recorded
+        return
+    if not isinstance(files, dict):
+        raise CheckpointError(f"{str(path / 'config.json')!r}: 'files' must map file names to SHA-256 digests")
+    for name, digest in files.items():
+        if name.startswith("train_state") and not train_state:
+            continue
+        f = path / name
+        if not f.is_file():
+            raise CheckpointError(f"{str(f)!r} is missing (config.json records it)")
+        if _file_sha256(f) != digest:
+            raise CheckpointError(f"{str(f)!r} is corrupt or truncated: its SHA-256 differs from the one config.json records")
 
 
 def load_into(module: nn.Module, weights: dict[str, torch.Tensor], where: str) -> None:

@@ -21,14 +21,14 @@ class ConfigError(ValueError):
     """A config value or key that the schema does not accept."""
 
 
-def _check(value: Any, tp: Any, where: str) -> Any:
+def _check(value: Any, tp: Any, where: str, complete: bool = False) -> Any:
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
-        return build(tp, value, where)
+        return build(tp, value, where, complete)
     if origin in (typing.Union, types.UnionType):
         for arm in typing.get_args(tp):
             try:
-                return _check(value, arm, where)
+                return _check(value, arm, where, complete)
             except ConfigError:
                 pass
         raise ConfigError(f"{where}: {value!r} matches none of {tp}")
@@ -41,7 +41,7 @@ def _check(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         args = typing.get_args(tp)
         item = args[0] if args else Any
-        return tuple(_check(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+        return tuple(_check(v, item, f"{where}[{i}]", complete) for i, v in enumerate(value))
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
@@ -57,17 +57,23 @@ def _check(value: Any, tp: Any, where: str) -> Any:
     return value  # Any and other annotations are taken as given
 
 
-def build(cls: type[T], data: Any, where: str = "config") -> T:
-    """Instantiate dataclass `cls` from a mapping, checking keys and types recursively."""
+def build(cls: type[T], data: Any, where: str = "config", complete: bool = False) -> T:
+    """Instantiate dataclass `cls` from a mapping, checking keys and types recursively.
+
+    `complete`: every field must be given (a checkpoint's config: a field left out would silently
+    take today's default, which need not be what the checkpoint was trained with).
+    """
     if isinstance(data, cls):
         return data
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping for {cls.__name__}, got {data!r}")
+        raise ConfigError(f"{where}: expected a mapping for {cls.__name__}, got {data!r:.80}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     if unknown := sorted(set(data) - set(fields)):
         raise ConfigError(f"{where}: unknown key(s) {unknown}; {cls.__name__} has {sorted(fields)}")
-    kwargs = {k: _check(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+    if complete and (missing := sorted(set(fields) - set(data))):
+        raise ConfigError(f"{where}: missing key(s) {missing} of {cls.__name__}")
+    kwargs = {k: _check(v, hints[k], f"{where}.{k}", complete) for k, v in data.items()}
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:

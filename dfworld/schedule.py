@@ -54,3 +54,12 @@ class SamplerConfig:
     shift: float = 5.0  # timestep shift applied to them (Self Forcing: 5)
     context_noise: float = 0.0  # noise level of the cache-writing pass (0: clean)
     repeat_noise: bool = True  # every chunk of an episode starts from the same noise (its seed's), as FreeNoise
+
+    def __post_init__(self) -> None:
+        t = self.timesteps
+        if not t or not all(0 < x <= 1000 for x in t) or any(a <= b for a, b in zip(t, t[1:])):
+            raise ValueError(f"sampler.timesteps {list(t)} must be one or more decreasing values in (0, 1000]")
+        if not self.shift > 0:
+            raise ValueError(f"sampler.shift must be positive, got {self.shift}")
+        if not 0 <= self.context_noise < 1:
+            raise ValueError(f"sampler.context_noise must be in [0, 1), got {self.context_noise}")

@@ -25,8 +25,9 @@ class TextConfig:
 
 
 def _build(cls, data, where: str):
+    """A config section of a checkpoint: every field given, checked; errors as CheckpointError."""
     try:
-        return build(cls, data, where)
+        return build(cls, data, where, complete=True)
     except ConfigError as e:
         raise CheckpointError(str(e)) from e
 
@@ -55,7 +56,12 @@ def conditioner_from(ckpt: Checkpoint) -> TextConditioner:
     cond = TextConditioner(text.encoder, text.max_tokens, text.dim)
     cache = Path(ckpt.path) / TEXT_CACHE
     if cache.is_file():
-        cond.load(cache)
+        try:
+            cond.load(cache)
+        except CheckpointError:
+            raise
+        except Exception as e:  # a truncated or foreign file
+            raise CheckpointError(f"{str(cache)!r} is not a readable text cache: {e}") from e
     return cond
 
 

@@ -70,6 +70,10 @@ class TransformerConfig:
     rope_space_theta: float = 16.0  # rotary base in space (frequencies 1 down to 1/theta rad per patch)
 
     def __post_init__(self) -> None:
+        for name in ("latent_channels", "latent_size", "patch", "dim", "depth", "heads", "text_dim", "text_tokens", "n_actions",
+                     "chunk_frames"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.attention not in ATTENTION_MODES:
             raise ValueError(f"attention {self.attention!r} is not one of {ATTENTION_MODES}")
         if self.latent_size % self.patch:
