@@ -1,6 +1,6 @@
 """How close the held-out paraphrases sit to the training ones in the text encoder's space.
 
-    python benchmarks/bench_wording.py            # needs the `text` extra (MiniLM)
+    python benchmarks/bench_wording.py            # MiniLM, the default text encoder
 
 The teacher learns each event from its training paraphrases only, so a held-out wording can be
 followed only as far as the encoder places it near its own event. For every held-out wording of

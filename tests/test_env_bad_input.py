@@ -138,3 +138,40 @@ def test_a_batched_dict_with_float_kinds_is_refused(tiny_generator):
     vec.reset(seed=0)
     with pytest.raises(ValueError, match="int 'kind'"):
         vec.step({"kind": np.array([0.0, 1.0]), "action": np.array([1, 0]), "prompt": ["", "night falls"]})
+
+
+def _step_inputs():
+    from hypothesis import strategies as st
+
+    scalar = (st.integers(-3, 8) | st.booleans() | st.floats(allow_nan=True) | st.none()
+              | st.text(max_size=12) | st.sampled_from(["night falls", "dusk falls", "", " ", "Night Falls!"]))
+    return scalar | st.dictionaries(st.sampled_from(["kind", "action", "prompt", "x"]), scalar, max_size=3)
+
+
+def test_fuzzed_step_inputs_either_step_or_are_refused_leaving_the_episode(tiny_generator):
+    from hypothesis import HealthCheck, given, settings
+
+    env = single(tiny_generator)
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @given(_step_inputs())
+    def check(action):
+        if env.unwrapped._done:
+            env.reset(seed=5)
+        before = snapshot(env)
+        try:
+            env.step(action)
+        except (ValueError, TypeError) as e:
+            assert str(e)
+            assert same(before, snapshot(env))
+
+    check()
+
+
+def test_case_spacing_and_trailing_punctuation_do_not_change_the_condition(tiny_generator):
+    a, b = single(tiny_generator), single(tiny_generator)
+    x = a.step("Night  falls.")[0]
+    y = b.step("night falls")[0]
+    assert np.array_equal(x, y) and a.unwrapped.core.rollout.prompts[0] == "Night  falls."
+    with pytest.raises(ValueError, match="has no words"):
+        a.step("...")

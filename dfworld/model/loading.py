@@ -19,7 +19,7 @@ TEXT_CACHE = "text_cache.safetensors"
 class TextConfig:
     """The text encoder behind the conditioning."""
 
-    encoder: str = "minilm"  # minilm (all-MiniLM-L6-v2, the `text` extra) or vocab (tests)
+    encoder: str = "minilm"  # minilm (all-MiniLM-L6-v2, a default dependency) or vocab (tests)
     max_tokens: int = 32  # longest prompt in encoder tokens; longer prompts are refused
     dim: int = 384  # width of the encoder's token embeddings
 

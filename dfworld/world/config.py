@@ -6,6 +6,7 @@ here. Sizes are given at the 64x64 reference resolution and scaled with the fram
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 # Actions: index -> name. Movement is one step of `agent_speed` pixels per frame.
@@ -63,6 +64,10 @@ def ground_color(time: str, weather: str) -> tuple[int, int, int]:
     return base
 
 
+MAX_RADIUS = 8  # largest entity half-size at 64x64: four objects, the agent and the coin still fit the ground
+MAX_SPEED = 4  # fastest movement in pixels per frame at 64x64
+
+
 @dataclass(frozen=True)
 class WorldConfig:
     """EventWorld settings. Sizes are in pixels at 64x64 and scale with the frame."""
@@ -92,6 +97,16 @@ class WorldConfig:
             )
         if self.fps <= 0 or self.coins_to_win <= 0:
             raise ValueError(f"WorldConfig: fps ({self.fps}) and coins_to_win ({self.coins_to_win}) must be positive")
+        for name in ("object_radius", "agent_radius", "coin_radius"):  # in reference pixels: 8 leaves room for every entity
+            if not 1 <= getattr(self, name) <= MAX_RADIUS:
+                raise ValueError(f"WorldConfig.{name}={getattr(self, name)}: must be in [1, {MAX_RADIUS}] (pixels at 64x64)")
+        if not 1 <= self.agent_speed <= MAX_SPEED:
+            raise ValueError(f"WorldConfig.agent_speed={self.agent_speed}: must be in [1, {MAX_SPEED}] pixels per frame")
+        speeds = self.object_speeds
+        if not speeds or not all(isinstance(s, (int, float)) and math.isfinite(s) and 0 < s <= MAX_SPEED for s in speeds):
+            raise ValueError(f"WorldConfig.object_speeds={list(speeds)}: one or more finite speeds in (0, {MAX_SPEED}] pixels per frame")
+        if not 0.0 <= self.static_fraction <= 1.0:
+            raise ValueError(f"WorldConfig.static_fraction={self.static_fraction}: must be a probability in [0, 1]")
 
     @property
     def scale(self) -> float:

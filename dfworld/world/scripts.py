@@ -105,9 +105,11 @@ class Script:
         Path(path).write_text(self.dumps())
 
 
-def _int(value: object, what: str, fail) -> int:
+def _int(value: object, what: str, fail, high: int = 2**63) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        fail(f"{what} must be an integer, got {value!r}")
+        fail(f"{what} must be an integer, got {value!r:.40}")
+    if not -high < value < high:  # type: ignore[operator]
+        fail(f"{what} is out of range: {value:.3e}")
     return value  # type: ignore[return-value]
 
 
@@ -128,6 +130,10 @@ def loads_script(text: str, source: str = "<script>") -> Script:
             obj = json.loads(raw)
         except json.JSONDecodeError as e:
             fail(f"not valid JSON ({e.msg} at column {e.colno})")
+        except RecursionError:
+            fail("not valid JSON: nested too deeply")
+        except ValueError as e:  # e.g. an integer of thousands of digits
+            fail(f"not valid JSON: {e}")
         if not isinstance(obj, dict):
             fail(f"each line must be a JSON object, got {type(obj).__name__}")
         if script is None:  # header
@@ -163,7 +169,10 @@ def loads_script(text: str, source: str = "<script>") -> Script:
             split = obj.get("split", "train")
             if split not in ("train", "heldout"):
                 fail(f"'split' must be 'train' or 'heldout', got {split!r}")
-            episode = Episode(eid, _int(obj["seed"], "'seed'", fail), frames, split)
+            seed = _int(obj["seed"], "'seed'", fail)
+            if seed < 0:
+                fail(f"'seed' must be a non-negative integer, got {seed}")
+            episode = Episode(eid, seed, frames, split)
             ids.add(eid)
             script.episodes.append(episode)
             continue
@@ -203,6 +212,16 @@ def loads_script(text: str, source: str = "<script>") -> Script:
 def load_script(path: str | Path) -> Script:
     """Read and validate a script file."""
     path = Path(path)
+    if path.is_dir():
+        raise ScriptError(f"{str(path)}: is a directory, not an event script file")
     if not path.is_file():
         raise FileNotFoundError(f"event script {str(path)!r} does not exist")
-    return loads_script(path.read_text(), source=str(path))
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")  # a UTF-8 byte-order mark is allowed
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise ScriptError(f"{str(path)}:{line}: not UTF-8 text (a binary file?): {e.reason} at byte {e.start}") from e
+    if "\x00" in text:
+        raise ScriptError(f"{str(path)}:{text[: text.index(chr(0))].count(chr(10)) + 1}: holds a NUL byte (a binary file?)")
+    return loads_script(text, source=str(path))
