@@ -175,3 +175,15 @@ def test_case_spacing_and_trailing_punctuation_do_not_change_the_condition(tiny_
     assert np.array_equal(x, y) and a.unwrapped.core.rollout.prompts[0] == "Night  falls."
     with pytest.raises(ValueError, match="has no words"):
         a.step("...")
+
+
+def test_a_vector_step_with_one_bad_event_is_refused_whole_and_every_row_goes_on(tiny_generator):
+    vec, ref = WorldModelVectorEnv(3, tiny_generator), WorldModelVectorEnv(3, tiny_generator)
+    vec.reset(seed=0)
+    ref.reset(seed=0)
+    before = snapshot(vec)
+    with pytest.raises(ValueError, match="tokens"):
+        vec.step([0, LONG, 3])
+    assert same(before, snapshot(vec))
+    a, b = vec.step([1, "night falls", 3]), ref.step([1, "night falls", 3])
+    assert np.array_equal(a[0], b[0])
