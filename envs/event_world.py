@@ -118,7 +118,7 @@ class EventWorldEnv(gym.Env):
         info.update(self._state_info())
         return self._frame, reward, terminated, False, info
 
-    def get_keys_to_action(self) -> dict[tuple, int]:
+    def get_keys_to_action(self) -> dict[tuple, dict]:
         """Keys for `gymnasium.utils.play.play(env, noop=0)`: WASD and the arrow keys."""
         return keys_to_action()
 

@@ -49,15 +49,17 @@ class EventText(spaces.Text):
         return f"EventText({len(self.texts)} texts, max_length={self.max_length})"
 
 
-def keys_to_action() -> dict[tuple, int]:
-    """Keyboard keys -> actions for `gymnasium.utils.play.play` and `dfworld play`: WASD, and the arrows with pygame."""
-    out: dict[tuple, int] = {("w",): 1, ("s",): 2, ("a",): 3, ("d",): 4}
+def keys_to_action() -> dict[tuple, dict]:
+    """Keyboard keys -> Dict actions (kind 0) for `gymnasium.utils.play.play(env, noop=0)`: WASD, and the arrows with pygame."""
+    moves = {("w",): 1, ("s",): 2, ("a",): 3, ("d",): 4}
     try:
         import pygame
     except ImportError:  # the play extra is not installed: WASD alone
-        return out
-    out.update({(pygame.K_UP,): 1, (pygame.K_DOWN,): 2, (pygame.K_LEFT,): 3, (pygame.K_RIGHT,): 4})
-    return out
+        pass
+    else:
+        moves.update({(pygame.K_UP,): 1, (pygame.K_DOWN,): 2, (pygame.K_LEFT,): 3, (pygame.K_RIGHT,): 4})
+    # the Dict space's own form (play() checks every action against the space); the prompt is unused with kind 0
+    return {k: {"kind": KIND_ACTION, "action": a, "prompt": "night falls"} for k, a in moves.items()}
 
 
 def make_action_space(seed=None) -> spaces.Dict:

@@ -125,7 +125,7 @@ class WorldModelEnv(gym.Env):
             info["event"] = events[0]
         return frames[0, -1], float(rewards[0]), bool(terminated[0]), False, info
 
-    def get_keys_to_action(self) -> dict[tuple, int]:
+    def get_keys_to_action(self) -> dict[tuple, dict]:
         """Keys for `gymnasium.utils.play.play(env, noop=0)`: WASD and the arrow keys."""
         return keys_to_action()
 

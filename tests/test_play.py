@@ -76,5 +76,24 @@ def test_the_envs_name_their_keys_for_gymnasium_play(tiny_generator):
 
     for env in (gym.make("dfworld/EventWorld-v0").unwrapped, gym.make("dfworld/WorldModel-v0", checkpoint=tiny_generator).unwrapped):
         keys = env.get_keys_to_action()
-        assert keys[("w",)] == keys[(pg.K_UP,)] == 1 and keys[("d",)] == keys[(pg.K_RIGHT,)] == 4
-        assert set(keys.values()) == {1, 2, 3, 4}
+        assert keys[("w",)] == keys[(pg.K_UP,)] and keys[("w",)]["action"] == 1 and keys[(pg.K_RIGHT,)]["action"] == 4
+        assert {a["action"] for a in keys.values()} == {1, 2, 3, 4} and all(env.action_space.contains(a) for a in keys.values())
+        env.reset(seed=0)
+        assert env.step(keys[("d",)])[0].shape[-1] == 3  # a key's action steps the env
+
+
+def test_gymnasium_play_runs_the_world_model(tiny_generator):
+    import gymnasium as gym
+    from gymnasium.utils.play import play
+
+    import dfworld  # noqa: F401
+
+    steps = []
+
+    def callback(obs_t, obs_tp1, action, reward, terminated, truncated, info):
+        steps.append(action)
+        if len(steps) == 3:
+            pg.event.post(pg.event.Event(pg.QUIT))
+
+    play(gym.make("dfworld/WorldModel-v0", checkpoint=tiny_generator, render_mode="rgb_array"), noop=0, fps=100, callback=callback)
+    assert steps == [0, 0, 0]

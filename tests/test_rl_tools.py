@@ -77,3 +77,13 @@ def test_a_stock_sb3_ppo_trains_on_both_envs(which, tiny_generator):
     assert model.num_timesteps >= 256
     action, _ = model.predict(env.reset(seed=1)[0], deterministic=True)
     assert env.action_space.contains(int(action))
+
+
+def test_torchrl_gym_wrapper_samples_the_action_only_view():
+    from torchrl.envs import GymWrapper
+    from torchrl.envs.utils import check_env_specs
+
+    env = GymWrapper(real(events=[(1, "night falls")]))
+    check_env_specs(env)
+    rollout = env.rollout(4)  # random actions from the Discrete(5) spec
+    assert rollout["next", "pixels" if "pixels" in rollout["next"].keys() else "observation"].shape[0] == 4
