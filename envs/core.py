@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from dfworld.envs.reward import CoinCounter
+from dfworld.envs.spaces import parse_schedule
 from dfworld.rollout import check_seed
 from dfworld.runtime.backends import WorldModelSampler
 from dfworld.world.config import WorldConfig
@@ -73,7 +74,7 @@ class WorldModelCore:
             prompt = opt["prompt"] if opt.get("prompt") is not None else initial_prompt(TIMES[int(seed) % len(TIMES)])
             prompts.append(validate_text(prompt))
             images.append(self._check_image(opt.get("image")))
-            schedules.append(self._check_schedule(opt.get("events", ())))
+            schedules.append(parse_schedule(opt.get("events", ())))
         with_image = [i for i, im in enumerate(images) if im is not None]
         if with_image and len(with_image) != len(rows):
             raise ValueError("reset: give an initial image for every reset row or for none")
@@ -105,28 +106,6 @@ class WorldModelCore:
         if image.dtype != np.uint8 or image.shape != want:
             raise ValueError(f"reset option 'image' must be a uint8 array {want}, got {image.dtype} {image.shape}")
         return image
-
-    @staticmethod
-    def _check_schedule(events) -> dict[int, str]:
-        """An event schedule: [(step, text), ...] or [{"step": k, "event": text}, ...]."""
-        if isinstance(events, (str, bytes, dict)) or not isinstance(events, (list, tuple)):
-            raise TypeError(f"reset option 'events' must be a list of (step, text) pairs or {{'step', 'event'}} dicts, got {events!r:.60}")
-        out: dict[int, str] = {}
-        for i, e in enumerate(events):
-            if isinstance(e, dict):
-                if set(e) != {"step", "event"}:
-                    raise ValueError(f"event schedule entry {i}: a dict needs exactly the keys 'step' and 'event', got {sorted(e)}")
-                step, text = e["step"], e["event"]
-            elif isinstance(e, (list, tuple)) and len(e) == 2:
-                step, text = e
-            else:
-                raise ValueError(f"event schedule entry {i}: expected a (step, text) pair or a {{'step', 'event'}} dict, got {e!r:.60}")
-            if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
-                raise ValueError(f"event schedule entry {i}: step must be a non-negative int, got {step!r}")
-            if int(step) in out:
-                raise ValueError(f"event schedule entry {i}: two events at step {step}")
-            out[int(step)] = validate_text(text)
-        return out
 
     def _generate(self, moves: np.ndarray, rows: list[int] | None = None) -> np.ndarray:
         actions = torch.as_tensor(np.repeat(moves[:, None], self.chunk, 1), dtype=torch.long)

@@ -129,3 +129,25 @@ def parse_batch_input(actions, n: int) -> tuple[np.ndarray, list[str | None]]:
         raise ValueError(f"vector step() needs {n} actions, got {len(rows)}")
     parsed = [parse_step_input(a) for a in rows]
     return np.array([m for m, _ in parsed], np.int64), [t for _, t in parsed]
+
+
+def parse_schedule(events) -> dict[int, str]:
+    """An event schedule, step -> text, from [(step, text), ...] or [{"step": k, "event": text}, ...]; raises naming the entry."""
+    if isinstance(events, (str, bytes, dict)) or not isinstance(events, (list, tuple)):
+        raise TypeError(f"reset option 'events' must be a list of (step, text) pairs or {{'step', 'event'}} dicts, got {events!r:.60}")
+    out: dict[int, str] = {}
+    for i, e in enumerate(events):
+        if isinstance(e, dict):
+            if set(e) != {"step", "event"}:
+                raise ValueError(f"event schedule entry {i}: a dict needs exactly the keys 'step' and 'event', got {sorted(e)}")
+            step, text = e["step"], e["event"]
+        elif isinstance(e, (list, tuple)) and len(e) == 2:
+            step, text = e
+        else:
+            raise ValueError(f"event schedule entry {i}: expected a (step, text) pair or a {{'step', 'event'}} dict, got {e!r:.60}")
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+            raise ValueError(f"event schedule entry {i}: step must be a non-negative int, got {step!r}")
+        if int(step) in out:
+            raise ValueError(f"event schedule entry {i}: two events at step {step}")
+        out[int(step)] = validate_text(text)
+    return out

@@ -23,8 +23,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from dfworld.envs.spaces import parse_schedule
 from dfworld.world.config import ACTIONS
-from dfworld.world.events import validate_text
 
 
 def script_schedules(script: str | Path, frames_per_step: int) -> list[dict[int, str]]:
@@ -40,26 +40,12 @@ def script_schedules(script: str | Path, frames_per_step: int) -> list[dict[int,
     return out
 
 
-def _schedule(events: Sequence) -> dict[int, str]:
-    out: dict[int, str] = {}
-    for i, e in enumerate(events):
-        if not isinstance(e, (list, tuple)) or len(e) != 2:
-            raise ValueError(f"events entry {i}: expected a (step, text) pair, got {e!r:.60}")
-        step, text = e
-        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
-            raise ValueError(f"events entry {i}: step must be a non-negative int, got {step!r}")
-        if int(step) in out:
-            raise ValueError(f"events entry {i}: two events at step {step}")
-        out[int(step)] = validate_text(text)
-    return out
-
-
 class ActionOnly(gym.Wrapper):
     """A dfworld env (EventWorld-v0 or WorldModel-v0) with `Discrete(5)` actions and scheduled text events.
 
     Args:
         env: the env to wrap.
-        events: None (no events); a list of (step, text) pairs, the same every episode; or an event
+        events: None (no events); a schedule of (step, text) pairs or {"step", "event"} dicts, the same every episode; or an event
             script (a shipped suite name such as "core", or a script file), episode i of the script
             giving the events of the i-th reset (cycling).
         frame_stack: observations stack the last this many frames on the channel axis.
@@ -80,7 +66,7 @@ class ActionOnly(gym.Wrapper):
         elif isinstance(events, (str, Path)):
             self.schedules = script_schedules(events, int(getattr(env.unwrapped, "frames_per_step", None) or env.unwrapped.core.chunk))
         else:
-            self.schedules = [_schedule(events)]
+            self.schedules = [parse_schedule(events)]
         self.episode = -1
         self.t = 0
         self.frames: list[np.ndarray] = []
