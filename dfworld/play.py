@@ -38,6 +38,17 @@ class PlayConfig:
     threads: int | None = 1  # CPU threads of the world model
     max_steps: int = 0  # stop after this many steps (0: until the window closes)
 
+    def __post_init__(self) -> None:
+        from dfworld.world.config import check_seed
+
+        check_seed(self.seed)
+        if not 1 <= self.scale <= 32:
+            raise ValueError(f"scale must be an int in [1, 32] screen pixels per frame pixel, got {self.scale}")
+        if self.max_steps < 0:
+            raise ValueError(f"max_steps must be 0 (until the window closes) or more, got {self.max_steps}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be at least 1 (or None), got {self.threads}")
+
 
 def import_pygame():
     try:

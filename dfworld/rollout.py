@@ -23,13 +23,13 @@ graphs and keeps everything else here (per-row state, noise streams, re-cache or
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from dfworld.model.conditioning import TextConditioner
 from dfworld.model.kv_cache import KVCache, frame_slots
 from dfworld.model.transformer import VideoTransformer
 from dfworld.schedule import SamplerConfig, student_sigmas
+from dfworld.world.config import check_seed
 
 
 def forward_at(model: VideoTransformer, x, sigma: float, text, text_mask, actions, start, cache: KVCache):
@@ -55,16 +55,6 @@ def denoise(velocity, noise, sigmas: list[float], grad_level: int | None = None)
             nxt = sigmas[i + 1]
             x = (1 - nxt) * x0 + nxt * noise(i + 1)
     return x0
-
-
-SEED_RANGE = 2**63  # torch.Generator.manual_seed takes seeds in [0, 2**64); episodes use [0, 2**63)
-
-
-def check_seed(seed: object) -> int:
-    """A row's episode seed: an int (not a bool) in [0, 2**63); raises naming the value otherwise."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < SEED_RANGE:
-        raise ValueError(f"a seed must be an int in [0, 2**63), got {seed!r}")
-    return int(seed)
 
 
 class Rollout:

@@ -15,9 +15,8 @@ import torch
 
 from dfworld.envs.reward import CoinCounter
 from dfworld.envs.spaces import parse_schedule
-from dfworld.rollout import check_seed
 from dfworld.runtime.backends import WorldModelSampler
-from dfworld.world.config import WorldConfig
+from dfworld.world.config import WorldConfig, check_seed
 from dfworld.world.events import TIMES, initial_prompt, validate_text
 
 RESET_OPTIONS = {"prompt", "image", "events"}  # per row; the vector env also takes "reset_mask"

@@ -9,7 +9,7 @@ import numpy as np
 from gymnasium import spaces
 
 from dfworld.envs.spaces import keys_to_action, make_action_space, parse_step_input
-from dfworld.world.config import WorldConfig
+from dfworld.world.config import WorldConfig, check_seed
 from dfworld.world.events import initial_prompt, parse_event
 from dfworld.world.simulator import EventWorld
 
@@ -80,11 +80,15 @@ class EventWorldEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         self._check_open()
-        super().reset(seed=seed)
+        if seed is not None:  # everything is checked before any change, the random stream included
+            seed = check_seed(seed)
+        if options is not None and not isinstance(options, dict):
+            raise TypeError(f"reset options must be a dict, got {type(options).__name__}")
         options = dict(options or {})
         if unknown := set(options) - _RESET_OPTIONS:
             raise ValueError(f"unknown reset option(s) {sorted(unknown)}; EventWorld-v0 accepts {sorted(_RESET_OPTIONS)}")
-        event = parse_event(options["prompt"]) if "prompt" in options else None  # validate before any change
+        event = parse_event(options["prompt"]) if "prompt" in options else None
+        super().reset(seed=seed)
         world_seed = seed if seed is not None else int(self.np_random.integers(2**31))
         self._frame = self.world.reset(world_seed)
         self._prompt = initial_prompt(self.world.state.time)

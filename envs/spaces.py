@@ -73,6 +73,13 @@ def make_action_space(seed=None) -> spaces.Dict:
     )
 
 
+def _is_move(action: object) -> bool:
+    """An int (or 0-d integer array) that names a move; bools are not moves."""
+    if isinstance(action, np.ndarray) and action.ndim == 0:
+        action = action[()]
+    return isinstance(action, (int, np.integer)) and not isinstance(action, (bool, np.bool_))
+
+
 def parse_step_input(action: object) -> tuple[int, str | None]:
     """(agent action, event text or None) for one step() input; raises a clear error otherwise.
 
@@ -80,9 +87,7 @@ def parse_step_input(action: object) -> tuple[int, str | None]:
     """
     if isinstance(action, str):
         return 0, validate_text(action)
-    if isinstance(action, (int, np.integer)) and not isinstance(action, (bool, np.bool_)):
-        return action_index(action), None
-    if isinstance(action, np.ndarray) and action.ndim == 0 and np.issubdtype(action.dtype, np.integer):
+    if _is_move(action):
         return action_index(int(action)), None
     if isinstance(action, Mapping):
         missing = {"kind"} - set(action)
@@ -96,7 +101,9 @@ def parse_step_input(action: object) -> tuple[int, str | None]:
         if kind == KIND_ACTION:
             if "action" not in action:
                 raise ValueError("a Dict action with kind 0 needs the key 'action'")
-            return parse_step_input(action["action"])
+            if not _is_move(action["action"]):
+                raise ValueError(f"a Dict action with kind 0 needs an int 'action' in [0, {len(ACTIONS)}), got {action['action']!r:.40}")
+            return action_index(int(action["action"])), None
         if kind == KIND_TEXT:
             if "prompt" not in action:
                 raise ValueError("a Dict action with kind 1 needs the key 'prompt'")
@@ -114,11 +121,13 @@ def parse_batch_input(actions, n: int) -> tuple[np.ndarray, list[str | None]]:
         kinds = np.asarray(actions.get("kind"))
         if kinds.shape != (n,) or not np.issubdtype(kinds.dtype, np.integer):
             raise ValueError(f"batched Dict action needs int 'kind' of shape ({n},), got {kinds.dtype} {kinds.shape}")
-        rows = [
-            {"kind": int(kinds[i]), "action": np.asarray(actions.get("action", np.zeros(n, np.int64)))[i],
-             "prompt": (actions.get("prompt") or [""] * n)[i]}
-            for i in range(n)
-        ]
+        moves = np.asarray(actions.get("action", np.zeros(n, np.int64)))
+        if moves.shape != (n,) or not np.issubdtype(moves.dtype, np.integer):
+            raise ValueError(f"batched Dict action needs int 'action' of shape ({n},), got {moves.dtype} {moves.shape}")
+        prompts = actions.get("prompt", [""] * n)
+        if isinstance(prompts, (str, bytes)) or not hasattr(prompts, "__len__") or len(prompts) != n:
+            raise ValueError(f"batched Dict action needs 'prompt' as {n} strings (one per row), got {prompts!r:.60}")
+        rows = [{"kind": int(kinds[i]), "action": moves[i], "prompt": prompts[i]} for i in range(n)]
     elif isinstance(actions, np.ndarray) and actions.ndim == 1:
         rows = [actions[i] for i in range(len(actions))]
     elif isinstance(actions, (list, tuple)):
@@ -131,10 +140,10 @@ def parse_batch_input(actions, n: int) -> tuple[np.ndarray, list[str | None]]:
     return np.array([m for m, _ in parsed], np.int64), [t for _, t in parsed]
 
 
-def parse_schedule(events) -> dict[int, str]:
+def parse_schedule(events, what: str = "reset option 'events'") -> dict[int, str]:
     """An event schedule, step -> text, from [(step, text), ...] or [{"step": k, "event": text}, ...]; raises naming the entry."""
     if isinstance(events, (str, bytes, dict)) or not isinstance(events, (list, tuple)):
-        raise TypeError(f"reset option 'events' must be a list of (step, text) pairs or {{'step', 'event'}} dicts, got {events!r:.60}")
+        raise TypeError(f"{what} must be a list of (step, text) pairs or {{'step', 'event'}} dicts, got {events!r:.60}")
     out: dict[int, str] = {}
     for i, e in enumerate(events):
         if isinstance(e, dict):

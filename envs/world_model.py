@@ -23,9 +23,8 @@ from gymnasium.vector.utils import batch_space
 
 from dfworld.envs.core import RESET_OPTIONS, WorldModelCore
 from dfworld.envs.spaces import keys_to_action, make_action_space, parse_batch_input, parse_step_input
-from dfworld.rollout import check_seed
 from dfworld.runtime.backends import build_sampler
-from dfworld.world.config import WorldConfig
+from dfworld.world.config import SEED_RANGE, WorldConfig, check_seed
 
 
 class WorldModelEnv(gym.Env):
@@ -185,7 +184,9 @@ class WorldModelVectorEnv(VectorEnv):
         if seed is None:
             return None
         if isinstance(seed, (int, np.integer)) and not isinstance(seed, (bool, np.bool_)):
-            return [check_seed(int(seed) + r) for r in range(self.num_envs)]
+            if not 0 <= int(seed) <= SEED_RANGE - self.num_envs:  # rows take seed, seed + 1, ...
+                raise ValueError(f"a seed must be an int in [0, 2**63 - {self.num_envs}] for {self.num_envs} rows, got {seed!r}")
+            return [int(seed) + r for r in range(self.num_envs)]
         if isinstance(seed, (list, tuple, np.ndarray)):
             if len(seed) != self.num_envs:
                 raise ValueError(f"reset needs {self.num_envs} seeds, got {len(seed)}")

@@ -35,7 +35,12 @@ def script_schedules(script: str | Path, frames_per_step: int) -> list[dict[int,
     for ep in resolve_script(str(script)).episodes:
         sched: dict[int, str] = {}
         for item in ep.events():
-            sched.setdefault(item.t // frames_per_step, item.event)  # two events in one step: the first
+            step = item.t // frames_per_step
+            if step in sched:
+                raise ValueError(f"script {script}: episode {ep.id!r} has two events in step {step} (frames "
+                                 f"{step * frames_per_step}-{step * frames_per_step + frames_per_step - 1}, line {item.line}); "
+                                 "one event per step can be sent")
+            sched[step] = item.event
         out.append(sched)
     return out
 
@@ -66,7 +71,7 @@ class ActionOnly(gym.Wrapper):
         elif isinstance(events, (str, Path)):
             self.schedules = script_schedules(events, int(getattr(env.unwrapped, "frames_per_step", None) or env.unwrapped.core.chunk))
         else:
-            self.schedules = [parse_schedule(events)]
+            self.schedules = [parse_schedule(events, "ActionOnly's events")]
         self.episode = -1
         self.t = 0
         self.frames: list[np.ndarray] = []

@@ -187,3 +187,47 @@ def test_a_vector_step_with_one_bad_event_is_refused_whole_and_every_row_goes_on
     assert same(before, snapshot(vec))
     a, b = vec.step([1, "night falls", 3]), ref.step([1, "night falls", 3])
     assert np.array_equal(a[0], b[0])
+
+
+@pytest.mark.parametrize("action, match", [
+    ({"kind": 0, "action": "night falls"}, "needs an int 'action'"),
+    ({"kind": 0, "action": {"kind": 0, "action": 1}}, "needs an int 'action'"),
+])
+def test_kind_0_takes_only_a_move(tiny_generator, action, match):
+    env = single(tiny_generator)
+    before = snapshot(env)
+    with pytest.raises(ValueError, match=match):
+        env.step(action)
+    assert same(before, snapshot(env))
+
+
+@pytest.mark.parametrize("action, match", [
+    ({"kind": np.array([0, 0, 0]), "action": np.array([1, 2])}, "int 'action' of shape \\(3,\\)"),
+    ({"kind": np.array([1, 1, 1]), "prompt": ["night falls"]}, "'prompt' as 3 strings"),
+    ({"kind": np.array([1, 0, 0]), "prompt": "night falls"}, "'prompt' as 3 strings"),
+])
+def test_odd_batched_dicts_are_named(tiny_generator, action, match):
+    vec = WorldModelVectorEnv(3, tiny_generator)
+    vec.reset(seed=0)
+    before = snapshot(vec)
+    with pytest.raises(ValueError, match=match):
+        vec.step(action)
+    assert same(before, snapshot(vec))
+    vec.step({"kind": np.array([1, 0, 0]), "action": np.array([0, 1, 2]), "prompt": np.array(["night falls", "", ""])})
+
+
+@pytest.mark.parametrize("seed", [-1, 1.0, "3", 2**63])
+def test_eventworld_takes_the_world_models_seeds(seed):
+    env = gym.make("dfworld/EventWorld-v0").unwrapped
+    env.reset(seed=1)
+    state = env.np_random.bit_generator.state
+    with pytest.raises(ValueError, match="seed must be an int in"):
+        env.reset(seed=seed)
+    assert env.np_random.bit_generator.state == state
+    env.reset(seed=2**63 - 1)
+
+
+def test_a_vector_seed_too_near_the_top_names_what_was_given(tiny_generator):
+    vec = WorldModelVectorEnv(3, tiny_generator)
+    with pytest.raises(ValueError, match=f"for 3 rows, got {2**63 - 2}"):
+        vec.reset(seed=2**63 - 2)

@@ -97,3 +97,10 @@ def test_gymnasium_play_runs_the_world_model(tiny_generator):
 
     play(gym.make("dfworld/WorldModel-v0", checkpoint=tiny_generator, render_mode="rgb_array"), noop=0, fps=100, callback=callback)
     assert steps == [0, 0, 0]
+
+
+@pytest.mark.parametrize("kw, match", [({"scale": -3}, "scale"), ({"scale": 0}, "scale"), ({"max_steps": -1}, "max_steps"),
+                                       ({"seed": -1}, "seed must be an int")])
+def test_bad_play_settings_are_named(kw, match):
+    with pytest.raises(ValueError, match=match):
+        PlayConfig(**kw)

@@ -73,3 +73,19 @@ def test_fuzzed_scripts_parse_or_raise_a_script_error(lines):
         assert str(e).startswith("<script>:")
     else:
         assert script.episodes
+
+
+def test_an_episode_too_long_to_play_is_refused():
+    with pytest.raises(ScriptError, match="<script>:2: 'frames' must be in \\[1, 1,000,000\\]"):
+        loads_script(f'{HEADER}\n{{"episode": "e0", "seed": 7, "frames": 1000000000000000}}\n')
+
+
+def test_two_events_in_one_step_are_refused_by_action_only(tmp_path):
+    import gymnasium as gym
+
+    import dfworld  # noqa: F401
+    from dfworld.envs.wrappers import ActionOnly
+
+    path = write(tmp_path, f'{HEADER}\n{EPISODE}\n{{"t": 12, "event": "night falls"}}\n{{"t": 13, "event": "dusk falls"}}\n'.encode())
+    with pytest.raises(ValueError, match="two events in step 3"):
+        ActionOnly(gym.make("dfworld/EventWorld-v0"), events=path)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 # Actions: index -> name. Movement is one step of `agent_speed` pixels per frame.
 ACTIONS: tuple[str, ...] = ("noop", "up", "down", "left", "right")
 ACTION_DELTAS: tuple[tuple[int, int], ...] = ((0, 0), (0, -1), (0, 1), (-1, 0), (1, 0))  # (dx, dy)
@@ -62,6 +64,16 @@ def ground_color(time: str, weather: str) -> tuple[int, int, int]:
         mixed = [(1 - SNOW_GROUND_MIX) * b + SNOW_GROUND_MIX * s for b, s in zip(base, lit)]
         return tuple(int(round(c)) for c in mixed)  # type: ignore[return-value]
     return base
+
+
+SEED_RANGE = 2**63  # episode seeds are ints in [0, 2**63): EventWorld, the world model and torch's generators take them
+
+
+def check_seed(seed: object) -> int:
+    """An episode seed: an int (not a bool) in [0, 2**63); raises naming the value otherwise."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < SEED_RANGE:
+        raise ValueError(f"a seed must be an int in [0, 2**63), got {seed!r}")
+    return int(seed)
 
 
 MAX_RADIUS = 8  # largest entity half-size at 64x64: four objects, the agent and the coin still fit the ground

@@ -105,6 +105,9 @@ class Script:
         Path(path).write_text(self.dumps())
 
 
+MAX_EPISODE_FRAMES = 1_000_000  # longest scripted episode: its frames must fit in memory when it is played
+
+
 def _int(value: object, what: str, fail, high: int = 2**63) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         fail(f"{what} must be an integer, got {value!r:.40}")
@@ -164,8 +167,8 @@ def loads_script(text: str, source: str = "<script>") -> Script:
             if eid in ids:
                 fail(f"duplicate episode id {eid!r}")
             frames = _int(obj["frames"], "'frames'", fail)
-            if frames < 1:
-                fail(f"'frames' must be at least 1, got {frames}")
+            if not 1 <= frames <= MAX_EPISODE_FRAMES:
+                fail(f"'frames' must be in [1, {MAX_EPISODE_FRAMES:,}] (17 hours at 16 frames/s), got {frames:,}")
             split = obj.get("split", "train")
             if split not in ("train", "heldout"):
                 fail(f"'split' must be 'train' or 'heldout', got {split!r}")
