@@ -89,3 +89,10 @@ def test_two_events_in_one_step_are_refused_by_action_only(tmp_path):
     path = write(tmp_path, f'{HEADER}\n{EPISODE}\n{{"t": 12, "event": "night falls"}}\n{{"t": 13, "event": "dusk falls"}}\n'.encode())
     with pytest.raises(ValueError, match="two events in step 3"):
         ActionOnly(gym.make("dfworld/EventWorld-v0"), events=path)
+
+
+def test_a_line_separator_inside_a_string_is_text_and_crlf_lines_parse():
+    text = f'{HEADER}\r\n{EPISODE}\r\n{{"t": 0, "event": "night\u2028falls"}}\r\n'
+    with pytest.raises(ScriptError, match="<script>:3: "):  # one line; the separator is not in the event charset
+        loads_script(text)
+    assert loads_script(f"{HEADER}\r\n{EPISODE}\r\n").episodes[0].frames == 64

@@ -126,7 +126,8 @@ def loads_script(text: str, source: str = "<script>") -> Script:
     def fail(problem: str):
         raise ScriptError(f"{source}:{lineno}: {problem}")
 
-    for lineno, raw in enumerate(text.splitlines(), start=1):
+    for lineno, raw in enumerate(text.split("\n"), start=1):  # JSON lines end at \n only (a U+2028 inside a string is text)
+        raw = raw.removesuffix("\r")
         if not raw.strip():
             continue
         try:
