@@ -68,20 +68,16 @@ def checkpoint_digest(path: str | Path) -> str:
     path = Path(path)
     if not (path / "weights.safetensors").is_file():
         raise CheckpointError(f"{str(path)!r} holds no weights.safetensors: not a checkpoint directory")
-    h = hashlib.sha256()
-    for name in DIGESTED_FILES:
-        if (path / name).is_file():
-            with open(path / name, "rb") as f:
-                while block := f.read(1 << 20):
-                    h.update(block)
-    return h.hexdigest()
+    return _sha256([path / name for name in DIGESTED_FILES if (path / name).is_file()])
 
 
-def _file_sha256(path: Path) -> str:
+def _sha256(paths: list[Path]) -> str:
+    """SHA-256 (hex) of the files' bytes, read in order, a MiB at a time."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
+    for p in paths:
+        with open(p, "rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
     return h.hexdigest()
 
 
@@ -116,7 +112,7 @@ def save_checkpoint(
         (tmp / "train_state.json").write_text(json.dumps(train_meta or {}))
     for name, src in (extra_files or {}).items():
         shutil.copyfile(src, tmp / name)
-    files = {f.name: _file_sha256(f) for f in sorted(tmp.iterdir())}  # what load_checkpoint checks
+    files = {f.name: _sha256([f]) for f in sorted(tmp.iterdir())}  # what load_checkpoint checks
     config = {k: v for k, v in config.items() if k != "files"}
     (tmp / "config.json").write_text(
         json.dumps({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **config, "files": files}, indent=1)
@@ -186,7 +182,7 @@ def _check_files(path: Path, config: dict[str, Any], train_state: bool) -> None:
         f = path / name
         if not f.is_file():
             raise CheckpointError(f"{str(f)!r} is missing (config.json records it)")
-        if _file_sha256(f) != digest:
+        if _sha256([f]) != digest:
             raise CheckpointError(f"{str(f)!r} is corrupt or truncated: its SHA-256 differs from the one config.json records")
 
 

@@ -20,8 +20,6 @@ from pathlib import Path
 
 import numpy as np
 
-from dfworld.world.config import ACTIONS
-
 ACTION_KEYS = {"up": 1, "w": 1, "down": 2, "s": 2, "left": 3, "a": 3, "right": 4, "d": 4}  # pygame key names -> actions
 
 
@@ -209,4 +207,4 @@ def run_play(cfg: PlayConfig) -> int:
     return player.steps
 
 
-__all__ = ["ACTIONS", "ACTION_KEYS", "PlayConfig", "Player", "run_play"]
+__all__ = ["ACTION_KEYS", "PlayConfig", "Player", "run_play"]

@@ -12,6 +12,7 @@ backend); reward and termination come from the probes on the generated frames
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,17 @@ from dfworld.envs.core import RESET_OPTIONS, WorldModelCore
 from dfworld.envs.spaces import keys_to_action, make_action_space, parse_batch_input, parse_step_input
 from dfworld.runtime.backends import build_sampler
 from dfworld.world.config import SEED_RANGE, WorldConfig, check_seed
+
+
+@contextmanager
+def rng_kept_on_error(env):
+    """A reset the core refuses leaves the env's own random stream as it was."""
+    saved = copy.deepcopy((env._np_random, env._np_random_seed))
+    try:
+        yield
+    except Exception:
+        env._np_random, env._np_random_seed = saved
+        raise
 
 
 class WorldModelEnv(gym.Env):
@@ -98,14 +110,10 @@ class WorldModelEnv(gym.Env):
             check_seed(seed)
         if options is not None and not isinstance(options, dict):
             raise TypeError(f"reset options must be a dict, got {type(options).__name__}")
-        saved = copy.deepcopy((self._np_random, self._np_random_seed))
-        try:
+        with rng_kept_on_error(self):
             super().reset(seed=None if seed is None else int(seed))
             row_seed = int(seed) if seed is not None else int(self.np_random.integers(2**31))
             obs = self.core.reset([0], [row_seed], [dict(options or {})])[0]
-        except Exception:
-            self._np_random, self._np_random_seed = saved  # a refused reset leaves the env's random stream as it was
-            raise
         self._started, self._done = True, False
         return obs, {"prompt": self.core.rollout.prompts[0], "seed": row_seed}
 
@@ -211,17 +219,13 @@ class WorldModelVectorEnv(VectorEnv):
             if not hasattr(v, "__len__") or isinstance(v, (str, bytes, dict)) or len(v) != self.num_envs:
                 raise ValueError(f"vector reset option {k!r} must be a sequence of {self.num_envs} per-row values (None for a default)")
         per_row = [{k: v[r] for k, v in options.items() if v[r] is not None} for r in rows]
-        saved = copy.deepcopy((self._np_random, self._np_random_seed))
-        try:  # 2. the episodes; a reset the core refuses leaves the random stream as it was too
+        with rng_kept_on_error(self):  # 2. the episodes
             if given is not None:
                 self._np_random, self._np_random_seed = gym.utils.seeding.np_random(given[0])
                 seeds = [given[r] for r in rows]
             else:
                 seeds = [int(s) for s in self.np_random.integers(2**31, size=len(rows))]
             obs = self.core.reset(rows, seeds, per_row)
-        except Exception:
-            self._np_random, self._np_random_seed = saved
-            raise
         self._started[rows] = True
         out = self.core.last.copy()
         out[rows] = obs
