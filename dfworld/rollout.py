@@ -38,13 +38,14 @@ def forward_at(model: VideoTransformer, x, sigma: float, text, text_mask, action
     return model(x, s, text, text_mask, actions, start_frame=start, cache=cache)
 
 
-def denoise(velocity, noise, sigmas: list[float], grad_level: int | None = None) -> torch.Tensor:
-    """Self Forcing's few-step sampler for one chunk: the x0 predicted at the last level of `sigmas`.
+def denoise(velocity, noise, sigmas: list[float], grad_level: int | None = None, solver: str = "renoise") -> torch.Tensor:
+    """The sampler for one chunk: the x0 predicted at the last level of `sigmas`.
 
     `velocity(x, sigma)` is the model; `noise(i)` the fresh noise of level i (drawn when needed,
-    so the random streams advance level by level). Between levels x0 is re-noised to the next
-    level, x = (1 - s') x0 + s' eps (dfworld.schedule). Only level `grad_level` (if any) runs
-    with autograd on, when it is on.
+    so the random streams advance level by level). Between levels, `renoise` (Self Forcing's
+    few-step sampler) re-noises x0 to the next level, x = (1 - s') x0 + s' eps (dfworld.schedule);
+    `euler` takes the flow's ODE step, x = x0 + (s' / s) (x - x0) = x + (s' - s) v, and draws no
+    noise after level 0. Only level `grad_level` (if any) runs with autograd on, when it is on.
     """
     grad = torch.is_grad_enabled()
     x = noise(0)
@@ -53,7 +54,7 @@ def denoise(velocity, noise, sigmas: list[float], grad_level: int | None = None)
             x0 = x - sigma * velocity(x, sigma)
         if i + 1 < len(sigmas):
             nxt = sigmas[i + 1]
-            x = (1 - nxt) * x0 + nxt * noise(i + 1)
+            x = x0 + (nxt / sigma) * (x - x0) if solver == "euler" else (1 - nxt) * x0 + nxt * noise(i + 1)
     return x0
 
 
@@ -114,20 +115,25 @@ class Rollout:
             self.prompts[r] = prompts[j]
 
     @torch.no_grad()
-    def reset(self, rows: list[int], prompts: list[str], seeds: list[int], context: torch.Tensor | None = None) -> None:
+    def reset(
+        self, rows: list[int], prompts: list[str], seeds: list[int], context: torch.Tensor | None = None,
+        context_actions: torch.Tensor | None = None, encoded: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> None:
         """Start new episodes in `rows` with their prompts and seeds.
 
-        `context`: optional clean latents [len(rows), C, h, w] of a first frame each; it is written
-        into the cache as a still first chunk, and generation continues after it.
+        `context`: optional clean latents of the frames the episodes continue, [len(rows), n, C, h, w]
+        with n a multiple of the chunk and at most what the cache holds (sink + window), under
+        `context_actions` [len(rows), n] (default: noop); they are written into the cache chunk by
+        chunk, and generation continues after them. A single frame [len(rows), C, h, w] is held
+        still for a chunk.
         """
         if not (len(rows) == len(prompts) == len(seeds)):
             raise ValueError("reset needs one prompt and one seed per row")
         for s in seeds:  # 1. check everything before any state changes: a refused reset leaves the episodes as they were
             check_seed(s)
-        if context is not None and tuple(context.shape) != (len(rows),) + tuple(self.history.shape[2:]):
-            raise ValueError(f"context must be latents [{len(rows)}, C, h, w] = {[len(rows), *self.history.shape[2:]]}, "
-                             f"got {list(context.shape)}")
-        encoded = self.encode(prompts)
+        if context is not None:
+            context, context_actions = self._check_context(len(rows), context, context_actions)
+        encoded = self.encode(prompts) if encoded is None else encoded
         mask = torch.zeros(self.B, dtype=torch.bool, device=self.device)
         mask[rows] = True
         self.cache.reset(mask)  # 2. the rows' new episodes
@@ -140,10 +146,31 @@ class Rollout:
             self.seeds[r] = int(s)
         if context is not None:
             K = self.cfg.chunk_frames
-            chunk = torch.zeros((self.B, K) + self.history.shape[2:], device=self.device)  # [B, K, C, h, w]
-            chunk[mask] = context.to(self.device)[:, None].expand(-1, K, -1, -1, -1)
-            actions = torch.zeros(self.B, K, dtype=torch.long, device=self.device)
-            self._commit(chunk, actions, mask)
+            for f in range(0, context.shape[1], K):  # 3. the context, chunk by chunk, as if generated
+                chunk = torch.zeros((self.B,) + self._chunk_shape, device=self.device)  # [B, K, C, h, w]
+                chunk[mask] = context[:, f : f + K]
+                actions = torch.zeros(self.B, K, dtype=torch.long, device=self.device)
+                actions[mask] = context_actions[:, f : f + K]
+                self._commit(chunk, actions, mask)
+
+    def _check_context(self, n_rows: int, context: torch.Tensor, actions: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Context latents [R, n, C, h, w] and actions [R, n] on the device, checked (see `reset`)."""
+        lat, K = tuple(self.history.shape[2:]), self.cfg.chunk_frames
+        if context.ndim == 4:  # one frame, held still for a chunk
+            context = context[:, None].expand(-1, K, -1, -1, -1)
+        if context.ndim != 5 or context.shape[0] != n_rows or tuple(context.shape[2:]) != lat:
+            raise ValueError(f"context must be latents [{n_rows}, n, {', '.join(map(str, lat))}] (or one frame per row), "
+                             f"got {list(context.shape)}")
+        n, held = context.shape[1], self.history.shape[1]
+        if n == 0 or n % K or n > held:
+            raise ValueError(f"a context of {n} frames: it must be whole chunks of {K} frames, at most the {held} the cache holds")
+        if actions is None:
+            actions = torch.zeros(n_rows, n, dtype=torch.long)
+        if tuple(actions.shape) != (n_rows, n):
+            raise ValueError(f"context actions must be [{n_rows}, {n}], got {list(actions.shape)}")
+        if actions.numel() and (int(actions.min()) < 0 or int(actions.max()) >= self.cfg.n_actions):
+            raise ValueError(f"context actions must be 0..{self.cfg.n_actions - 1}")
+        return context.to(self.device, torch.float32), actions.to(self.device, torch.long)
 
     @torch.no_grad()
     def set_prompt(self, rows: list[int], prompts: list[str]) -> None:
@@ -218,6 +245,7 @@ class Rollout:
             lambda i: self._noise(self._chunk_shape, rows),
             self.sigmas[: last + 1],
             grad_level=last,
+            solver=self.sampler.solver,
         )
         with torch.no_grad():
             self._commit(x0.detach(), actions, rows)  # 3. write the cache

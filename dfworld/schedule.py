@@ -46,6 +46,9 @@ def student_sigmas(timesteps: tuple[float, ...], shift: float) -> torch.Tensor:
     return shift_sigma(torch.tensor(timesteps, dtype=torch.float32) / 1000.0, shift)
 
 
+SOLVERS = ("renoise", "euler")
+
+
 @dataclass(frozen=True)
 class SamplerConfig:
     """Few-step sampling of the block-causal generator (every stage of the chain and the envs)."""
@@ -54,8 +57,14 @@ class SamplerConfig:
     shift: float = 5.0  # timestep shift applied to them (Self Forcing: 5)
     context_noise: float = 0.0  # noise level of the cache-writing pass (0: clean)
     repeat_noise: bool = True  # every chunk of an episode starts from the same noise (its seed's), as FreeNoise
+    # between levels: "renoise" (Self Forcing's few-step sampler: x0 re-noised with fresh noise) or
+    # "euler" (the flow's ODE, deterministic after the first noise: the sampler of a model trained
+    # by teacher forcing, with many levels, before distillation)
+    solver: str = "renoise"
 
     def __post_init__(self) -> None:
+        if self.solver not in SOLVERS:
+            raise ValueError(f"sampler.solver {self.solver!r} is not one of {SOLVERS}")
         t = self.timesteps
         if not t or not all(0 < x <= 1000 for x in t) or any(a <= b for a, b in zip(t, t[1:])):
             raise ValueError(f"sampler.timesteps {list(t)} must be one or more decreasing values in (0, 1000]")

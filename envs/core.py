@@ -1,9 +1,16 @@
 """`WorldModelCore`: one sampler serving B rows, the engine under every world-model env.
 
-WorldModel-v0 (one row), its vector env and the TorchRL env all run on it: it resets rows (from
-noise or a given frame, with a prompt and an event schedule), applies text events (re-encode and
-re-cache), generates one chunk per step, decodes it, and reads the reward from the frames
-(`dfworld.envs.reward`). It receives a built sampler (`dfworld.runtime.backends.build_sampler`).
+WorldModel-v0 (one row), its vector env and the TorchRL env all run on it: it resets rows, applies
+text events (re-encode and re-cache), generates one chunk per step, decodes it, and reads the
+reward from the frames (`dfworld.envs.reward`). It receives a built sampler
+(`dfworld.runtime.backends.build_sampler`).
+
+Every episode starts in the world: by default a row's context is EventWorld's start for its seed
+(`dfworld.world.episodes.real_start`: the reset frame and still frames after it, one chunk, under
+its initial prompt), so the seed fixes the scene, and EventWorld-v0 with the same seed shows the
+same frames. Option "image" gives the context frames instead (one frame, held still, or whole
+chunks of them); option "start": "noise" keeps the old start, a first chunk generated from noise
+and the prompt.
 """
 
 from __future__ import annotations
@@ -16,10 +23,13 @@ import torch
 from dfworld.envs.reward import CoinCounter
 from dfworld.envs.spaces import parse_schedule
 from dfworld.runtime.backends import WorldModelSampler
-from dfworld.world.config import WorldConfig, check_seed
+from dfworld.world.config import START_FRAMES, WorldConfig, check_seed
+from dfworld.world.episodes import real_start
 from dfworld.world.events import TIMES, initial_prompt, validate_text
+from dfworld.world.simulator import EventWorld
 
-RESET_OPTIONS = {"prompt", "image", "events"}  # per row; the vector env also takes "reset_mask"
+RESET_OPTIONS = {"prompt", "image", "events", "start"}  # per row; the vector env also takes "reset_mask"
+STARTS = ("real", "noise")  # reset option "start" (without an image): EventWorld's start for the seed, or noise
 
 
 class WorldModelCore:
@@ -39,6 +49,9 @@ class WorldModelCore:
         self.steps = np.zeros(self.B, np.int64)
         self.schedules: list[dict[int, str]] = [{} for _ in range(self.B)]
         self.last = np.zeros((self.B, size, size, 3), np.uint8)
+        self.start_frames = -(-START_FRAMES // self.chunk) * self.chunk  # a real start: whole chunks, at least START_FRAMES
+        self.held_frames = self.rollout.history.shape[1]  # the most context frames the cache holds
+        self.sim = EventWorld(self.world)  # plays the real starts
 
     @torch.inference_mode()
     def _decode(self, latents: torch.Tensor) -> np.ndarray:
@@ -63,47 +76,69 @@ class WorldModelCore:
         """
         if not rows:
             return self.last[:0].copy()
-        prompts, images, schedules = [], [], []
-        for seed, opt in zip(seeds, options):
+        prompts, contexts, schedules = [], [], []
+        for seed, opt in zip(seeds, options):  # 1. check every row, and make the real starts (the world model's state is untouched)
             check_seed(seed)
             if not isinstance(opt, dict):
                 raise TypeError(f"reset options must be a dict, got {type(opt).__name__}")
             if unknown := set(opt) - RESET_OPTIONS:
                 raise ValueError(f"unknown reset option(s) {sorted(unknown)}; WorldModel-v0 accepts {sorted(RESET_OPTIONS)}")
-            prompt = opt["prompt"] if opt.get("prompt") is not None else initial_prompt(TIMES[int(seed) % len(TIMES)])
-            prompts.append(validate_text(prompt))
-            images.append(self._check_image(opt.get("image")))
+            start = opt.get("start", "real")
+            if start not in STARTS:
+                raise ValueError(f"reset option 'start' must be one of {STARTS}, got {start!r}")
+            prompt = None if opt.get("prompt") is None else validate_text(opt["prompt"])
+            image = self._check_image(opt.get("image"))
+            if image is None and start == "real":
+                st = real_start(self.sim, int(seed), self.start_frames, prompt)  # a prompt is the start's event, as in EventWorld-v0
+                image, prompt = st.frames, st.prompt
+            prompts.append(prompt if prompt is not None else initial_prompt(TIMES[int(seed) % len(TIMES)]))
+            contexts.append(image)
             schedules.append(parse_schedule(opt.get("events", ())))
-        with_image = [i for i, im in enumerate(images) if im is not None]
-        if with_image and len(with_image) != len(rows):
-            raise ValueError("reset: give an initial image for every reset row or for none")
+        encoded = self.rollout.encode(prompts)
         self.rollout.encode(sorted({t for s in schedules for t in s.values()}))  # scheduled events: refused now, not at their step
-        context = None
-        if with_image:
-            with torch.inference_mode():
-                context = self.codec.encode(torch.from_numpy(np.stack(images)).to(self.device))
-        self.rollout.reset(rows, prompts, seeds, context)
+        # 2. reset, one rollout call per context length (no context: the first chunk comes from noise)
+        groups: dict[int, list[int]] = {}
+        for j, c in enumerate(contexts):
+            groups.setdefault(0 if c is None else len(c), []).append(j)
+        obs = np.zeros((len(rows),) + self.last.shape[1:], np.uint8)
+        for n, members in groups.items():
+            rs = [rows[j] for j in members]
+            latents = None
+            if n:
+                with torch.inference_mode():
+                    frames = torch.from_numpy(np.stack([contexts[j] for j in members])).to(self.device)
+                    latents = self.codec.encode(frames.flatten(0, 1)).unflatten(0, frames.shape[:2])
+            self.rollout.reset(rs, [prompts[j] for j in members], [seeds[j] for j in members], latents,
+                               encoded=(encoded[0][members], encoded[1][members]))
+            for j in members:
+                if n:
+                    obs[j] = contexts[j][-1]
         for r, sched in zip(rows, schedules):
             self.counters[r].reset()
             self.steps[r] = 0
             self.schedules[r] = sched
-        if context is not None:
-            obs = np.stack(images)
-            self.last[rows] = obs
-            for r, o in zip(rows, obs):
-                self.counters[r].update(o)
-            return obs
-        # no image: the first chunk is generated under noop actions; its last frame is the observation
-        frames = self._generate(np.zeros(self.B, np.int64), rows)
-        return frames[rows, -1]
+        if noise := [j for j, c in enumerate(contexts) if c is None]:  # the first chunk under noop actions; its last frame
+            frames = self._generate(np.zeros(self.B, np.int64), [rows[j] for j in noise])
+            obs[noise] = frames[[rows[j] for j in noise], -1]
+        for j in range(len(rows)):
+            if contexts[j] is not None:
+                self.last[rows[j]] = obs[j]
+                self.counters[rows[j]].update(obs[j])
+        return obs
 
     def _check_image(self, image) -> np.ndarray | None:
+        """A reset image as context frames [n, H, W, 3]: one frame is held still for a chunk."""
         if image is None:
             return None
         image = np.asarray(image)
-        want = (self.world.height, self.world.width, 3)
-        if image.dtype != np.uint8 or image.shape != want:
-            raise ValueError(f"reset option 'image' must be a uint8 array {want}, got {image.dtype} {image.shape}")
+        want, K = (self.world.height, self.world.width, 3), self.chunk
+        if image.dtype != np.uint8 or image.shape[-3:] != want or image.ndim not in (3, 4):
+            raise ValueError(f"reset option 'image' must be a uint8 frame {want} or frames [n, *{want}], got {image.dtype} {image.shape}")
+        if image.ndim == 3:
+            return np.repeat(image[None], K, 0)
+        if len(image) == 0 or len(image) % K or len(image) > self.held_frames:
+            raise ValueError(f"reset option 'image': {len(image)} frames; give whole chunks of {K} frames, "
+                             f"at most the {self.held_frames} the model's cache holds")
         return image
 
     def _generate(self, moves: np.ndarray, rows: list[int] | None = None) -> np.ndarray:

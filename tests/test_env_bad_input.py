@@ -51,7 +51,12 @@ def single(ckpt):
 
 
 @pytest.mark.parametrize("seed, options, error, match", [
-    (4, {"prompt": LONG}, ValueError, "tokens"),
+    (4, {"prompt": LONG, "start": "noise"}, ValueError, "tokens"),
+    (4, {"prompt": LONG}, ValueError, "is not an EventWorld event"),  # a real start applies its prompt as an event
+    (4, {"start": "dream"}, ValueError, "'start' must be one of"),
+    (4, {"image": np.zeros((3, 32, 32, 3), np.uint8)}, ValueError, "whole chunks of 4 frames"),
+    (4, {"image": np.zeros((40, 32, 32, 3), np.uint8)}, ValueError, "at most the 12 the model's cache holds"),
+    (4, {"image": np.zeros((32, 32, 3), np.float32)}, ValueError, "must be a uint8 frame"),
     (2**64, None, ValueError, "seed must be an int in"),
     (-1, None, ValueError, "seed must be an int in"),
     (1.5, None, ValueError, "seed must be an int in"),
@@ -62,7 +67,7 @@ def single(ckpt):
     (4, {"events": None}, TypeError, "list of \\(step, text\\) pairs"),
     (4, {"events": [(1, "night falls", 3)]}, ValueError, "entry 0: expected a \\(step, text\\) pair"),
     (4, {"events": [{"step": 1}]}, ValueError, "exactly the keys"),
-    (4, {"image": np.zeros((8, 8, 3), np.uint8)}, ValueError, "must be a uint8 array"),
+    (4, {"image": np.zeros((8, 8, 3), np.uint8)}, ValueError, "must be a uint8 frame"),
     (4, ["prompt"], TypeError, "options must be a dict"),
 ])
 def test_a_refused_reset_names_the_problem_and_keeps_the_episode(tiny_generator, seed, options, error, match):
@@ -94,7 +99,8 @@ def test_a_scheduled_event_that_cannot_be_encoded_is_refused_at_reset_for_any_ro
     ([1, 2], None, ValueError, "needs 3 seeds"),
     ("7", None, TypeError, "seed must be an int or a sequence"),
     (2**63, None, ValueError, "seed must be an int in"),
-    (None, {"prompt": [None, LONG, None]}, ValueError, "tokens"),
+    (None, {"prompt": [None, LONG, None], "start": ["noise"] * 3}, ValueError, "tokens"),
+    (None, {"image": [None, np.zeros((8, 8, 3), np.uint8), None]}, ValueError, "must be a uint8 frame"),
 ])
 def test_a_refused_vector_reset_names_the_problem_and_keeps_every_row(tiny_generator, seed, options, error, match):
     vec = WorldModelVectorEnv(3, tiny_generator)

@@ -84,7 +84,7 @@ def test_bad_resets_and_lifecycle(tiny_generator, tmp_path):
         e.step(0)
     with pytest.raises(ValueError, match="unknown reset option"):
         e.reset(options={"colour": 1})
-    with pytest.raises(ValueError, match="uint8 array"):
+    with pytest.raises(ValueError, match="uint8 frame"):
         e.reset(options={"image": np.zeros((8, 8, 3), np.uint8)})
     with pytest.raises(ValueError, match="step must be a non-negative int"):
         e.reset(options={"events": [(-1, "night falls")]})

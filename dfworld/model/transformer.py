@@ -122,6 +122,23 @@ def _block_causal_frame_mask(frames: int, chunk: int, sink: int, window: int) ->
     return (k < start + chunk) & ((k < sink) | (k >= start - window))
 
 
+@lru_cache(maxsize=32)
+def _teacher_forcing_frame_mask(frames: int, chunk: int, sink: int, window: int) -> torch.Tensor:
+    """[2F, 2F] bool over (clean frames, noisy frames): what the cached rollout lets each query see.
+
+    Clean frames attend as in the block-causal forward (they write the cache). A noisy frame of
+    chunk j attends the clean frames of earlier chunks that the cache would still hold (sink and
+    window) and the noisy frames of its own chunk, never a clean copy of itself.
+    """
+    q = torch.arange(frames)[:, None]
+    k = torch.arange(frames)[None, :]
+    start = (q // chunk) * chunk
+    held = (k < start) & ((k < sink) | (k >= start - window))
+    same = (k // chunk) == (q // chunk)
+    top = torch.cat([_block_causal_frame_mask(frames, chunk, sink, window), torch.zeros(frames, frames, dtype=torch.bool)], 1)
+    return torch.cat([top, torch.cat([held, same], 1)], 0)
+
+
 class Attention(nn.Module):
     """Self-attention with rotary time positions, optional sink positioning and a KV cache."""
 
@@ -327,14 +344,21 @@ class VideoTransformer(nn.Module):
         actions: torch.Tensor,
         start_frame: torch.Tensor | None = None,
         cache: KVCache | None = None,
+        clean: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
         """Velocity for x, and (with a cache) this chunk's keys and values [L, B, H, K*N, Dh].
 
         Without a cache: the whole sequence from frame 0 (or `start_frame` in full mode).
         With a cache (block_causal only): one chunk starting at `start_frame` [B], attending to
         the cache; the caller writes the returned keys and values with `cache.update`.
+        With `clean` = (latents, sigma) of the same frames (block_causal, no cache): teacher
+        forcing. Each chunk of the noisy x sees the clean frames before it exactly as a cached
+        rollout's chunk sees its history (`_teacher_forcing_frame_mask`), in one pass over both
+        copies; the velocity of the noisy copy is returned.
         """
         cfg = self.config
+        if clean is not None:
+            return self._teacher_forcing(x, sigma, text, text_mask, actions, clean), None
         B, Fr = x.shape[:2]
         N, t = cfg.tokens_per_frame, cfg.tubelet
         if not torch.jit.is_tracing() and not torch.compiler.is_compiling():
@@ -380,7 +404,41 @@ class VideoTransformer(nn.Module):
             new_v.append(v)
 
         # 3. output
-        shift, scale = self.ada_out(F.silu(c))[:, :, None].chunk(2, dim=-1)
-        out = self._unpatchify(self.patch_out(modulate(self.norm_out(h), shift, scale)))
         kv = (torch.stack(new_k), torch.stack(new_v)) if cache is not None else None
-        return out, kv
+        return self._output(h, c), kv
+
+    def _output(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.ada_out(F.silu(c))[:, :, None].chunk(2, dim=-1)
+        return self._unpatchify(self.patch_out(modulate(self.norm_out(h), shift, scale)))
+
+    def _teacher_forcing(self, x, sigma, text, text_mask, actions, clean) -> torch.Tensor:
+        """Velocity of the noisy frames x [B, F, ...] given the clean copy `clean` (see `forward`)."""
+        cfg = self.config
+        if cfg.attention != "block_causal":
+            raise ValueError("teacher forcing is for the block_causal generator")
+        x_clean, sigma_clean = clean
+        if x_clean.shape != x.shape or sigma_clean.shape != sigma.shape:
+            raise ValueError(f"the clean copy {tuple(x_clean.shape)} must match the noisy frames {tuple(x.shape)}")
+        self._check_inputs(x, sigma, actions)
+        self._check_inputs(x_clean, sigma_clean, actions)
+        B, Fr = x.shape[:2]
+        if Fr % cfg.chunk_frames:
+            raise ValueError(f"teacher forcing takes whole chunks of {cfg.chunk_frames} frames, got {Fr} frames")
+        G = Fr // cfg.tubelet
+        both = torch.cat([x_clean, x], 1)  # [B, 2F, ...]: the clean copy, then the noisy one
+        c, tx, a = self._condition(torch.cat([sigma_clean, sigma], 1), text, text_mask, torch.cat([actions, actions], 1))
+        h = self.patch_in(self._patchify(both)) + self.pos + a[:, :, None]  # [B, 2G, S, D]
+        frames = self._frame_positions(torch.zeros(B, dtype=torch.long, device=x.device), Fr)
+        frames = torch.cat([frames, frames], 1)  # both copies sit at the same times
+        rope_q = self._rope(frames)
+        rope_qs, key_sink = None, None
+        if cfg.sink_frames > 0:
+            rope_qs = self._rope(self._sink_query_positions(frames))
+            sink = torch.cat([frames[:, :Fr] < cfg.sink_frames, torch.zeros_like(frames[:, Fr:], dtype=torch.bool)], 1)
+            key_sink = self._tokens(sink)[:, None, :, None]  # noisy keys rotate at their absolute time, as a cached chunk's
+        fm = _teacher_forcing_frame_mask(Fr, cfg.chunk_frames, cfg.sink_frames, cfg.window_frames)[:: cfg.tubelet, :: cfg.tubelet]
+        S = cfg.spatial_tokens
+        mask = fm.to(x.device).repeat_interleave(S, 0).repeat_interleave(S, 1)
+        for block in self.blocks:
+            h, _ = block(h, c, tx, text_mask, (rope_q, rope_qs, rope_q, key_sink, mask))
+        return self._output(h[:, G:], c[:, G:])

@@ -84,9 +84,9 @@ class WriteGraph(nn.Module):
 class ChunkGraph(nn.Module):
     """The fused chunk step: the denoising levels of `dfworld.rollout.denoise`, then the cache write."""
 
-    def __init__(self, model: VideoTransformer, sigmas: list[float], context_noise: float):
+    def __init__(self, model: VideoTransformer, sigmas: list[float], context_noise: float, solver: str = "renoise"):
         super().__init__()
-        self.model, self.sigmas = model, list(sigmas)
+        self.model, self.sigmas, self.solver = model, list(sigmas), solver
         self.write = WriteGraph(model, context_noise)
 
     def forward(self, noise, text, text_mask, actions, frame, cache_k, cache_v, cache_valid, rows):
@@ -95,6 +95,7 @@ class ChunkGraph(nn.Module):
             lambda x, sigma: forward_at(self.model, x, sigma, text, text_mask, actions, frame, cache)[0],
             lambda i: noise[:, i],
             self.sigmas,
+            solver=self.solver,
         )
         return (x0, *self.write(x0, text, text_mask, actions, frame, cache_k, cache_v, cache_valid, rows))
 
@@ -249,7 +250,7 @@ def export_onnx(bundle: GeneratorBundle, out: str | Path) -> Path:
     model = copy.deepcopy(bundle.generator).cpu().eval()  # exported modules carry no training state
     codec = copy.deepcopy(bundle.codec).cpu().eval()
     graphs = {
-        "chunk": ChunkGraph(model, sigmas, sampler.context_noise),
+        "chunk": ChunkGraph(model, sigmas, sampler.context_noise, sampler.solver),
         "write": WriteGraph(model, sampler.context_noise),
         "decoder": DecoderGraph(codec),
     }

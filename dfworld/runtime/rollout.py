@@ -106,7 +106,10 @@ class OrtRollout(Rollout):
         self.cache.check_writable(self.frame)
         # the same per-row noise as Rollout: each row's stream draws level 0, 1, ... in turn
         self._start_chunk_noise(rows)
-        noise = torch.stack([self._noise(self._chunk_shape, rows) for _ in self.sigmas], 1)  # [B, levels, K, C, h, w]
+        # [B, levels, K, C, h, w]; the euler solver draws level 0 only, as the torch sampler does
+        drawn = 1 if self.sampler.solver == "euler" else len(self.sigmas)
+        noise = torch.stack([self._noise(self._chunk_shape, rows) if i < drawn else torch.zeros((self.B,) + self._chunk_shape, device=self.device)
+                             for i in range(len(self.sigmas))], 1)
         x0 = torch.empty((self.B,) + self._chunk_shape, device=self.device)
         inputs = {"noise": noise, "actions": actions.long(), "frame": self.frame, "rows": rows}
         self._run(self.generator.chunk, inputs, {"latents": x0})

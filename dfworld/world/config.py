@@ -69,6 +69,10 @@ def ground_color(time: str, weather: str) -> tuple[int, int, int]:
 SEED_RANGE = 2**63  # episode seeds are ints in [0, 2**63): EventWorld, the world model and torch's generators take them
 
 
+# real frames every episode starts from (dfworld.world.episodes.real_start): one chunk of the world model
+START_FRAMES = 4
+
+
 def check_seed(seed: object) -> int:
     """An episode seed: an int (not a bool) in [0, 2**63); raises naming the value otherwise."""
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < SEED_RANGE:

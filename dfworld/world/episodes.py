@@ -2,7 +2,9 @@
 
 Frame convention, shared by data sets, the world model and the benchmarks: frame f is the
 result of action f (`frames[f] = step(actions[f])`), after the events scheduled at f have been
-applied. The frame drawn at reset is the context before frame 0.
+applied. The start frames come before frame 0: the frame drawn at reset, then `n - 1` frames in
+which the agent stands still (`real_start`). Every world-model episode starts from them, as its
+context, and EventWorld-v0's reset plays them too, so the same seed gives both the same scene.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
-from dfworld.world.config import WorldConfig
-from dfworld.world.events import initial_prompt
+from dfworld.world.config import START_FRAMES, WorldConfig
+from dfworld.world.events import initial_prompt, parse_event
 from dfworld.world.scripts import Episode
 from dfworld.world.simulator import EventWorld
 from dfworld.world.suite import plan_episode
@@ -38,7 +40,7 @@ class EpisodeRecord:
     rewards: np.ndarray  # [F] float32
     states: dict[str, np.ndarray]  # each [F, ...], see EventWorld.state_arrays
     initial_prompt: str
-    context: np.ndarray  # [H, W, 3] the reset frame, before frame 0
+    context: np.ndarray  # [n, H, W, 3] the start frames, before frame 0 (real_start)
     events: list[EventRecord] = field(default_factory=list)
 
     def prompts(self) -> list[str]:
@@ -57,11 +59,41 @@ def stack_states(states: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {k: np.stack([s[k] for s in states]) for k in states[0]}
 
 
-def play_episode(episode: Episode, world: EventWorld | None = None, progress: bool = False) -> EpisodeRecord:
-    """Play a scripted episode in the simulator and record everything."""
+@dataclass
+class Start:
+    """The start of an episode (`real_start`): its frames, the text they were made under, and its event's result."""
+
+    frames: np.ndarray  # [n, H, W, 3]
+    prompt: str
+    event: dict = field(default_factory=dict)  # with a start event: event, event_applied, event_reason
+
+
+def real_start(world: EventWorld, seed: int, frames: int = START_FRAMES, event: str | None = None) -> Start:
+    """Reset `world` to `seed` and play the start frames: the reset frame, then `frames - 1` still frames.
+
+    `event` (an EventWorld event text) is applied to the reset scene first, as EventWorld-v0's
+    reset option "prompt" does; the start's prompt is then that text if the world could apply it,
+    else the initial time-of-day sentence. A text that is no event raises before the world changes.
+    """
+    if frames < 1:
+        raise ValueError(f"an episode starts from at least one frame, got {frames}")
+    parsed = parse_event(event) if event is not None else None
+    out = [world.reset(seed)]
+    prompt, info = initial_prompt(world.state.time), {}
+    if parsed is not None:
+        res = world.apply_event(parsed)
+        info = {"event": event, "event_applied": res.applied, "event_reason": res.reason}
+        prompt = event if res.applied else prompt
+        out = [world.render()]
+    out += [world.step(0)[0] for _ in range(frames - 1)]
+    return Start(np.stack(out), prompt, info)
+
+
+def play_episode(episode: Episode, world: EventWorld | None = None, progress: bool = False, start_frames: int = START_FRAMES) -> EpisodeRecord:
+    """Play a scripted episode in the simulator, after its `start_frames` start frames, and record everything."""
     world = world or EventWorld()
-    context = world.reset(episode.seed)
-    prompt = initial_prompt(world.state.time)
+    start = real_start(world, episode.seed, start_frames)
+    context, prompt = start.frames, start.prompt
     actions = episode.actions()
     events = episode.events()
     frames, rewards, states, log = [], [], [], []

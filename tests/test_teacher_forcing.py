@@ -1,0 +1,37 @@
+"""Teacher forcing: one pass over (clean, noisy) copies equals the cached rollout chunk by chunk."""
+
+import pytest
+import torch
+
+from dfworld.model.kv_cache import KVCache
+from tests.test_model import inputs, tiny
+
+
+@pytest.mark.parametrize("tubelet, patch, chunk, sink, window, rope_space",
+                         [(1, 4, 2, 2, 4, 0), (2, 2, 2, 2, 4, 2), (4, 2, 4, 4, 8, 2), (1, 4, 2, 0, 4, 0)])
+@torch.no_grad()
+def test_teacher_forcing_equals_the_cached_rollout(tubelet, patch, chunk, sink, window, rope_space):
+    model = tiny(tubelet=tubelet, patch=patch, chunk_frames=chunk, sink_frames=sink, window_frames=window, rope_space=rope_space)
+    x, sigma, text, mask, actions = inputs(2, 24)
+    noisy, _, _, _, _ = inputs(2, 24, seed=1)
+    sigma = sigma[:, ::chunk].repeat_interleave(chunk, 1)  # one level per chunk
+    ctx = torch.full_like(sigma, 0.05)[:, :1].expand_as(sigma).contiguous()  # the clean copy's level (context noise)
+    tf, _ = model(noisy, sigma, text, mask, actions, clean=(x, ctx))
+    # the rollout: each noisy chunk is denoised against the cache, then its clean frames are written
+    cache = KVCache(model.config, 2)
+    for s in range(0, 24, chunk):
+        sf = torch.full((2,), s)
+        sl = slice(s, s + chunk)
+        out, _ = model(noisy[:, sl], sigma[:, sl], text, mask, actions[:, sl], start_frame=sf, cache=cache)
+        assert (out - tf[:, sl]).abs().max().item() <= 1e-4, f"chunk at frame {s}"
+        _, (k, v) = model(x[:, sl], ctx[:, sl], text, mask, actions[:, sl], start_frame=sf, cache=cache)
+        cache.update(sf, k, v)
+
+
+def test_teacher_forcing_refuses_mismatched_copies_and_full_attention():
+    model = tiny()
+    x, sigma, text, mask, actions = inputs(1, 4)
+    with pytest.raises(ValueError, match="clean copy"):
+        model(x, sigma, text, mask, actions, clean=(x[:, :2], sigma[:, :2]))
+    with pytest.raises(ValueError, match="block_causal"):
+        tiny("full")(x, sigma, text, mask, actions, clean=(x, sigma))
