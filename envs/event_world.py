@@ -9,8 +9,9 @@ import numpy as np
 from gymnasium import spaces
 
 from dfworld.envs.spaces import keys_to_action, make_action_space, parse_step_input
-from dfworld.world.config import WorldConfig, check_seed
-from dfworld.world.events import initial_prompt, parse_event
+from dfworld.world.config import START_FRAMES, WorldConfig, check_seed
+from dfworld.world.episodes import real_start
+from dfworld.world.events import parse_event
 from dfworld.world.simulator import EventWorld
 
 _RESET_OPTIONS = {"prompt"}
@@ -49,6 +50,11 @@ class EventWorldEnv(gym.Env):
     - `frames_per_step`: simulated frames per step (default 4, the world model's chunk).
     - `world`: a WorldConfig or a dict of its fields (resolution, object counts, ...).
 
+    - `start_frames`: the frames `reset` plays (default 4, the world model's context): the reset
+      frame, then frames in which the agent stands still (`dfworld.world.episodes.real_start`);
+      the observation is the last, `info["frames"]` holds them all. WorldModel-v0 starts from the
+      same frames for the same seed, so both envs begin in one scene.
+
     `reset(seed=..., options={"prompt": text})` applies an event to the initial scene.
     An event text that is not an EventWorld event raises ValueError and changes nothing; an
     event that cannot apply (no red object to recolour) is reported in `info["event_applied"]`
@@ -60,11 +66,15 @@ class EventWorldEnv(gym.Env):
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": WorldConfig().fps / 4}  # the step rate at 4 frames per step
 
-    def __init__(self, render_mode: str | None = None, frames_per_step: int = 4, world: WorldConfig | dict | None = None):
+    def __init__(self, render_mode: str | None = None, frames_per_step: int = 4, world: WorldConfig | dict | None = None,
+                 start_frames: int = START_FRAMES):
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(f"render_mode {render_mode!r} is not supported; use None or 'rgb_array'")
         if isinstance(frames_per_step, bool) or not isinstance(frames_per_step, int) or frames_per_step < 1:
             raise ValueError(f"frames_per_step must be a positive int, got {frames_per_step!r}")
+        if isinstance(start_frames, bool) or not isinstance(start_frames, int) or start_frames < 1:
+            raise ValueError(f"start_frames must be a positive int, got {start_frames!r}")
+        self.start_frames = start_frames
         self.config = world if isinstance(world, WorldConfig) else WorldConfig(**(world or {}))
         # one rendered frame per step: videos (RecordVideo) and play() run at the step rate, in real time
         self.metadata = {**self.metadata, "render_fps": self.config.fps / frames_per_step}
@@ -87,15 +97,13 @@ class EventWorldEnv(gym.Env):
         options = dict(options or {})
         if unknown := set(options) - _RESET_OPTIONS:
             raise ValueError(f"unknown reset option(s) {sorted(unknown)}; EventWorld-v0 accepts {sorted(_RESET_OPTIONS)}")
-        event = parse_event(options["prompt"]) if "prompt" in options else None
+        if "prompt" in options:
+            parse_event(options["prompt"])  # a text that is no event raises here, changing nothing
         super().reset(seed=seed)
         world_seed = seed if seed is not None else int(self.np_random.integers(2**31))
-        self._frame = self.world.reset(world_seed)
-        self._prompt = initial_prompt(self.world.state.time)
-        info: dict[str, Any] = {"world_seed": world_seed}
-        if event is not None:
-            info.update(self._apply(options["prompt"], event))
-            self._frame = self.world.render()
+        start = real_start(self.world, world_seed, self.start_frames, options.get("prompt"))
+        self._frame, self._prompt = start.frames[-1], start.prompt
+        info: dict[str, Any] = {"world_seed": world_seed, "frames": start.frames, **start.event}
         self._done = False
         info.update(self._state_info())
         return self._frame, info

@@ -22,6 +22,7 @@ from dfworld.bench.metrics import (
     scene_fit,
     untouched_content,
 )
+from dfworld.bench.fidelity import FIDELITY_METRICS, FidelityStats, by_kind, episode_fidelity, fidelity_curve, fidelity_headline
 from dfworld.world.config import WorldConfig
 from dfworld.world.events import Event, parse_event
 from dfworld.world.probes import Blob, FrameReading, read_frame
@@ -32,9 +33,10 @@ REFERENCE = "reference"  # the source name of the simulator's own episodes
 # additive per-episode sums: consistency (sum of event means, events, untouched objects), drift least
 # squares (pairs, sum d, sum c, sum d^2, sum d c), reactivity (events), validity (valid, frames), agent error (sum, pairs)
 _SUMS = ("cons", "cons_n", "objs", "n", "sd", "sc", "sdd", "sdc", "events", "valid", "frames", "err", "err_n")
-METRICS = ("consistency", "untouched_objects", "drift_per_100", "reactivity@16", "median_delay", "validity", "agent_error_px")
+METRICS = ("consistency", "untouched_objects", "drift_per_100", "reactivity@16", "median_delay", "validity", "agent_error_px",
+           "agent_error_median_px") + FIDELITY_METRICS
 _DIGITS = {"consistency": 3, "untouched_objects": 2, "drift_per_100": 3, "reactivity@16": 3, "median_delay": 1, "validity": 3,
-           "agent_error_px": 2}  # decimals in bench.md
+           "agent_error_px": 2, "agent_error_median_px": 2, **dict.fromkeys(FIDELITY_METRICS, 3)}  # decimals in bench.md
 BOOTSTRAP = 1000  # resamples of the percentile bootstrap
 
 
@@ -45,6 +47,8 @@ class EpisodeStats:
     sums: np.ndarray  # [len(_SUMS)]
     delays: list[int]  # d0 of every event that took effect
     cons_d: np.ndarray  # [2, D] sum and count of c_e(d) per d, D the longest event window
+    fidelity: FidelityStats  # faithful frames and coin pick-ups against the simulator (dfworld.bench.fidelity)
+    agent_errors: np.ndarray  # [n] the agent distance of every frame where both find it
 
 
 def _blob_to_list(b: Blob | None) -> list | None:
@@ -61,14 +65,14 @@ def probe(frames: np.ndarray, world: WorldConfig) -> list[dict]:
     for frame in frames:
         r = read_frame(frame, world)
         out.append({"time": r.time, "weather": r.weather, "objects": {c: _blob_to_list(b) for c, b in r.objects.items()},
-                    "agent": _blob_to_list(r.agent), "fit": round(scene_fit(frame, world), 4)})
+                    "agent": _blob_to_list(r.agent), "coin": _blob_to_list(r.coin), "fit": round(scene_fit(frame, world), 4)})
     return out
 
 
 def reading_from_dict(d: dict) -> tuple[FrameReading, float]:
     """A stored reading back as a FrameReading, and its scene fit."""
     objects = {c: _blob_from_list(v) for c, v in d["objects"].items()}
-    return FrameReading(d["time"], d["weather"], objects, _blob_from_list(d["agent"])), d["fit"]
+    return FrameReading(d["time"], d["weather"], objects, _blob_from_list(d["agent"]), _blob_from_list(d.get("coin"))), d["fit"]
 
 
 def applied_events(reference_part: dict) -> list[tuple[int, Event]]:
@@ -76,9 +80,14 @@ def applied_events(reference_part: dict) -> list[tuple[int, Event]]:
 
 
 def episode_stats(
-    readings: list[FrameReading], fits: list[float], events: list[tuple[int, Event]], real: list[FrameReading]
+    readings: list[FrameReading], fits: list[float], events: list[tuple[int, Event]], real: list[FrameReading],
+    real_pickups: list[int] = (), generated_pickups: list[int] | None = None, chunk: int = 4,
 ) -> EpisodeStats:
-    """Score one source's readings of one episode against its events and the real readings."""
+    """Score one source's readings of one episode against its events and the real readings.
+
+    `real_pickups`: frames of the simulator's coin pick-ups; `generated_pickups`: steps where the
+    source's reward fired (None for the reference itself).
+    """
     F = len(readings)
     ends = [t for t, _ in events[1:]] + [F]  # an event's window ends at the next event
     s = dict.fromkeys(_SUMS, 0.0)
@@ -105,11 +114,11 @@ def episode_stats(
             delays.append(d0)
     s["valid"] = sum(frame_valid(r, f) for r, f in zip(readings, fits))
     s["frames"] = F
-    for r, q in zip(readings, real):
-        if r.agent is not None and q.agent is not None:
-            s["err"] += float(np.hypot(r.agent.x - q.agent.x, r.agent.y - q.agent.y))
-            s["err_n"] += 1
-    return EpisodeStats(np.array([s[k] for k in _SUMS]), delays, cons_d)
+    errors = [float(np.hypot(r.agent.x - q.agent.x, r.agent.y - q.agent.y))
+              for r, q in zip(readings, real) if r.agent is not None and q.agent is not None]
+    s["err"], s["err_n"] = float(sum(errors)), len(errors)
+    fid = episode_fidelity(readings, real, events, list(real_pickups), generated_pickups, chunk)
+    return EpisodeStats(np.array([s[k] for k in _SUMS]), delays, cons_d, fid, np.array(errors))
 
 
 def _ratio(a: float, b: float) -> float | None:
@@ -129,6 +138,8 @@ def headline(stats: list[EpisodeStats]) -> dict[str, float | None]:
         "median_delay": float(np.median(quick)) if quick else None,
         "validity": _ratio(s["valid"], s["frames"]),
         "agent_error_px": _ratio(s["err"], s["err_n"]),
+        "agent_error_median_px": float(np.median(np.concatenate([e.agent_errors for e in stats]))) if s["err_n"] else None,
+        **fidelity_headline([e.fidelity for e in stats]),
     }
 
 
@@ -157,6 +168,7 @@ def curves(stats: list[EpisodeStats]) -> dict[str, list[float | None]]:
     return {
         "consistency": [float(c / n) if n else None for c, n in cons.T],
         "reactivity": [float(r / n_events) if n_events else None for r in reach],
+        "faithful": fidelity_curve([e.fidelity for e in stats]),
     }
 
 
@@ -186,6 +198,17 @@ def markdown(config: dict, summary: dict) -> str:
         label = f"{name} (EventWorld)" if name == "reference" else name
         lines.append(f"| {label} | {' | '.join(cells)} | {s['fps']:.1f} |")
     gens = {n: s for n, s in summary.items() if n != "reference"}
+    fid = ("faithful",) + tuple(m for m in FIDELITY_METRICS if m.startswith("faithful_")) + ("agent_error_median_px",
+                                                                                              "pickup_precision", "pickup_recall")
+    lines += ["", "Fidelity against the simulator on the same seeds, actions and events (dfworld/bench/fidelity.py):", "",
+              "| source | " + " | ".join(m.replace("_", " ") for m in fid) + " |", "|---|" + "---|" * len(fid)]
+    for name, s in gens.items():
+        lines.append(f"| {name} | " + " | ".join(_fmt(s[m]["value"], s[m]["ci95"], _DIGITS[m]) for m in fid) + " |")
+    kinds = sorted({k for s in gens.values() for k in s["faithful_by_kind"]})
+    if kinds:
+        lines += ["", "| source | " + " | ".join(f"faithful after {k}" for k in kinds) + " |", "|---|" + "---|" * len(kinds)]
+        for name, s in gens.items():
+            lines.append(f"| {name} | " + " | ".join(_fmt(s["faithful_by_kind"].get(k), None, 3) for k in kinds) + " |")
     if gens:
         lines += ["", "| checkpoint | text-event step (ms) | action step (ms) | rows per step |", "|---|---|---|---|"]
         for name, s in gens.items():
@@ -194,7 +217,7 @@ def markdown(config: dict, summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_curves(path: Path, summary: dict, key: str, ylabel: str) -> None:
+def plot_curves(path: Path, summary: dict, key: str, ylabel: str, xlabel: str = "frames since the event") -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -206,7 +229,7 @@ def plot_curves(path: Path, summary: dict, key: str, ylabel: str) -> None:
         ax.plot(np.arange(len(y)), y, label=name, lw=2 if name == "reference" else 1.5, ls="--" if name == "reference" else "-")
     if key == "reactivity":
         ax.axvline(REACTION_FRAMES, color="grey", lw=0.8, ls=":", label=f"K = {REACTION_FRAMES}")
-    ax.set_xlabel("frames since the event")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
@@ -245,7 +268,9 @@ def write_report(out: Path, parts, episodes: list[Episode], sources: list[str], 
         stats = []
         for p, ref, rr in zip(loaded, refs, real):
             readings, fits = zip(*(reading_from_dict(d) for d in p["readings"]))
-            stats.append(episode_stats(list(readings), list(fits), applied_events(ref), rr))
+            gen_pickups = None if source == REFERENCE else p.get("pickups", [])
+            stats.append(episode_stats(list(readings), list(fits), applied_events(ref), rr, ref.get("pickups", []), gen_pickups,
+                                       p.get("chunk", 4)))
         value, ci = headline(stats), bootstrap_ci(stats)
         steps = {k: [s for p in loaded for s in p.get("step_s", {}).get(k, [])] for k in ("event", "action")}
         summary[source] = {
@@ -257,6 +282,7 @@ def write_report(out: Path, parts, episodes: list[Episode], sources: list[str], 
             "episodes": len(stats),
             "events": int(sum(e.sums[_SUMS.index("events")] for e in stats)),
             "curves": curves(stats),
+            "faithful_by_kind": by_kind([e.fidelity for e in stats]),
         }
         per_episode[source] = [{"episode": ep.id, **headline([e])} for ep, e in zip(episodes, stats)]
     out.mkdir(parents=True, exist_ok=True)
@@ -266,4 +292,5 @@ def write_report(out: Path, parts, episodes: list[Episode], sources: list[str], 
     (out / "bench.md").write_text(markdown(config, summary))
     plot_curves(out / "consistency_vs_frames.png", summary, "consistency", "untouched content kept")
     plot_curves(out / "reactivity_vs_frames.png", summary, "reactivity", "events in effect (cumulative)")
+    plot_curves(out / "faithful_vs_frames.png", summary, "faithful", "faithful frames", "frames since reset")
     return report

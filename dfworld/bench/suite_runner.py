@@ -2,8 +2,8 @@
 
 For every episode of an event script (the first N, truncated to F frames; later events dropped)
 the simulator plays it as the reference, and each checkpoint generates it: started from the
-episode's reset frame (the context before frame 0, reset option "image") and its initial prompt,
-then stepped chunk by chunk under the script's actions (the action of the chunk's first frame,
+episode's start frames (the reset frame and still frames after it, `real_start`: the context
+before frame 0, reset option "image") and its initial prompt, then stepped chunk by chunk under the script's actions (the action of the chunk's first frame,
 held for the chunk) and its text events at their frames (applied before their chunk). Generation
 seeds are the episode seed plus `seed`. The probes read every frame of every source.
 
@@ -32,6 +32,10 @@ the event, and r_f is the probe reading of frame f of the source being scored.
 - agent error = mean, over frames where the probes find the agent in both the real and the
   generated frame, of the distance between the two agent centroids in pixels (the actions, not
   the text, decide where the agent is).
+- fidelity (dfworld.bench.fidelity): the fraction of generated frames faithful to the real frame
+  of the same index (time, weather, object colours and places, agent within 2 px, coin), overall,
+  by frames since reset (0-15, 16-63, 64-239, 240+), as a curve, and per event kind; agent error
+  median; coin pick-up precision and recall (the env's reward against the simulator's).
 - fps = generated frames / wall time of `WorldModelCore.step` (decoding included; resets and
   probes excluded; padding rows of a last, partial batch not counted). Event / action step
   latency = mean wall time of a batched step with at least one text event (re-encode and
@@ -70,8 +74,7 @@ from dfworld.model.conditioning import TextConditioner
 from dfworld.model.loading import GENERATOR_STAGES, conditioner_from
 from dfworld.model.transformer import TransformerConfig
 from dfworld.world.config import WorldConfig
-from dfworld.world.episodes import play_episode
-from dfworld.world.events import initial_prompt
+from dfworld.world.episodes import play_episode, real_start
 from dfworld.world.scripts import Episode, Script
 from dfworld.world.simulator import EventWorld
 from dfworld.world.suite import resolve_script
@@ -165,9 +168,9 @@ def event_schedule(episode: Episode, chunk: int, source: str) -> dict[int, str]:
 
 
 def episode_start(episode: Episode, world: EventWorld) -> tuple[np.ndarray, str]:
-    """The episode's reset frame (the context before frame 0) and its initial prompt, as play_episode has them."""
-    context = world.reset(episode.seed)
-    return context, initial_prompt(world.state.time)
+    """The episode's start frames [n, H, W, 3] (the context before frame 0) and its initial prompt, as play_episode has them."""
+    start = real_start(world, episode.seed)
+    return start.frames, start.prompt
 
 
 def check_texts(candidate: Candidate, episodes: list[Episode], world: EventWorld) -> None:
@@ -258,17 +261,21 @@ def generate(core, episodes: list[Episode], world: WorldConfig, seed: int, sourc
     actions = [ep.actions() for ep in rows]
     core.reset(list(range(B)), [ep.seed + seed for ep in rows], [{"prompt": p, "image": img} for img, p in starts])
     n_steps = math.ceil(max(ep.frames for ep in rows) / K)
-    out = np.zeros((B, n_steps * K) + starts[0][0].shape, np.uint8)  # [B, F, H, W, 3]
+    out = np.zeros((B, n_steps * K) + starts[0][0].shape[1:], np.uint8)  # [B, F, H, W, 3]
     timing: dict[str, list[float]] = {"event": [], "action": []}
+    pickups: list[list[int]] = [[] for _ in rows]
     for k in range(n_steps):
         f = k * K
         moves = np.array([a[min(f, len(a) - 1)] for a in actions], np.int64)
         texts = [s.get(f) for s in schedules]
         t0 = time.perf_counter()
-        frames, *_ = core.step(moves, texts)  # [B, K, H, W, 3]
+        frames, rewards, _, _ = core.step(moves, texts)  # [B, K, H, W, 3]
         timing["event" if any(t is not None for t in texts) else "action"].append(time.perf_counter() - t0)
         out[:, f : f + K] = frames
-    return [out[j, : ep.frames] for j, ep in enumerate(episodes)], timing
+        for j in np.nonzero(rewards > 0)[0]:
+            if f < rows[j].frames:
+                pickups[j].append(k)
+    return [out[j, : ep.frames] for j, ep in enumerate(episodes)], timing, pickups
 
 
 def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
@@ -311,7 +318,7 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
         seconds = time.perf_counter() - t0
         events = [{"t": e.t, "text": e.text, "applied": e.applied} for e in rec.events]
         parts.save(REFERENCE, i, {"episode": ep.id, "frames": ep.frames, "seconds": seconds, "events": events,
-                                  "readings": probe(rec.frames, world)})
+                                  "pickups": np.nonzero(rec.rewards > 0)[0].tolist(), "readings": probe(rec.frames, world)})
     # 3. each checkpoint generates the episodes not finished yet, `batch` at a time
     for c in candidates:
         pending = [i for i in range(len(episodes)) if not parts.done(c.name, i)]
@@ -321,12 +328,12 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
         bar = tqdm(total=len(episodes), initial=len(episodes) - len(pending), desc=c.name, disable=not progress)
         for b in range(0, len(pending), core.B):
             idx = pending[b : b + core.B]
-            frames, timing = generate(core, [episodes[i] for i in idx], world, cfg.seed, script.source)
+            frames, timing, pickups = generate(core, [episodes[i] for i in idx], world, cfg.seed, script.source)
             total = sum(timing["event"]) + sum(timing["action"])
             n_frames = sum(len(f) for f in frames)
-            for i, fr in zip(idx, frames):
-                part = {"episode": episodes[i].id, "frames": len(fr), "seconds": total * len(fr) / n_frames,
-                        "step_s": timing, "rows": core.B, "readings": probe(fr, world)}
+            for i, fr, pk in zip(idx, frames, pickups):
+                part = {"episode": episodes[i].id, "frames": len(fr), "seconds": total * len(fr) / n_frames, "step_s": timing,
+                        "rows": core.B, "chunk": core.chunk, "pickups": pk, "readings": probe(fr, world)}
                 parts.save(c.name, i, part, fr if i < cfg.video_episodes else None)
             bar.update(len(idx))
         bar.close()

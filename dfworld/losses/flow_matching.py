@@ -15,6 +15,9 @@ class FlowMatchingLoss(LossModule):
     Input keys: latents [B, F, C, h, w] (x0), noise (eps), sigma [B, F], text [B, L, Dt],
     text_mask [B, L], actions [B, F], and optionally loss_mask [B, F] (frames that count) and
     loss_weight [B, F, h, w] (a weight per latent cell: each frame's error is the weighted mean).
+    With `clean` [B, F, C, h, w] and `clean_sigma` [B, F] (the block-causal generator, teacher
+    forcing): each chunk is denoised given the clean frames before it, as in a cached rollout
+    (`VideoTransformer.forward(clean=...)`).
     Output: loss_flow.
     """
 
@@ -26,7 +29,8 @@ class FlowMatchingLoss(LossModule):
         td = tensordict
         x0, eps, sigma = td["latents"], td["noise"], td["sigma"]
         x_s = add_noise(x0, eps, sigma)
-        v, _ = self.network(x_s, sigma, td["text"], td["text_mask"], td["actions"])
+        clean = (td["clean"], td["clean_sigma"]) if "clean" in td.keys() else None
+        v, _ = self.network(x_s, sigma, td["text"], td["text_mask"], td["actions"], clean=clean)
         sq = (v.float() - velocity_target(x0, eps)).pow(2)  # [B, F, C, h, w]
         if "loss_weight" in td.keys():
             w = td["loss_weight"].to(sq.dtype)[:, :, None]

@@ -34,7 +34,6 @@ full-sequence forward (training) and the cached chunk step (generation) compute 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +41,7 @@ from torch import nn
 
 from dfworld.model.kv_cache import KVCache
 from dfworld.model.layers import MLP, RMSNorm, modulate, rope_angles, rope_apply, timestep_embedding
+from dfworld.model.teacher_forcing import TeacherForcingPlan, block_causal_frame_mask, teacher_forcing
 
 ATTENTION_MODES = ("full", "block_causal")
 
@@ -113,32 +113,6 @@ class TransformerConfig:
         return self.tubelet * self.latent_channels * self.patch * self.patch
 
 
-@lru_cache(maxsize=32)
-def _block_causal_frame_mask(frames: int, chunk: int, sink: int, window: int) -> torch.Tensor:
-    """[F, F] bool: query frame q may attend key frame k (see the module docstring)."""
-    q = torch.arange(frames)[:, None]
-    k = torch.arange(frames)[None, :]
-    start = (q // chunk) * chunk
-    return (k < start + chunk) & ((k < sink) | (k >= start - window))
-
-
-@lru_cache(maxsize=32)
-def _teacher_forcing_frame_mask(frames: int, chunk: int, sink: int, window: int) -> torch.Tensor:
-    """[2F, 2F] bool over (clean frames, noisy frames): what the cached rollout lets each query see.
-
-    Clean frames attend as in the block-causal forward (they write the cache). A noisy frame of
-    chunk j attends the clean frames of earlier chunks that the cache would still hold (sink and
-    window) and the noisy frames of its own chunk, never a clean copy of itself.
-    """
-    q = torch.arange(frames)[:, None]
-    k = torch.arange(frames)[None, :]
-    start = (q // chunk) * chunk
-    held = (k < start) & ((k < sink) | (k >= start - window))
-    same = (k // chunk) == (q // chunk)
-    top = torch.cat([_block_causal_frame_mask(frames, chunk, sink, window), torch.zeros(frames, frames, dtype=torch.bool)], 1)
-    return torch.cat([top, torch.cat([held, same], 1)], 0)
-
-
 class Attention(nn.Module):
     """Self-attention with rotary time positions, optional sink positioning and a KV cache."""
 
@@ -169,7 +143,10 @@ class Attention(nn.Module):
             k = torch.cat([k * ~key_sink, k * key_sink], dim=-1)
         else:
             q = q_abs
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=Dh**-0.5)
+        if isinstance(mask, TeacherForcingPlan):
+            o = mask.attend(q, k, v, Dh**-0.5)
+        else:
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=Dh**-0.5)
         return self.out(o.transpose(1, 2).reshape(B, T, H * Dh)), new_kv
 
 
@@ -358,7 +335,7 @@ class VideoTransformer(nn.Module):
         """
         cfg = self.config
         if clean is not None:
-            return self._teacher_forcing(x, sigma, text, text_mask, actions, clean), None
+            return teacher_forcing(self, x, sigma, text, text_mask, actions, clean), None
         B, Fr = x.shape[:2]
         N, t = cfg.tokens_per_frame, cfg.tubelet
         if not torch.jit.is_tracing() and not torch.compiler.is_compiling():
@@ -379,7 +356,7 @@ class VideoTransformer(nn.Module):
             if cache is None:
                 if bool((start_frame != 0).any()):
                     raise ValueError("a block-causal forward without a cache starts at frame 0")
-                fm = _block_causal_frame_mask(Fr, cfg.chunk_frames, cfg.sink_frames, cfg.window_frames)[::t, ::t].to(x.device)
+                fm = block_causal_frame_mask(Fr, cfg.chunk_frames, cfg.sink_frames, cfg.window_frames)[::t, ::t].to(x.device)
                 S = cfg.spatial_tokens
                 mask = fm.repeat_interleave(S, 0).repeat_interleave(S, 1)  # [T, T], T = G S = F N
                 if sink_on:
@@ -410,35 +387,3 @@ class VideoTransformer(nn.Module):
     def _output(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         shift, scale = self.ada_out(F.silu(c))[:, :, None].chunk(2, dim=-1)
         return self._unpatchify(self.patch_out(modulate(self.norm_out(h), shift, scale)))
-
-    def _teacher_forcing(self, x, sigma, text, text_mask, actions, clean) -> torch.Tensor:
-        """Velocity of the noisy frames x [B, F, ...] given the clean copy `clean` (see `forward`)."""
-        cfg = self.config
-        if cfg.attention != "block_causal":
-            raise ValueError("teacher forcing is for the block_causal generator")
-        x_clean, sigma_clean = clean
-        if x_clean.shape != x.shape or sigma_clean.shape != sigma.shape:
-            raise ValueError(f"the clean copy {tuple(x_clean.shape)} must match the noisy frames {tuple(x.shape)}")
-        self._check_inputs(x, sigma, actions)
-        self._check_inputs(x_clean, sigma_clean, actions)
-        B, Fr = x.shape[:2]
-        if Fr % cfg.chunk_frames:
-            raise ValueError(f"teacher forcing takes whole chunks of {cfg.chunk_frames} frames, got {Fr} frames")
-        G = Fr // cfg.tubelet
-        both = torch.cat([x_clean, x], 1)  # [B, 2F, ...]: the clean copy, then the noisy one
-        c, tx, a = self._condition(torch.cat([sigma_clean, sigma], 1), text, text_mask, torch.cat([actions, actions], 1))
-        h = self.patch_in(self._patchify(both)) + self.pos + a[:, :, None]  # [B, 2G, S, D]
-        frames = self._frame_positions(torch.zeros(B, dtype=torch.long, device=x.device), Fr)
-        frames = torch.cat([frames, frames], 1)  # both copies sit at the same times
-        rope_q = self._rope(frames)
-        rope_qs, key_sink = None, None
-        if cfg.sink_frames > 0:
-            rope_qs = self._rope(self._sink_query_positions(frames))
-            sink = torch.cat([frames[:, :Fr] < cfg.sink_frames, torch.zeros_like(frames[:, Fr:], dtype=torch.bool)], 1)
-            key_sink = self._tokens(sink)[:, None, :, None]  # noisy keys rotate at their absolute time, as a cached chunk's
-        fm = _teacher_forcing_frame_mask(Fr, cfg.chunk_frames, cfg.sink_frames, cfg.window_frames)[:: cfg.tubelet, :: cfg.tubelet]
-        S = cfg.spatial_tokens
-        mask = fm.to(x.device).repeat_interleave(S, 0).repeat_interleave(S, 1)
-        for block in self.blocks:
-            h, _ = block(h, c, tx, text_mask, (rope_q, rope_qs, rope_q, key_sink, mask))
-        return self._output(h[:, G:], c[:, G:])

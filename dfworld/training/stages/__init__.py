@@ -1,4 +1,4 @@
-"""The stages of the chain, one per file: codec, teacher, ode, dmd, stream, delta.
+"""The stages of the chain, one per file: codec, teacher, causal, ode, dmd, stream, delta.
 
 Each file holds its config dataclass (`dfworld train stage=<name>`, configs/stage/<name>.yaml)
 and its `Stage` for `dfworld.training.loop.Loop`. The distillation stages share
@@ -15,6 +15,7 @@ import importlib
 STAGES = {
     "codec": ("dfworld.training.stages.codec", "CodecStageConfig", "CodecStage"),
     "teacher": ("dfworld.training.stages.teacher", "TeacherStageConfig", "TeacherStage"),
+    "causal": ("dfworld.training.stages.causal", "CausalStageConfig", "CausalStage"),
     "ode": ("dfworld.training.stages.ode", "OdeStageConfig", "OdeStage"),
     "dmd": ("dfworld.training.stages.dmd", "DmdStageConfig", "DmdStage"),
     "stream": ("dfworld.training.stages.stream", "StreamStageConfig", "StreamStage"),

@@ -95,6 +95,40 @@ def entity_cells(clips: ClipTensors, latent_size: int, named_only: bool = False)
     return torch.stack(out)
 
 
+def wording_table(conditioner: TextConditioner, prompts: list[str], resample: bool, extra: bool = False):
+    """Texts of the clips' conditions: token embeddings [T, L, Dt], masks [T, L], and [N, K] indices into them.
+
+    With `resample`, clip i may be trained under any of its event's K wordings (of the clip
+    prompt's paraphrase split; `extra` adds the extra training wordings); else under its own prompt.
+    """
+    if not resample:
+        text, mask = conditioner(prompts)
+        return text, mask, torch.arange(len(prompts))[:, None]  # each clip its own prompt
+    events = list(map(parse_event, prompts))
+    wordings = [training_wordings(e.kind, extra) if paraphrase_split(p) == "train" else e.templates("heldout")
+                for e, p in zip(events, prompts)]
+    texts = [[t.format(a=e.color, b=e.to_color) for t in w] for e, w in zip(events, wordings)]
+    K = min(len(t) for t in texts)
+    table = sorted({t for row in texts for t in row})
+    text, mask = conditioner(table)
+    pos = {t: i for i, t in enumerate(table)}
+    return text, mask, torch.tensor([[pos[t] for t in row[:K]] for row in texts])
+
+
+def clip_latents(codec: LatentCodec, codec_checkpoint: str, frames: torch.Tensor, out: str | Path, device) -> torch.Tensor:
+    """Latents of every clip, cached in `out` per codec checkpoint."""
+    from safetensors.torch import load_file, save_file
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"latents-{checkpoint_digest(codec_checkpoint)[:16]}.safetensors"
+    if path.is_file():
+        return load_file(str(path))["latents"]
+    lat = encode_clips(codec, frames, device)
+    save_file({"latents": lat.contiguous()}, str(path))
+    return lat
+
+
 class TeacherStage(CarriesCodecAndText):
     name = "teacher"
 
@@ -137,20 +171,8 @@ class TeacherStage(CarriesCodecAndText):
             self.conditioner.load(config.text_cache)
         # every wording of every event (held-out ones too), so the checkpoint's cache covers the grammar
         self.conditioner.warm(sorted(set(all_event_texts("all")) | set(clips.prompts)))
-        if config.resample_wording:  # every wording of each clip's event: a table of texts, [N, K] indices into it
-            wordings = [
-                training_wordings(e.kind, config.extra_wordings) if paraphrase_split(p) == "train" else e.templates("heldout")
-                for e, p in zip(map(parse_event, clips.prompts), clips.prompts)
-            ]
-            texts = [[t.format(a=e.color, b=e.to_color) for t in w] for e, w in zip(map(parse_event, clips.prompts), wordings)]
-            K = min(len(t) for t in texts)
-            table = sorted({t for row in texts for t in row})
-            self.text, self.text_mask = self.conditioner(table)  # [T, L, Dt], [T, L]
-            pos = {t: i for i, t in enumerate(table)}
-            self.wording = torch.tensor([[pos[t] for t in row[:K]] for row in texts])  # [N, K]
-        else:
-            self.text, self.text_mask = self.conditioner(clips.prompts)  # [N, L, Dt], [N, L]
-            self.wording = torch.arange(len(clips.prompts))[:, None]  # each clip its own prompt
+        self.text, self.text_mask, self.wording = wording_table(self.conditioner, clips.prompts, config.resample_wording,
+                                                                config.extra_wordings)
 
         # 2. model and loss
         self.model = VideoTransformer(cfg).to(self.device)
@@ -158,16 +180,7 @@ class TeacherStage(CarriesCodecAndText):
         self.opt = adamw(self.model.parameters(), config.train)
 
     def _latents(self, frames: torch.Tensor) -> torch.Tensor:
-        from safetensors.torch import load_file, save_file
-
-        out = Path(self.train.out)
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / f"latents-{checkpoint_digest(self.config.codec_checkpoint)[:16]}.safetensors"  # cached per codec checkpoint
-        if path.is_file():
-            return load_file(str(path))["latents"]
-        lat = encode_clips(self.codec, frames, self.device)
-        save_file({"latents": lat.contiguous()}, str(path))
-        return lat
+        return clip_latents(self.codec, self.config.codec_checkpoint, frames, self.train.out, self.device)
 
     def trained(self):
         return {"teacher": self.model}

@@ -1,0 +1,88 @@
+"""Attention geometry of the block-causal generator, and teacher forcing in one pass.
+
+`block_causal_frame_mask` is what a chunk sees in a rollout: its own chunk, the sink and the
+rolling window (dfworld.model.transformer's docstring). Teacher forcing trains every chunk of a
+real clip as a rollout would denoise it: given the clean frames before it. One pass holds two
+copies of the clip, clean then noisy, at the same time positions; a clean frame attends as in
+the block-causal forward (it writes the cache), a noisy frame of chunk j attends the clean frames
+the cache would hold when chunk j is generated and the noisy frames of its own chunk. Rather than
+one dense mask over both copies (4x the attention of one copy, and the mask's memory traffic),
+`TeacherForcingPlan` runs each chunk of each copy against just the keys it may see.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+
+
+@lru_cache(maxsize=32)
+def block_causal_frame_mask(frames: int, chunk: int, sink: int, window: int) -> torch.Tensor:
+    """[F, F] bool: query frame q may attend key frame k (own chunk, sink, window)."""
+    q = torch.arange(frames)[:, None]
+    k = torch.arange(frames)[None, :]
+    start = (q // chunk) * chunk
+    return (k < start + chunk) & ((k < sink) | (k >= start - window))
+
+
+@dataclass
+class TeacherForcingPlan:
+    """Which keys each query of the (clean, noisy) token sequence attends; `attend` runs it."""
+
+    chunks: list[tuple[int, int, torch.Tensor]]  # per chunk of each copy, in order: query token range [a, b), key indices
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+        """q, k, v [B, H, 2T, *] -> attention output [B, H, 2T, Dv]."""
+        out = []
+        for a, b, keys in self.chunks:
+            out.append(F.scaled_dot_product_attention(q[:, :, a:b], k[:, :, keys], v[:, :, keys], scale=scale))
+        return torch.cat(out, 2)
+
+
+def teacher_forcing_plan(frames: int, chunk: int, sink: int, window: int, tubelet: int, group_tokens: int, device) -> TeacherForcingPlan:
+    """The plan for `frames` frames (whole chunks) in groups of `tubelet` frames of `group_tokens` tokens."""
+    fm = block_causal_frame_mask(frames, chunk, sink, window)
+    T = frames // tubelet * group_tokens
+    tok = torch.arange(frames // tubelet).repeat_interleave(group_tokens) * tubelet  # the first frame of each token's group
+    per_chunk = chunk // tubelet * group_tokens
+    clean, noisy = [], []
+    for j in range(frames // chunk):
+        held = torch.nonzero(torch.isin(tok, torch.nonzero(fm[j * chunk, : j * chunk]).flatten())).flatten()  # clean frames before
+        own = j * per_chunk + torch.arange(per_chunk)
+        clean.append((j * per_chunk, (j + 1) * per_chunk, torch.cat([held, own]).to(device)))
+        noisy.append((T + j * per_chunk, T + (j + 1) * per_chunk, torch.cat([held, T + own]).to(device)))
+    return TeacherForcingPlan(clean + noisy)
+
+
+def teacher_forcing(model, x, sigma, text, text_mask, actions, clean) -> torch.Tensor:
+    """Velocity of the noisy frames x [B, F, C, h, w] given their clean copy `clean` = (latents, sigma)."""
+    cfg = model.config
+    if cfg.attention != "block_causal":
+        raise ValueError("teacher forcing is for the block_causal generator")
+    x_clean, sigma_clean = clean
+    if x_clean.shape != x.shape or sigma_clean.shape != sigma.shape:
+        raise ValueError(f"the clean copy {tuple(x_clean.shape)} must match the noisy frames {tuple(x.shape)}")
+    model._check_inputs(x, sigma, actions)
+    model._check_inputs(x_clean, sigma_clean, actions)
+    B, Fr = x.shape[:2]
+    if Fr % cfg.chunk_frames:
+        raise ValueError(f"teacher forcing takes whole chunks of {cfg.chunk_frames} frames, got {Fr} frames")
+    G = Fr // cfg.tubelet
+    both = torch.cat([x_clean, x], 1)  # [B, 2F, ...]: the clean copy, then the noisy one
+    c, tx, a = model._condition(torch.cat([sigma_clean, sigma], 1), text, text_mask, torch.cat([actions, actions], 1))
+    h = model.patch_in(model._patchify(both)) + model.pos + a[:, :, None]  # [B, 2G, S, D]
+    frames = model._frame_positions(torch.zeros(B, dtype=torch.long, device=x.device), Fr)
+    frames = torch.cat([frames, frames], 1)  # both copies sit at the same times
+    rope = model._rope(frames)
+    rope_s, key_sink = None, None
+    if cfg.sink_frames > 0:
+        rope_s = model._rope(model._sink_query_positions(frames))
+        sink = torch.cat([frames[:, :Fr] < cfg.sink_frames, torch.zeros_like(frames[:, Fr:], dtype=torch.bool)], 1)
+        key_sink = model._tokens(sink)[:, None, :, None]  # noisy keys rotate at their absolute time, as a cached chunk's
+    plan = teacher_forcing_plan(Fr, cfg.chunk_frames, cfg.sink_frames, cfg.window_frames, cfg.tubelet, cfg.spatial_tokens, x.device)
+    for block in model.blocks:
+        h, _ = block(h, c, tx, text_mask, (rope, rope_s, rope, key_sink, plan))
+    return model._output(h[:, G:], c[:, G:])

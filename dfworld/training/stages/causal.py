@@ -1,0 +1,159 @@
+"""Stage `causal`: the block-causal generator learns to continue real clips by teacher forcing.
+
+Before any distillation, the generator is trained as a world model on the simulator's own
+frames (DIAMOND- and GameNGen-style; Causal Forcing's first stage): every chunk of a clip is
+noised to its own level and denoised given the clean frames before it, laid out exactly as a
+cached rollout holds them (`VideoTransformer.forward(clean=...)`: one pass over a clean and a
+noisy copy, each noisy chunk attending the clean chunks the cache would hold and itself). The
+clean copy carries context-noise augmentation (GameNGen): on a fraction of the rows it is
+noised to a small level drawn per row, and the model reads that level, so a rollout on its own,
+imperfect frames stays close to what it was trained on. The first chunk has no context; its
+loss (a from-noise start) is down-weighted.
+
+The checkpoint is a generator checkpoint (`load_bundle`, WorldModel-v0) whose sampler is a
+many-level Euler ODE sampler (`SamplerConfig(solver="euler")`): the model is measured as it is,
+before DMD gives it a few-step sampler.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from tensordict import TensorDict
+
+from dfworld.checkpoint import load_checkpoint
+from dfworld.configuration import to_dict
+from dfworld.losses.flow_matching import FlowMatchingLoss
+from dfworld.model.conditioning import TextConditioner
+from dfworld.model.loading import TextConfig, codec_from, transformer_from
+from dfworld.model.transformer import TransformerConfig, VideoTransformer
+from dfworld.schedule import SamplerConfig, add_noise, sample_sigma
+from dfworld.training.loop import TrainConfig, adamw, optimize, resolve_device, seed_everything, set_lr
+from dfworld.training.stages.base import CarriesCodecAndText
+from dfworld.training.stages.teacher import CODEC_CARRIERS, clip_latents, wording_table
+from dfworld.world.datasets import load_clips
+from dfworld.world.events import all_event_texts
+
+EULER_LEVELS = tuple(1000.0 * (1 - i / 16) for i in range(16))  # 1000, 937.5, ..., 62.5
+
+
+@dataclass(frozen=True)
+class CausalStageConfig:
+    """`dfworld train stage=causal`."""
+
+    clips: str = "data/clips"  # clips data set (dfworld data clips); each clip is whole chunks
+    codec_checkpoint: str = "runs/teacher/checkpoint"  # any checkpoint carrying the codec (codec, teacher, generator)
+    init_checkpoint: str = "runs/teacher/checkpoint"  # start from this teacher's or generator's weights ("": random)
+    # the generator: patch 2 x tubelet 4 as the teacher, axial space-time rotary positions so a
+    # token finds the same place in an earlier frame (docs/experiments/context-conditioning.md)
+    model: TransformerConfig = field(
+        default_factory=lambda: TransformerConfig(patch=2, tubelet=4, attention="block_causal", rope_space=4)
+    )
+    text: TextConfig = field(default_factory=TextConfig)  # the text encoder
+    text_cache: str = ""  # optional safetensors of precomputed embeddings; texts found there skip the encoder
+    resample_wording: bool = True  # train each clip under any wording of its event (as the teacher)
+    shift: float = 3.0  # timestep shift of the training noise levels
+    augment_fraction: float = 0.5  # rows whose clean frames are noised (context-noise augmentation)
+    context_noise: float = 0.1  # the most noise on an augmented row's clean frames (uniform up to it)
+    first_chunk_weight: float = 0.1  # loss weight of the first chunk, which has no context
+    sampler: SamplerConfig = field(
+        default_factory=lambda: SamplerConfig(timesteps=EULER_LEVELS, shift=3.0, solver="euler")
+    )  # the checkpoint's sampler: the flow's ODE over 16 levels
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(out="runs/causal", steps=100000, lr=1e-3, warmup=50, decay="cosine", final_lr=0.05,
+                                            ema=0.995, max_minutes=25.0, precision="bf16", checkpoint_every=100)
+    )
+
+    def __post_init__(self) -> None:
+        if self.model.attention != "block_causal":
+            raise ValueError(f"the causal stage trains a block_causal generator; got model.attention={self.model.attention!r}")
+        if not 0 <= self.augment_fraction <= 1 or not 0 <= self.context_noise < 1:
+            raise ValueError(f"augment_fraction ({self.augment_fraction}) must be in [0, 1] and context_noise "
+                             f"({self.context_noise}) in [0, 1)")
+        if self.first_chunk_weight < 0:
+            raise ValueError(f"first_chunk_weight must be >= 0, got {self.first_chunk_weight}")
+
+
+class CausalStage(CarriesCodecAndText):
+    name = "causal"
+
+    def __init__(self, config: CausalStageConfig):
+        self.config, self.train = config, config.train
+        seed_everything(config.train.seed)
+        cfg = config.model
+        if cfg.text_dim != config.text.dim or cfg.text_tokens != config.text.max_tokens:
+            raise ValueError(f"model.text_dim/text_tokens ({cfg.text_dim}, {cfg.text_tokens}) must equal text.dim/max_tokens "
+                             f"({config.text.dim}, {config.text.max_tokens})")
+        self.device = resolve_device(config.train.device)
+        self.codec = codec_from(load_checkpoint(config.codec_checkpoint, stage=CODEC_CARRIERS)).to(self.device).requires_grad_(False)
+        c = self.codec.config
+        if (cfg.latent_channels, cfg.latent_size) != (c.latent_channels, c.latent_size):
+            raise ValueError(f"model latent {cfg.latent_channels}x{cfg.latent_size} does not match the codec's "
+                             f"{c.latent_channels}x{c.latent_size} ({config.codec_checkpoint})")
+
+        # 1. data: every clip's latents (cached per codec), its actions, and its wordings
+        clips = load_clips(config.clips)
+        if clips.frames.shape[1] % cfg.chunk_frames:
+            raise ValueError(f"clips of {clips.frames.shape[1]} frames are not whole chunks of {cfg.chunk_frames}")
+        self.latents = clip_latents(self.codec, config.codec_checkpoint, clips.frames, self.train.out, self.device)
+        self.actions = clips.actions.long()
+        self.conditioner = TextConditioner(config.text.encoder, config.text.max_tokens, config.text.dim)
+        if config.text_cache:
+            self.conditioner.load(config.text_cache)
+        self.conditioner.warm(sorted(set(all_event_texts("all")) | set(clips.prompts)))
+        self.text, self.text_mask, self.wording = wording_table(self.conditioner, clips.prompts, config.resample_wording)
+
+        # 2. the generator, from a teacher's or a generator's weights
+        self.generator = VideoTransformer(cfg).to(self.device)
+        if config.init_checkpoint:
+            ckpt = load_checkpoint(config.init_checkpoint, stage=CODEC_CARRIERS)
+            source = transformer_from(ckpt, "teacher" if ckpt.config.get("stage") == "teacher" else "generator")
+            try:
+                self.generator.load_state_dict(source.state_dict())
+            except RuntimeError as e:
+                raise ValueError(f"init_checkpoint {config.init_checkpoint!r} has another shape than model: {e}") from e
+        self.loss = FlowMatchingLoss(self.generator)
+        self.opt = adamw(self.generator.parameters(), config.train)
+
+    def trained(self):
+        return {"generator": self.generator}
+
+    def optimizers(self):
+        return {"generator": self.opt}
+
+    def train_step(self, step: int, rng: torch.Generator) -> dict[str, float]:
+        cfg, B = self.config, self.train.batch_size
+        K = cfg.model.chunk_frames
+        idx = torch.randint(len(self.latents), (B,), generator=rng)
+        x0 = self.latents[idx]
+        Fr = x0.shape[1]
+        noise, clean_noise = torch.randn(x0.shape, generator=rng), torch.randn(x0.shape, generator=rng)
+        sigma = sample_sigma((B, Fr // K), cfg.shift, rng).repeat_interleave(K, 1)  # [B, F]: a level per chunk
+        augmented = torch.rand(B, generator=rng) < cfg.augment_fraction
+        level = torch.rand(B, generator=rng) * cfg.context_noise * augmented  # [B]
+        clean_sigma = level[:, None].expand(B, Fr).contiguous()
+        weight = torch.ones(B, Fr)
+        weight[:, :K] = cfg.first_chunk_weight
+        W = self.wording.shape[1]
+        words = self.wording[idx, torch.randint(W, (B,), generator=rng) if W > 1 else 0]
+        td = TensorDict(
+            {"latents": x0, "noise": noise, "sigma": sigma, "text": self.text[words], "text_mask": self.text_mask[words],
+             "actions": self.actions[idx], "clean": add_noise(x0, clean_noise, clean_sigma), "clean_sigma": clean_sigma,
+             "loss_mask": weight},
+            batch_size=[B],
+        ).to(self.device)
+        loss = self.loss(td)["loss_flow"]
+        set_lr(self.opt, step, self.train, progress=self.progress)
+        norm = optimize(loss, self.opt, self.generator, self.train.grad_clip)
+        return {"loss_flow": loss.item(), "grad_norm": norm, "lr": self.opt.param_groups[0]["lr"]}
+
+    def checkpoint_config(self):
+        return {
+            "model": to_dict(self.config.model),
+            "codec": to_dict(self.codec.config),
+            "text": to_dict(self.config.text),
+            "sampler": to_dict(self.config.sampler),
+            "clip_frames": int(self.latents.shape[1]),
+            "stage_config": to_dict(self.config),
+        }
