@@ -37,6 +37,21 @@ def side_by_side(columns: Sequence[np.ndarray], gap: int = 2) -> np.ndarray:
     return np.concatenate(parts, 1)
 
 
+def write_strip(path: str | Path, rows: Sequence[np.ndarray], labels: Sequence[str], indices: Sequence[int], scale: int = 2) -> Path:
+    """A PNG of frames `indices` of each row of frames ([F, H, W, 3] each, e.g. generated above real), labelled."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for frames, label in zip(rows, labels):
+        cells = [compose(frames[i], scale, f"{label} {i}") for i in indices]
+        lines.append(side_by_side(cells))
+    sep = np.zeros((2, lines[0].shape[1], 3), np.uint8)
+    image = np.concatenate([x for line in lines for x in (line, sep)][:-1], 0)
+    if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"could not write {path}")
+    return path
+
+
 def write_mp4(
     path: str | Path,
     frames: np.ndarray | Sequence[np.ndarray],

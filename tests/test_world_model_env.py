@@ -195,3 +195,35 @@ def test_vector_reset_options_are_per_row(tiny_generator):
 def test_single_env_refuses_the_vector_only_option(env):
     with pytest.raises(ValueError, match="unknown reset option"):
         env.reset(options={"reset_mask": [True]})
+
+
+def test_the_seed_starts_both_envs_in_one_scene(tiny_generator):
+    wm = gym.make("dfworld/WorldModel-v0", checkpoint=tiny_generator).unwrapped
+    world = WorldConfig(height=32, width=32)
+    ew = gym.make("dfworld/EventWorld-v0", world=world).unwrapped
+    for seed in (0, 7):
+        obs, info = wm.reset(seed=seed)
+        real, real_info = ew.reset(seed=seed)
+        assert np.array_equal(obs, real) and info["prompt"] == real_info["prompt"]
+        assert real_info["frames"].shape == (4, 32, 32, 3)
+    # a start event is applied in the world, as EventWorld-v0 applies it
+    obs, info = wm.reset(seed=3, options={"prompt": "it starts to rain"})
+    real, real_info = ew.reset(seed=3, options={"prompt": "it starts to rain"})
+    assert np.array_equal(obs, real) and info["prompt"] == real_info["prompt"] == "it starts to rain"
+    # the cache holds the start as its first chunk: the generator continues it
+    assert int(wm.core.rollout.frame[0]) == 4
+
+
+def test_several_context_frames_and_a_start_from_noise(tiny_generator):
+    wm = gym.make("dfworld/WorldModel-v0", checkpoint=tiny_generator).unwrapped
+    frames = EventWorld(WorldConfig(height=32, width=32))
+    frames.reset(1)
+    clip = np.stack([frames.step(4)[0] for _ in range(8)])
+    obs, _ = wm.reset(seed=1, options={"image": clip})
+    assert np.array_equal(obs, clip[-1]) and int(wm.core.rollout.frame[0]) == 8
+    obs, info = wm.reset(seed=1, options={"start": "noise", "prompt": "anything goes here"})
+    assert int(wm.core.rollout.frame[0]) == 4 and info["prompt"] == "anything goes here"
+    v = WorldModelVectorEnv(2, tiny_generator)  # rows may start differently in one reset
+    obs, _ = v.reset(seed=[5, 6], options={"start": ["real", "noise"]})
+    real, _ = gym.make("dfworld/EventWorld-v0", world=WorldConfig(height=32, width=32)).unwrapped.reset(seed=5)
+    assert np.array_equal(obs[0], real) and v.core.rollout.frame.tolist() == [4, 4]

@@ -20,10 +20,15 @@ from dfworld.sampling import guided_velocity
 from dfworld.schedule import add_noise, predict_x0, shift_sigma
 
 
-def dmd_direction(x: torch.Tensor, x0_critic: torch.Tensor, x0_teacher: torch.Tensor) -> torch.Tensor:
-    """g = (x0_critic - x0_teacher) / mean |x - x0_teacher|, normalised per sample."""
-    norm = (x - x0_teacher).abs().mean(dim=(1, 2, 3, 4), keepdim=True).clamp(min=1e-6)
-    return torch.nan_to_num((x0_critic - x0_teacher) / norm)
+def dmd_direction(x: torch.Tensor, x0_critic: torch.Tensor, x0_teacher: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """g = (x0_critic - x0_teacher) / mean |x - x0_teacher|, normalised per sample (over the frames of mask [B, F], if given)."""
+    err = (x - x0_teacher).abs().mean(dim=(2, 3, 4))  # [B, F]
+    if mask is None:
+        norm = err.mean(1)
+    else:
+        m = mask.to(err.dtype)
+        norm = (err * m).sum(1) / m.sum(1).clamp(min=1)
+    return torch.nan_to_num((x0_critic - x0_teacher) / norm.clamp(min=1e-6)[:, None, None, None, None])
 
 
 def masked_mean(err: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -38,8 +43,9 @@ class DMDLoss(LossModule):
     """The DMD generator loss on a window of generated latents.
 
     Input keys: latents [B, F, C, h, w] (the generator's clean output, with gradient), text,
-    text_mask, actions, noise, sigma [B, 1] (one DMD level per window) and optionally loss_mask
-    [B, F] (new frames). Output: loss_dmd, and the teacher estimate x0_teacher (detached) for the
+    text_mask, actions, noise, sigma [B, 1] (one DMD level per window) or [B, F] (a level per frame:
+    committed frames at 0 are clean context for teacher and critic) and optionally loss_mask
+    [B, F] (new frames; the direction is normalised over them). Output: loss_dmd, and the teacher estimate x0_teacher (detached) for the
     trust region.
     """
 
@@ -59,9 +65,9 @@ class DMDLoss(LossModule):
     def forward(self, tensordict: TensorDictBase) -> TensorDict:
         x = tensordict["latents"]
         x0_critic, x0_teacher = self.estimates(tensordict)
-        g = dmd_direction(x.detach(), x0_critic, x0_teacher)
-        per_frame = 0.5 * (x.float() - (x.detach() - g).float()).pow(2).mean(dim=(2, 3, 4))  # [B, F]
         mask = tensordict.get("loss_mask", None)
+        g = dmd_direction(x.detach(), x0_critic, x0_teacher, mask)
+        per_frame = 0.5 * (x.float() - (x.detach() - g).float()).pow(2).mean(dim=(2, 3, 4))  # [B, F]
         return TensorDict(
             {"loss_dmd": masked_mean(per_frame, mask), "loss_dmd_frames": per_frame, "x0_teacher": x0_teacher},
             batch_size=[],

@@ -6,6 +6,13 @@ gradient; the cache is written from the detached clean output. The DMD loss pull
 toward the teacher (with CFG), away from the critic; the critic learns the generator's
 distribution by flow matching on generator windows drawn from a TorchRL replay buffer,
 `critic.per_generator` times per generator update.
+
+Real context. With `context_chunks` > 0 a rollout continues the first chunks of a real clip
+(written into the cache as the env writes a real start) and generates the rest. With
+`scoring="context"` teacher and critic score the window with the context as clean frames (level
+0) and the DMD noise on the new frames only, so they judge p(new frames | context); `"window"`
+noises the whole window at one level (the trajectory-agnostic teacher). Either way only the new
+frames carry the loss.
 """
 
 from __future__ import annotations
@@ -26,7 +33,9 @@ from dfworld.training.distributed import shared_rng
 from dfworld.training.loop import TrainConfig, adamw, optimize, seed_everything, set_lr
 from dfworld.training.replay import buffer_state, load_buffer_state, make_replay_buffer
 from dfworld.training.stages.base import CriticConfig, DistillStage, pad_text
-from dfworld.world.datasets import load_clip_conditions
+from dfworld.world.datasets import load_clips
+
+SCORINGS = ("context", "window")  # how teacher and critic see a window's committed frames
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,8 @@ class DmdStageConfig:
     clips: str = "data/clips"  # prompts and actions of the rollouts
     guidance: float = 3.0  # teacher CFG in the DMD direction: v_uncond + g (v_cond - v_uncond)
     dmd_shift: float = 3.0  # shift of the DMD noise levels (uniform, shifted, clamped to [0.02, 0.98])
+    context_chunks: int = 1  # real chunks a rollout continues (0: from noise)
+    scoring: str = "context"  # context: committed frames clean, noise on the new ones; window: the whole window noised
     critic: CriticConfig = field(default_factory=CriticConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)  # the generator's levels
     train: TrainConfig = field(
@@ -49,10 +60,12 @@ class DmdStageConfig:
 class SelfForcingStage(DistillStage):
     """DMD with a critic and a replay buffer; subclasses say how generator windows are produced."""
 
-    start_stages: tuple[str, ...] = ("ode",)  # stages whose checkpoint the generator may start from
+    start_stages: tuple[str, ...] = ("ode", "causal")  # stages whose checkpoint the generator may start from
 
     def _setup_distillation(self, config) -> None:
         self.config, self.train = config, config.train
+        if getattr(config, "scoring", "window") not in SCORINGS:
+            raise ValueError(f"scoring {config.scoring!r} is not one of {SCORINGS}")
         seed_everything(config.train.seed)
         self._load_teacher(config.teacher_checkpoint)
         start = load_checkpoint(config.generator_checkpoint, stage=self.start_stages)
@@ -103,22 +116,34 @@ class SelfForcingStage(DistillStage):
         n = batch.batch_size[0]
         x0 = batch["latents"]
         batch["noise"] = torch.randn(x0.shape, generator=rng).to(self.device)
-        batch["sigma"] = sample_sigma((n, 1), self.shift, rng).expand(n, x0.shape[1]).to(self.device)
+        sigma = sample_sigma((n, 1), self.shift, rng).expand(n, x0.shape[1]).to(self.device)
+        context = torch.arange(x0.shape[1], device=self.device)[None] < batch["context"][:, None]  # [n, F]
+        batch["sigma"] = torch.where(context, 0.0, sigma)  # the critic learns the new frames given the clean context
+        batch["loss_mask"] = ~context
         loss = self.critic_loss(batch)["loss_flow"]
         set_lr(self.critic_opt, step, self.critic_train, progress=self.progress)
         norm = optimize(loss, self.critic_opt, self.critic, self.train.grad_clip)
         return {"loss_critic": loss.item(), "grad_norm_critic": norm}
 
-    def _windows(self, x, text, mask, actions) -> TensorDict:
-        """Generator windows [B, F, C, h, w] with their condition, detached (what the critic learns from)."""
-        return TensorDict({"latents": x.detach(), "text": text, "text_mask": mask, "actions": actions}, batch_size=[x.shape[0]])
+    def _clean_frames(self, committed: int) -> int:
+        """How many leading frames of a window teacher and critic see clean: the committed ones under context scoring."""
+        return committed if getattr(self.config, "scoring", "window") == "context" else 0
 
-    def _dmd_td(self, x, text, mask, actions, rng, loss_mask=None) -> TensorDict:
+    def _windows(self, x, text, mask, actions, committed: int = 0) -> TensorDict:
+        """Generator windows [B, F, C, h, w] with their condition, detached (what the critic learns from)."""
         B = x.shape[0]
+        context = torch.full((B,), self._clean_frames(committed), dtype=torch.long)
+        return TensorDict({"latents": x.detach(), "text": text, "text_mask": mask, "actions": actions, "context": context},
+                          batch_size=[B])
+
+    def _dmd_td(self, x, text, mask, actions, rng, loss_mask=None, committed: int = 0) -> TensorDict:
+        B, Fr = x.shape[:2]
+        level = dmd_sigma((B, 1), self.config.dmd_shift, rng).to(self.device)
+        clean = self._clean_frames(committed)
+        sigma = level if not clean else torch.where(torch.arange(Fr, device=self.device)[None] < clean, 0.0, level.expand(B, Fr))
         td = TensorDict(
             {"latents": x, "text": text, "text_mask": mask, "actions": actions,
-             "noise": torch.randn(x.shape, generator=rng).to(self.device),
-             "sigma": dmd_sigma((B, 1), self.config.dmd_shift, rng).to(self.device)},
+             "noise": torch.randn(x.shape, generator=rng).to(self.device), "sigma": sigma},
             batch_size=[B],
         )
         if loss_mask is not None:
@@ -140,28 +165,43 @@ class DmdStage(SelfForcingStage):
 
     def __init__(self, config: DmdStageConfig):
         self._setup_distillation(config)
-        self.clip_actions, self.clip_prompts = load_clip_conditions(config.clips)
+        clips = load_clips(config.clips)
+        self.clip_actions, self.clip_prompts = clips.actions.long(), clips.prompts
         if self.clip_actions.shape[1] < self.clip_frames:
             raise ValueError(f"clips of {self.clip_actions.shape[1]} frames are shorter than the teacher's {self.clip_frames}")
+        K = self.generator.config.chunk_frames
+        self.context = config.context_chunks * K  # real frames each rollout continues
+        if config.context_chunks < 0 or self.context >= self.clip_frames:
+            raise ValueError(f"context_chunks={config.context_chunks}: the context must leave new frames in a "
+                             f"{self.clip_frames}-frame window")
+        self.latents = None
+        if self.context:
+            from dfworld.training.stages.teacher import clip_latents
+
+            frames = clips.frames[:, : self.context]  # only the context frames are encoded
+            self.latents = clip_latents(self.codec, config.teacher_checkpoint, frames, self.train.out, self.device)
 
     def train_step(self, step: int, rng: torch.Generator) -> dict[str, float]:
-        B, K, F = self.train.batch_size, self.generator.config.chunk_frames, self.clip_frames
+        B, K, F, C = self.train.batch_size, self.generator.config.chunk_frames, self.clip_frames, self.context
         exit_step = self._exit_step(step)
         gen_step = self._generator_step(step)
-        # 1. a Self Forcing rollout of one teacher-length clip per row
+        # 1. a Self Forcing rollout of one teacher-length window per row: the real context, then generated chunks
         idx = torch.randint(len(self.clip_prompts), (B,), generator=rng)
         prompts = [self.clip_prompts[i] for i in idx.tolist()]
         actions = self.clip_actions[idx, :F].to(self.device)
         seeds = torch.randint(2**62, (B,), generator=rng).tolist()
-        self.rollout.reset(list(range(B)), prompts, seeds)
+        context = self.latents[idx].to(self.device) if C else None
+        self.rollout.reset(list(range(B)), prompts, seeds, context, actions[:, :C] if C else None)
         with torch.set_grad_enabled(gen_step):
-            x = torch.cat([self.rollout.generate(actions[:, c : c + K], exit_step=exit_step) for c in range(0, F, K)], 1)
+            fresh = [self.rollout.generate(actions[:, c : c + K], exit_step=exit_step) for c in range(C, F, K)]
+        x = torch.cat(([context] if C else []) + fresh, 1)  # [B, F, C, h, w]
         text, mask = pad_text(self.rollout.text, self.rollout.text_mask, self.teacher.config.text_tokens)
+        new = torch.arange(F, device=self.device)[None].expand(B, F) >= C  # the generated frames carry the loss
         out: dict[str, float] = {"exit_step": exit_step}
         # 2. the generator update (DMD)
         if gen_step:
-            loss = self.dmd(self._dmd_td(x, text, mask, actions, rng))["loss_dmd"]
+            loss = self.dmd(self._dmd_td(x, text, mask, actions, rng, new if C else None, committed=C))["loss_dmd"]
             out.update(loss_dmd=loss.item(), grad_norm=self._generator_update(step, loss))
         # 3. the critic update, on generator clips through the replay buffer
-        out.update(self._critic_update(step, self._windows(x, text, mask, actions), rng))
+        out.update(self._critic_update(step, self._windows(x, text, mask, actions, committed=C), rng))
         return out

@@ -1,6 +1,6 @@
 """Stage `stream`: streaming long tuning (LongLive) of the Self Forcing generator.
 
-A persistent rollout per row starts from a real first frame (or, for a `noise_starts` fraction
+A persistent rollout per row starts from its episode's real start frames, as the env does (or, for a `noise_starts` fraction
 of rollouts, from noise as the env's reset without an image does: its first window is a Self
 Forcing clip of teacher length, with no history to measure) and advances one chunk per
 iteration over `horizon` frames. Event switches from EventWorld event scripts fall on chunk
@@ -59,7 +59,7 @@ class SequencePlan:
     actions: np.ndarray  # [horizon] int64
     events: dict[int, str]  # frame -> event text
     prompt: str  # the condition at frame 0
-    first_frame: np.ndarray  # [H, W, 3] uint8
+    start_frames: np.ndarray  # [n, H, W, 3] uint8: the episode's real start (dfworld.world.episodes.real_start)
 
 
 def plan_sequence(seed: int, horizon: int, gaps: tuple[int, ...], chunk: int, world) -> SequencePlan:
@@ -75,7 +75,7 @@ def plan_sequence(seed: int, horizon: int, gaps: tuple[int, ...], chunk: int, wo
     ep, _ = plan_episode(f"stream-{seed}", int(rng.integers(2**31)), horizon, times, rng, world)
     rec = play_episode(ep, world)
     events = {e.t: e.text for e in rec.events if e.applied}
-    return SequencePlan(rec.actions.astype(np.int64), events, rec.initial_prompt, rec.frames[0])
+    return SequencePlan(rec.actions.astype(np.int64), events, rec.initial_prompt, rec.context)
 
 
 class StreamStage(SelfForcingStage):
@@ -131,7 +131,8 @@ class StreamStage(SelfForcingStage):
         context = None
         if not from_noise:
             with torch.no_grad():
-                context = self.codec.encode(torch.from_numpy(np.stack([p.first_frame for p in self.plans])).to(self.device))
+                frames = torch.from_numpy(np.stack([p.start_frames for p in self.plans])).to(self.device)  # [B, n, H, W, 3]
+                context = self.codec.encode(frames.flatten(0, 1)).unflatten(0, frames.shape[:2])
         seeds = torch.randint(2**62, (B,), generator=rng).tolist()
         self.rollout.reset(list(range(B)), [p.prompt for p in self.plans], seeds, context)
         self.last_switch = [-1] * B

@@ -3,6 +3,12 @@
 The clips come from `dfworld data clips`: each clip's event happens before its first frame, so
 the teacher never sees a switch (as Wan-class teachers never see prompt changes). Text and
 actions are dropped independently for classifier-free guidance.
+
+Context. A world model continues given frames, so the teacher learns p(frames | earlier frames,
+actions, text): on most rows a chunk-aligned prefix of the clip (1 to `context_chunks` chunks) is
+context, noised only to a low level drawn per row (context-noise augmentation; the level is the
+model's input as for any frame), and the loss counts the frames after it only. Rows without
+context keep the from-noise task. The same module is the critic of DMD.
 """
 
 from __future__ import annotations
@@ -38,8 +44,9 @@ class TeacherStageConfig:
 
     clips: str = "data/clips"  # clips data set (dfworld data clips)
     codec_checkpoint: str = "runs/codec/checkpoint"  # codec checkpoint (stage=codec), or any checkpoint carrying one (teacher, generator)
-    # attention must be full; tubelet tokens: 2x2 latent patches over 4 frames (16 tokens per frame, as patch 4)
-    model: TransformerConfig = field(default_factory=lambda: TransformerConfig(patch=2, tubelet=4, attention="full"))
+    # attention must be full; tubelet tokens: 2x2 latent patches over 4 frames (16 tokens per frame, as patch 4);
+    # axial space-time rotary positions, so a token finds the same place in a context frame
+    model: TransformerConfig = field(default_factory=lambda: TransformerConfig(patch=2, tubelet=4, attention="full", rope_space=4))
     text: TextConfig = field(default_factory=TextConfig)  # the text encoder
     text_cache: str = ""  # optional safetensors of precomputed embeddings; texts found there skip the encoder
     shift: float = 3.0  # timestep shift of the training noise levels and the sampler
@@ -58,6 +65,12 @@ class TeacherStageConfig:
     # new object; recolour: the object in its new colour). A colour word decides a few cells of one
     # object: the cells that tell "a red object appears" from "a blue object appears"
     event_weight: float = 0.0
+    # context: a prefix of 1..context_chunks chunks of context_chunk frames on all rows but no_context_fraction,
+    # at a level uniform in [0, context_noise]; the loss counts the frames after it
+    context_chunks: int = 3
+    context_chunk: int = 4
+    no_context_fraction: float = 0.2
+    context_noise: float = 0.1
     # bf16 autocast; a high peak learning rate, cosine-decayed over the time budget (docs/experiments/teacher-learning-rate.md)
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(out="runs/teacher", steps=40000, lr=3e-3, warmup=100, decay="cosine", final_lr=0.05,
@@ -164,6 +177,11 @@ class TeacherStage(CarriesCodecAndText):
             raise ValueError(f"entity_weight must be >= 0, got {config.entity_weight}")
         if config.event_weight < 0:
             raise ValueError(f"event_weight must be >= 0, got {config.event_weight}")
+        if config.context_chunks and (config.context_chunk % cfg.tubelet or config.context_chunks * config.context_chunk >= self.clip_frames):
+            raise ValueError(f"context of up to {config.context_chunks} x {config.context_chunk} frames must be whole tubelets "
+                             f"({cfg.tubelet}) and leave frames of the {self.clip_frames}-frame clips to learn from")
+        if not 0 <= config.no_context_fraction <= 1 or not 0 <= config.context_noise < 1:
+            raise ValueError("no_context_fraction must be in [0, 1] and context_noise in [0, 1)")
         self.entity_cells = entity_cells(clips, self.latents.shape[-1]) if config.entity_weight > 0 else None
         self.event_cells = entity_cells(clips, self.latents.shape[-1], named_only=True) if config.event_weight > 0 else None
         self.conditioner = TextConditioner(config.text.encoder, config.text.max_tokens, config.text.dim)
@@ -194,6 +212,7 @@ class TeacherStage(CarriesCodecAndText):
         x0 = self.latents[idx]
         noise = torch.randn(x0.shape, generator=rng)
         sigma = sample_sigma((B, 1), cfg.shift, rng).expand(B, x0.shape[1])  # one level per clip
+        sigma, context = self._context(sigma, rng)
         drop_t = torch.rand(B, generator=rng) < cfg.text_dropout
         drop_a = torch.rand(B, generator=rng) < cfg.action_dropout
         K = self.wording.shape[1]
@@ -206,6 +225,8 @@ class TeacherStage(CarriesCodecAndText):
             {"latents": x0, "noise": noise, "sigma": sigma, "text": text, "text_mask": mask, "actions": actions},
             batch_size=[B],
         ).to(dev)
+        if context is not None:
+            td["loss_mask"] = (~context).float().to(dev)
         if self.entity_cells is not None or self.event_cells is not None:
             weight = torch.ones(x0.shape[:2] + x0.shape[-2:])
             if self.entity_cells is not None:
@@ -217,6 +238,18 @@ class TeacherStage(CarriesCodecAndText):
         set_lr(self.opt, step, self.train, progress=self.progress)
         norm = optimize(loss, self.opt, self.model, self.train.grad_clip)
         return {"loss_flow": loss.item(), "grad_norm": norm, "lr": self.opt.param_groups[0]["lr"]}
+
+    def _context(self, sigma: torch.Tensor, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Per-frame levels [B, F] with each row's context prefix at its low level, and the context mask [B, F] (or None)."""
+        cfg = self.config
+        if not cfg.context_chunks:
+            return sigma, None
+        B, Fr = sigma.shape
+        chunks = torch.randint(1, cfg.context_chunks + 1, (B,), generator=rng)
+        chunks = torch.where(torch.rand(B, generator=rng) < cfg.no_context_fraction, 0, chunks)
+        context = torch.arange(Fr)[None] < (chunks * cfg.context_chunk)[:, None]
+        level = torch.rand(B, generator=rng) * cfg.context_noise
+        return torch.where(context, level[:, None], sigma), context
 
     def checkpoint_config(self):
         return {
