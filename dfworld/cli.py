@@ -123,7 +123,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         default = "runs/teacher/checkpoint" if args.what == "teacher" else "runs/delta/checkpoint"
         summary = evaluate_teacher(
             args.checkpoint or default, args.clips, n=args.n, steps=args.steps, guidance=args.guidance,
-            seed=args.seed, out=args.out, device=args.device, noise=args.noise, wording=args.wording,
+            seed=args.seed, out=args.out, device=args.device, noise=args.noise, wording=args.wording, context=args.context,
         )
     print(json.dumps(summary, indent=1))
     return 0
@@ -231,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="starting noise: fresh per chunk, or repeated (default: repeat for a teacher, the checkpoint's sampler for a generator)")
     ev.add_argument("--wording", choices=("clip", "canonical"), default="clip",
                     help="prompt each clip with its own wording, or with its event's first training wording (what the wording costs)")
+    ev.add_argument("--context", type=int, default=0,
+                    help="continue each clip's first N real frames (and score fidelity to the clip after them); 0: from noise")
     ev.add_argument("--out", default="outputs/eval", help="where the JSON and the mp4 go")
     ev.add_argument("--device", default="cpu", help="cpu or cuda")
     ev.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")

@@ -69,20 +69,26 @@ def teacher_scheduler(steps: int, shift: float, grid: str = "diffusers"):
     return sched
 
 
-def euler_sample(model: VideoTransformer, x, text, text_mask, actions, guidance: float, sched, keep=()) -> tuple[torch.Tensor, list]:
+def euler_sample(model: VideoTransformer, x, text, text_mask, actions, guidance: float, sched, keep=(),
+                 context: torch.Tensor | None = None) -> tuple[torch.Tensor, list]:
     """Integrate the teacher's guided ODE from noise x [B, F, C, h, w] with `sched`'s Euler steps.
 
-    Returns the clean end and the states before the steps whose indices are in `keep`.
+    `context`: clean latents [B, n, C, h, w] of the first n frames, held fixed at level 0 (the
+    teacher continues them). Returns the clean end and the states before the steps in `keep`.
     """
     B, F = x.shape[:2]
+    n = 0 if context is None else context.shape[1]
     states = []
     for i, t in enumerate(sched.timesteps):
+        if n:
+            x = torch.cat([context, x[:, n:]], 1)
         if i in keep:
             states.append(x)
         sigma = torch.full((B, F), float(sched.sigmas[i]), device=x.device)  # [B, F]
+        sigma[:, :n] = 0.0
         v = guided_velocity(model, x, sigma, text, text_mask, actions, guidance)
         x = sched.step(v, t, x).prev_sample
-    return x, states
+    return (torch.cat([context, x[:, n:]], 1) if n else x), states
 
 
 @torch.inference_mode()
@@ -98,7 +104,11 @@ def sample_clips(
     rng: torch.Generator | None = None,
     repeat_noise: bool = True,
     grid: str = "diffusers",
+    context: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Clean latents [B, F, C, h, w] from noise (see `initial_noise`), conditioned on text and per-frame actions [B, F]."""
+    """Clean latents [B, F, C, h, w] from noise (see `initial_noise`), conditioned on text and per-frame actions [B, F].
+
+    `context`: clean latents of the first frames, which the teacher continues (see `euler_sample`).
+    """
     x = initial_noise(text.shape[0], frames, model.config, repeat_noise, rng, text.device)
-    return euler_sample(model, x, text, text_mask, actions, guidance, teacher_scheduler(steps, shift, grid))[0]
+    return euler_sample(model, x, text, text_mask, actions, guidance, teacher_scheduler(steps, shift, grid), context=context)[0]

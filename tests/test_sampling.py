@@ -58,3 +58,32 @@ def test_ode_pairs_end_where_clip_sampling_ends_on_the_same_grid(teacher):
     assert states.shape[:2] == (2, len(keep) + 1)
     assert torch.equal(states[:, -1], clips)
     assert torch.equal(states[:, 0], initial_noise(2, 8, teacher.config, True, torch.Generator().manual_seed(4)))  # level 1000: the noise
+
+
+def test_a_teacher_continues_its_context_and_sees_it_at_level_zero(teacher):
+    text, mask, actions = condition()
+    g = torch.Generator().manual_seed(3)
+    context = torch.randn(2, 4, *_latent(teacher), generator=g)
+    seen = []
+    real_forward = teacher.forward
+
+    def spy(x, sigma, *args, **kw):
+        seen.append((x[:, :4].clone(), sigma[:, :4].clone()))
+        return real_forward(x, sigma, *args, **kw)
+
+    teacher.forward = spy
+    try:
+        out = sample_clips(teacher, text, mask, actions, 8, steps=3, rng=torch.Generator().manual_seed(0), context=context)
+    finally:
+        del teacher.forward
+    assert torch.equal(out[:, :4], context)
+    # every step, both CFG branches (rows stacked as [cond, uncond]): the clean context at level 0
+    assert seen and all(torch.equal(x[i], context[i % 2]) for x, _ in seen for i in range(len(x)))
+    assert not any(s.any() for _, s in seen)
+    free = sample_clips(teacher, text, mask, actions, 8, steps=3, rng=torch.Generator().manual_seed(0))
+    assert not torch.allclose(free[:, 4:], out[:, 4:])  # and the frames after it depend on it
+
+
+def _latent(model):
+    c = model.config
+    return c.latent_channels, c.latent_size, c.latent_size

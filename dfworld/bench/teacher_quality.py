@@ -15,6 +15,11 @@ few-step sampler and KV cache, as the environment runs it. The probes then measu
   two to four objects, so a count above theirs is clutter.
 
 The same figures on the real clips are the reference.
+
+With `context` = n, every model continues the clip's first n real frames instead of starting
+from noise (the teacher holds them clean at level 0; a generator writes them into its cache, as
+the env's real start), and the generated frames after them are also scored for fidelity to the
+real clip (`dfworld.bench.fidelity`: the faithful fraction, the agent error).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from dfworld.bench.fidelity import faithful_frames
 from dfworld.bench.metrics import event_holds, object_detection_rate, persistent_objects
 from dfworld.checkpoint import load_checkpoint
 from dfworld.configuration import build
@@ -54,12 +60,24 @@ def clip_scores(frames: np.ndarray, prompt: str, config) -> dict[str, float]:
 
 
 def generator_clips(generator, conditioner, sampler: SamplerConfig, prompts: list[str], actions: torch.Tensor, seeds: list[int],
-                    device) -> torch.Tensor:
-    """Clips [B, F, C, h, w] from a block-causal generator, chunk by chunk, as the env generates them."""
+                    device, context: torch.Tensor | None = None) -> torch.Tensor:
+    """Clips [B, F, C, h, w] from a block-causal generator, chunk by chunk, as the env generates them (after `context`)."""
     rollout = Rollout(generator, conditioner, len(prompts), sampler, device)
-    rollout.reset(list(range(len(prompts))), prompts, seeds)
+    n = 0 if context is None else context.shape[1]
+    rollout.reset(list(range(len(prompts))), prompts, seeds, context, actions[:, :n] if n else None)
     K = generator.config.chunk_frames
-    return torch.cat([rollout.generate(actions[:, c : c + K]) for c in range(0, actions.shape[1], K)], 1)
+    fresh = [rollout.generate(actions[:, c : c + K]) for c in range(n, actions.shape[1], K)]
+    return torch.cat(([context] if n else []) + fresh, 1)
+
+
+def clip_fidelity(frames: np.ndarray, real: np.ndarray, context: int, coins: np.ndarray, config) -> dict[str, float]:
+    """Faithful fraction and mean agent error of the frames after the context (a clip has no event inside it)."""
+    gen_r, real_r = read_frames(frames[context:], config), read_frames(real[context:], config)
+    picked = np.nonzero(np.diff(coins[context:]) > 0)[0]
+    flags = faithful_frames(gen_r, real_r, [], int(picked[0]) + 1 if len(picked) else None)
+    err = [float(np.hypot(g.agent.x - r.agent.x, g.agent.y - r.agent.y)) for g, r in zip(gen_r, real_r)
+           if g.agent is not None and r.agent is not None]
+    return {"faithful": float(flags.mean()), "agent_error_px": float(np.mean(err)) if err else float("nan")}
 
 
 def evaluate_teacher(
@@ -74,6 +92,7 @@ def evaluate_teacher(
     device: str = "cpu",
     noise: str | None = None,
     wording: str = "clip",
+    context: int = 0,
 ) -> dict:
     """Probe figures of clips sampled for the clips' prompts and actions (see the module docstring).
 
@@ -99,6 +118,8 @@ def evaluate_teacher(
     cond = conditioner_from(ckpt)
     data = load_clips(clips)
     n = min(n, len(data.prompts))
+    if context < 0 or context >= data.frames.shape[1] or (context and "coins" not in data.states):
+        raise ValueError(f"context={context}: give 0 or fewer frames than the clips' {data.frames.shape[1]}, on clips with states")
     world = data.dataset.world
     rng = torch.Generator(device=device).manual_seed(seed)
     rows, videos = [], []
@@ -108,18 +129,27 @@ def evaluate_teacher(
             prompts = [parse_event(p).text(0, "train") for p in prompts]
         text, mask = cond(prompts, device)
         actions = data.actions[i : i + len(prompts)].to(device)
+        ctx = None
+        if context:
+            with torch.inference_mode():
+                real_frames = data.frames[i : i + len(prompts), :context].to(device)
+                ctx = codec.encode(real_frames.flatten(0, 1)).unflatten(0, real_frames.shape[:2])
         if is_teacher:
-            lat = sample_clips(model, text, mask, actions, data.frames.shape[1], steps, guidance, ckpt.config["shift"], rng, repeat)
+            lat = sample_clips(model, text, mask, actions, data.frames.shape[1], steps, guidance, ckpt.config["shift"], rng, repeat,
+                               context=ctx)
         else:  # the generator's own few-step sampler (no CFG: distillation folded it in)
             F = data.frames.shape[1] - data.frames.shape[1] % model.config.chunk_frames
             seeds = [seed * 100_003 + i + j for j in range(len(prompts))]
-            lat = generator_clips(model, cond, sampler, prompts, actions[:, :F], seeds, device)
+            lat = generator_clips(model, cond, sampler, prompts, actions[:, :F], seeds, device, ctx)
         with torch.inference_mode():
             frames = codec.decode(lat).cpu().numpy()
         for j, p in enumerate(prompts):
             real = data.frames[i + j].numpy()
             rows.append({"prompt": p, "kind": parse_event(p).kind, "generated": clip_scores(frames[j], p, world),
                          "real": clip_scores(real, p, world)})
+            if context:
+                coins = data.states["coins"][i + j].numpy()
+                rows[-1]["fidelity"] = clip_fidelity(frames[j], real[: len(frames[j])], context, coins, world)
             if len(videos) < 8:
                 videos.append((real, frames[j], p))
     summary = {
@@ -134,7 +164,10 @@ def evaluate_teacher(
         for k in kinds
     }
     summary.update({"clips": len(rows), "checkpoint": str(checkpoint), "stage": ckpt.config["stage"], "seed": seed,
-                    "noise": "repeat" if repeat else "fresh", "wording": wording})
+                    "noise": "repeat" if repeat else "fresh", "wording": wording, "context": context})
+    if context:
+        summary["faithful"] = float(np.mean([r["fidelity"]["faithful"] for r in rows]))
+        summary["agent_error_px"] = float(np.nanmean([r["fidelity"]["agent_error_px"] for r in rows]))
     if is_teacher:
         summary.update(steps=steps, guidance=guidance)
     if out is not None:

@@ -129,12 +129,12 @@ def wording_table(conditioner: TextConditioner, prompts: list[str], resample: bo
 
 
 def clip_latents(codec: LatentCodec, codec_checkpoint: str, frames: torch.Tensor, out: str | Path, device) -> torch.Tensor:
-    """Latents of every clip, cached in `out` per codec checkpoint."""
+    """Latents of every clip, cached in `out` per codec checkpoint and clip shape."""
     from safetensors.torch import load_file, save_file
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"latents-{checkpoint_digest(codec_checkpoint)[:16]}.safetensors"
+    path = out / f"latents-{checkpoint_digest(codec_checkpoint)[:16]}-{frames.shape[0]}x{frames.shape[1]}.safetensors"
     if path.is_file():
         return load_file(str(path))["latents"]
     lat = encode_clips(codec, frames, device)
