@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from dfworld.bench.fidelity import episode_fidelity, fidelity_headline
 from dfworld.bench.metrics import consistency_curve, reaction_delay
 from dfworld.bench.suite_runner import event_schedule, select_episodes
-from dfworld.bench.fidelity import episode_fidelity, fidelity_headline
 from dfworld.video import side_by_side, write_mp4, write_strip
 from dfworld.world.episodes import play_episode
 from dfworld.world.events import parse_event

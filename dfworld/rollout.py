@@ -12,6 +12,10 @@ chunk of frames for every row:
 3. the clean chunk is run once more at `context_noise` to write its keys and values into the
    cache, and kept in a latent history laid out like the cache.
 
+A model with `prev_frame` also reads, for every chunk, its reference frame: the last clean frame
+before it (zeros for an episode's first chunk); each held chunk's reference is kept beside the
+history, so a re-cache writes it exactly as it was written the first time.
+
 A text event re-encodes the row's condition and re-caches (LongLive): the frames still in the
 cache (sink and window) are replayed under the new text in time order, which rewrites their keys
 and values. Actions are per frame. Rows reset independently.
@@ -32,10 +36,13 @@ from dfworld.schedule import SamplerConfig, student_sigmas
 from dfworld.world.config import check_seed
 
 
-def forward_at(model: VideoTransformer, x, sigma: float, text, text_mask, actions, start, cache: KVCache):
-    """The generator on a chunk x [B, F, C, h, w] at noise level `sigma` for every frame: (velocity, (k, v))."""
+def forward_at(model: VideoTransformer, x, sigma: float, text, text_mask, actions, start, cache: KVCache, prev=None):
+    """The generator on a chunk x [B, F, C, h, w] at noise level `sigma` for every frame: (velocity, (k, v)).
+
+    `prev` [B, F, C, h, w]: the chunk's reference frame (models with `prev_frame`).
+    """
     s = torch.full(x.shape[:2], sigma, device=x.device)  # [B, F]
-    return model(x, s, text, text_mask, actions, start_frame=start, cache=cache)
+    return model(x, s, text, text_mask, actions, start_frame=start, cache=cache, prev=prev)
 
 
 def denoise(velocity, noise, sigmas: list[float], grad_level: int | None = None, solver: str = "renoise") -> torch.Tensor:
@@ -80,6 +87,8 @@ class Rollout:
         lat = (cfg.latent_channels, cfg.latent_size, cfg.latent_size)
         self.history = torch.zeros((batch, n_frames) + lat, device=self.device)  # clean latents, cache layout
         self.history_actions = torch.zeros(batch, n_frames, dtype=torch.long, device=self.device)
+        # each held frame's reference frame (prev_frame models only)
+        self.history_prev = torch.zeros_like(self.history) if cfg.prev_frame else None
         self.frame = torch.zeros(batch, dtype=torch.long, device=self.device)  # next frame index per row
         # text padded to the model's width, always: a row's frames must not depend on what other
         # rows or earlier episodes said (a wider padding changes the float summation order)
@@ -139,6 +148,8 @@ class Rollout:
         self.cache.reset(mask)  # 2. the rows' new episodes
         self.history[mask] = 0
         self.history_actions[mask] = 0
+        if self.history_prev is not None:
+            self.history_prev[mask] = 0
         self.frame[mask] = 0
         self._set_text(rows, prompts, encoded)
         for r, s in zip(rows, seeds):
@@ -156,8 +167,10 @@ class Rollout:
     def _check_context(self, n_rows: int, context: torch.Tensor, actions: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Context latents [R, n, C, h, w] and actions [R, n] on the device, checked (see `reset`)."""
         lat, K = tuple(self.history.shape[2:]), self.cfg.chunk_frames
-        if context.ndim == 4:  # one frame, held still for a chunk
-            context = context[:, None].expand(-1, K, -1, -1, -1)
+        if context.ndim == 4:
+            context = context[:, None]
+        if context.ndim == 5 and context.shape[1] == 1:  # one frame, held still for a chunk
+            context = context.expand(-1, K, -1, -1, -1)
         if context.ndim != 5 or context.shape[0] != n_rows or tuple(context.shape[2:]) != lat:
             raise ValueError(f"context must be latents [{n_rows}, n, {', '.join(map(str, lat))}] (or one frame per row), "
                              f"got {list(context.shape)}")
@@ -181,8 +194,16 @@ class Rollout:
         self._recache(mask)
 
     # -- generation ----------------------------------------------------------------------------
-    def _forward(self, x, sigma: float, actions, start):
-        return forward_at(self.generator, x, sigma, self.text, self.text_mask, actions, start, self.cache)
+    def _forward(self, x, sigma: float, actions, start, prev):
+        return forward_at(self.generator, x, sigma, self.text, self.text_mask, actions, start, self.cache,
+                          prev if self.cfg.prev_frame else None)
+
+    def _reference(self) -> torch.Tensor:
+        """The next chunk's reference frame, [B, K, C, h, w]: each row's last committed frame (zeros before any)."""
+        last = self.history.gather(1, self._slots((self.frame - 1).clamp(min=0))[:, None, None, None, None]
+                                   .expand((-1, 1) + self.history.shape[2:]))  # [B, 1, C, h, w]
+        last = torch.where((self.frame > 0)[:, None, None, None, None], last, torch.zeros_like(last))
+        return last.expand((-1, self.cfg.chunk_frames) + self.history.shape[2:])
 
     def _noise(self, shape, rows: torch.Tensor) -> torch.Tensor:
         """Per-row noise; rows not generating draw nothing, so their random streams are untouched."""
@@ -203,23 +224,26 @@ class Rollout:
         """History slots of frame indices [B, n] (the cache's frame layout)."""
         return frame_slots(frames, self.cfg.sink_frames, self.cfg.window_frames)
 
-    def _write(self, chunk: torch.Tensor, actions: torch.Tensor, start: torch.Tensor, rows: torch.Tensor) -> None:
+    def _write(self, chunk: torch.Tensor, actions: torch.Tensor, start: torch.Tensor, rows: torch.Tensor, prev: torch.Tensor) -> None:
         """Write the keys and values of a clean chunk [B, K, C, h, w] starting at frames start [B] into the cache of `rows`."""
-        _, (k, v) = self._forward(chunk, self.sampler.context_noise, actions, start)
+        _, (k, v) = self._forward(chunk, self.sampler.context_noise, actions, start, prev)
         self.cache.update(start, k, v, rows=rows)
 
     def _commit(self, chunk: torch.Tensor, actions: torch.Tensor, rows: torch.Tensor) -> None:
         """Write a clean chunk into the cache and the history for `rows`, and advance them."""
-        self._write(chunk, actions, self.frame, rows)
-        self._remember(chunk, actions, rows)
+        prev = self._reference()
+        self._write(chunk, actions, self.frame, rows, prev)
+        self._remember(chunk, actions, rows, prev)
 
-    def _remember(self, chunk: torch.Tensor, actions: torch.Tensor, rows: torch.Tensor) -> None:
-        """Keep a committed chunk in the history of `rows` and advance their frame counters."""
+    def _remember(self, chunk: torch.Tensor, actions: torch.Tensor, rows: torch.Tensor, prev: torch.Tensor) -> None:
+        """Keep a committed chunk (and its reference frame) in the history of `rows` and advance their frame counters."""
         K = self.cfg.chunk_frames
         slots = self._slots(self.frame[:, None] + torch.arange(K, device=self.device))  # [B, K]
         for b in torch.nonzero(rows).flatten().tolist():
             self.history[b, slots[b]] = chunk[b]
             self.history_actions[b, slots[b]] = actions[b]
+            if self.history_prev is not None:
+                self.history_prev[b, slots[b]] = prev[b]
         self.frame.add_(rows.to(self.frame.dtype) * K)  # in place: the tensor stays a normal one under inference mode
 
     def generate(self, actions: torch.Tensor, rows: torch.Tensor | None = None, exit_step: int | None = None) -> torch.Tensor:
@@ -240,8 +264,9 @@ class Rollout:
         if not 0 <= last < len(self.sigmas):
             raise ValueError(f"exit_step {exit_step} is not one of the {len(self.sigmas)} denoising levels")
         self._start_chunk_noise(rows)
+        prev = self._reference()
         x0 = denoise(  # 1-2. denoise from per-row noise, re-noising between levels
-            lambda x, sigma: self._forward(x, sigma, actions, self.frame)[0],
+            lambda x, sigma: self._forward(x, sigma, actions, self.frame, prev)[0],
             lambda i: self._noise(self._chunk_shape, rows),
             self.sigmas[: last + 1],
             grad_level=last,
@@ -290,6 +315,7 @@ class Rollout:
         """Tensors of the rollout (cache, history, positions, text): a training checkpoint keeps them."""
         return {**{f"cache.{k}": v for k, v in self.cache.state().items()}, "history": self.history,
                 "history_actions": self.history_actions, "frame": self.frame, "text": self.text, "text_mask": self.text_mask,
+                **({"history_prev": self.history_prev} if self.history_prev is not None else {}),
                 "seeds": torch.tensor(self.seeds, dtype=torch.int64)}
 
     def load_state(self, tensors: dict[str, torch.Tensor], prompts: list[str]) -> None:
@@ -299,6 +325,8 @@ class Rollout:
         self.cache.valid.copy_(tensors["cache.valid"])
         self.history.copy_(tensors["history"])
         self.history_actions.copy_(tensors["history_actions"])
+        if self.history_prev is not None and "history_prev" in tensors:
+            self.history_prev.copy_(tensors["history_prev"])
         self.frame.copy_(tensors["frame"])
         self.text, self.text_mask = tensors["text"].clone().to(self.device), tensors["text_mask"].clone().to(self.device)
         self.prompts = list(prompts)
@@ -326,4 +354,5 @@ class Rollout:
             slots = self._slots(start[:, None] + torch.arange(K, device=self.device))
             chunk = torch.stack([self.history[b, slots[b]] for b in range(self.B)])
             actions = torch.stack([self.history_actions[b, slots[b]] for b in range(self.B)])
-            self._write(chunk, actions, start, has)
+            prev = chunk if self.history_prev is None else torch.stack([self.history_prev[b, slots[b]] for b in range(self.B)])
+            self._write(chunk, actions, start, has, prev)

@@ -127,7 +127,7 @@ class WorldModelCore:
         return obs
 
     def _check_image(self, image) -> np.ndarray | None:
-        """A reset image as context frames [n, H, W, 3]: one frame is held still for a chunk."""
+        """A reset image as context frames [n, H, W, 3] (n = 1: one frame, which the rollout holds still for a chunk)."""
         if image is None:
             return None
         image = np.asarray(image)
@@ -135,7 +135,7 @@ class WorldModelCore:
         if image.dtype != np.uint8 or image.shape[-3:] != want or image.ndim not in (3, 4):
             raise ValueError(f"reset option 'image' must be a uint8 frame {want} or frames [n, *{want}], got {image.dtype} {image.shape}")
         if image.ndim == 3:
-            return np.repeat(image[None], K, 0)
+            return image[None]  # held still for a chunk by the rollout
         if len(image) == 0 or len(image) % K or len(image) > self.held_frames:
             raise ValueError(f"reset option 'image': {len(image)} frames; give whole chunks of {K} frames, "
                              f"at most the {self.held_frames} the model's cache holds")

@@ -46,9 +46,10 @@ def tiny_generator(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_tubelet_generator(tmp_path_factory):
-    """The same with tubelet tokens (2x2 latent patches over 4 frames: 16 tokens per frame on average) and
-    space-time rotary positions (2 pairs per spatial axis)."""
-    return _tiny_generator_checkpoint(tmp_path_factory.mktemp("gen_tubelet") / "checkpoint", patch=2, tubelet=4, rope_space=2)
+    """The same with tubelet tokens (2x2 latent patches over 4 frames: 16 tokens per frame on average),
+    space-time rotary positions (2 pairs per spatial axis) and a reference frame per chunk."""
+    return _tiny_generator_checkpoint(tmp_path_factory.mktemp("gen_tubelet") / "checkpoint", patch=2, tubelet=4, rope_space=2,
+                                      prev_frame=True)
 
 
 def short_script(path, n: int = 3, frames: int = 48):

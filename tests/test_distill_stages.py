@@ -28,14 +28,24 @@ TINY = ["train.batch_size=2", "train.log_every=1", "train.device=cpu"]
 TINY_STREAM = [*TINY, "critic.batch_size=2", "horizon=32", "switch_gaps=[8,12]", "train.checkpoint_every=5"]
 
 
-def tiny_pipeline(runs: Path, stages=("data", "codec", "teacher", "ode", "dmd", "stream", "delta", "ship")) -> PipelineConfig:
+CHAIN = ("data", "codec", "teacher", "causal", "dmd", "stream", "delta", "ship")
+TINY_CAUSAL = [
+    "text.encoder=vocab", "text.dim=16", "text.max_tokens=16", "model.text_dim=16", "model.text_tokens=16", "model.dim=32",
+    "model.depth=1", "model.heads=2", "model.patch=4", "model.tubelet=1", "model.rope_space=1", "train.batch_size=2",
+    "train.steps=3", "train.precision=fp32", "train.max_minutes=0", "train.device=cpu", "sampler.timesteps=[1000,500]",
+]
+
+
+def tiny_pipeline(runs: Path, stages=CHAIN, dmd_start="causal") -> PipelineConfig:
     return PipelineConfig(
-        runs=str(runs), clips=str(runs / "clips"), stages=tuple(stages), ship_to=str(runs / "shipped"),
+        runs=str(runs), clips=str(runs / "clips"), causal_clips=str(runs / "clips_long"), stages=tuple(stages),
+        ship_to=str(runs / "shipped"), dmd_start=dmd_start,
         overrides={
             "data": ["n=12", "frames=8", "world.height=32", "world.width=32"],
             "codec": ["codec.image_size=32", "codec.block_out_channels=[8,8]", "codec.norm_num_groups=4", "train.steps=3",
                       "train.batch_size=4", "train.device=cpu"],
             "teacher": [*TINY_TEACHER, "train.device=cpu"],
+            "causal": TINY_CAUSAL,
             "ode": [*TINY, "pairs=4", "pair_batch=2", "train.steps=3"],
             "dmd": [*TINY, "critic.batch_size=2", "train.steps=4"],
             "stream": [*TINY_STREAM, "train.steps=12"],
@@ -58,8 +68,8 @@ def history(run: Path) -> list[dict]:
 
 def test_pipeline_trains_every_stage_and_the_generators_load(chain):
     runs, report = chain
-    assert [s for s in report] == ["data", "codec", "teacher", "ode", "dmd", "stream", "delta", "ship"]
-    for stage in ("ode", "dmd", "stream", "delta"):
+    assert [s for s in report] == list(CHAIN)
+    for stage in ("causal", "dmd", "stream", "delta"):
         assert report[stage]["status"] == "finished" and report[stage]["wall_seconds"] > 0
         bundle = load_bundle(runs / stage / "checkpoint")
         assert bundle.generator.config.attention == "block_causal"
@@ -91,7 +101,7 @@ def test_ship_copies_the_generators_with_their_records(chain):
 
 def test_the_chain_distils_a_tubelet_teacher(tmp_path):
     """A teacher with tubelet tokens (2x2 patches over 4 frames) is distilled into a tubelet generator."""
-    cfg = tiny_pipeline(tmp_path, stages=("data", "codec", "teacher", "ode", "dmd", "delta"))
+    cfg = tiny_pipeline(tmp_path, stages=("data", "codec", "teacher", "ode", "dmd", "delta"), dmd_start="ode")
     tubelet = ["model.patch=2", "model.tubelet=4"]
     cfg.overrides["teacher"] = [*cfg.overrides["teacher"], *tubelet]
     report = run_pipeline(cfg)
@@ -105,11 +115,11 @@ def test_the_chain_distils_a_tubelet_teacher(tmp_path):
 
 def test_pipeline_skips_finished_stages(chain, capsys):
     runs, _ = chain
-    before = {s: (runs / s / "checkpoint" / "weights.safetensors").stat().st_mtime for s in ("ode", "dmd", "delta")}
-    report = run_pipeline(tiny_pipeline(runs, stages=("data", "ode", "dmd", "delta")))
-    assert "ode: finished at step 3" in capsys.readouterr().out
-    assert all(report[s]["status"] in ("present", "finished") for s in ("data", "ode", "dmd", "delta"))
-    assert before == {s: (runs / s / "checkpoint" / "weights.safetensors").stat().st_mtime for s in ("ode", "dmd", "delta")}
+    before = {s: (runs / s / "checkpoint" / "weights.safetensors").stat().st_mtime for s in ("causal", "dmd", "delta")}
+    report = run_pipeline(tiny_pipeline(runs, stages=("data", "causal", "dmd", "delta")))
+    assert "causal: finished at step 3" in capsys.readouterr().out
+    assert all(report[s]["status"] in ("present", "finished") for s in ("data", "causal", "dmd", "delta"))
+    assert before == {s: (runs / s / "checkpoint" / "weights.safetensors").stat().st_mtime for s in ("causal", "dmd", "delta")}
 
 
 def test_pipeline_rejects_unknown_stages():

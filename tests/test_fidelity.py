@@ -4,10 +4,10 @@ import numpy as np
 
 from dfworld.bench.fidelity import episode_fidelity, faithful_frames, fidelity_headline, frame_checks, match_pickups
 from dfworld.world.config import WorldConfig
+from dfworld.world.episodes import play_episode
 from dfworld.world.events import parse_event
 from dfworld.world.probes import Blob, FrameReading, read_frames
 from dfworld.world.scripts import Episode, ScriptItem
-from dfworld.world.episodes import play_episode
 from dfworld.world.simulator import EventWorld
 
 

@@ -49,6 +49,7 @@ def test_export_writes_checked_static_graphs_and_its_record(exported, tiny_gener
     assert {k: record[k] for k in ("model", "codec", "sampler", "text")} == {k: ckpt.get(k, {}) for k in ("model", "codec", "sampler", "text")}
     assert len(record["checkpoint_sha256"]) == 64 and len(record["sigmas"]) == 4
     for name, (inputs, outputs) in GRAPHS.items():
+        assert record["graphs"][name]["inputs"] == inputs  # no reference frame: the graphs of a plain model
         graph = onnx.load(str(exported / f"{name}.onnx"))
         onnx.checker.check_model(graph)
         assert [i.name for i in graph.graph.input] == inputs and [o.name for o in graph.graph.output] == outputs
@@ -65,6 +66,7 @@ def test_ort_rollout_matches_torch_over_50_chunks_with_a_text_event(exported, ti
 def test_ort_rollout_matches_torch_with_tubelet_tokens(tiny_tubelet_generator, tmp_path, one_thread):
     out = tmp_path / "tubelet"
     assert main(["export", "onnx", "--checkpoint", str(tiny_tubelet_generator), "--out", str(out)]) == 0
+    assert [i.name for i in onnx.load(str(out / "chunk.onnx")).graph.input][-1] == "prev"  # a reference-frame model
     check_parity(tiny_tubelet_generator, out, chunks=30, sampler=SamplerConfig(repeat_noise=True))  # repeated noise too
 
 

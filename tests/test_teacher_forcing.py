@@ -7,11 +7,12 @@ from dfworld.model.kv_cache import KVCache
 from tests.test_model import inputs, tiny
 
 
-@pytest.mark.parametrize("tubelet, patch, chunk, sink, window, rope_space",
-                         [(1, 4, 2, 2, 4, 0), (2, 2, 2, 2, 4, 2), (4, 2, 4, 4, 8, 2), (1, 4, 2, 0, 4, 0)])
+@pytest.mark.parametrize("tubelet, patch, chunk, sink, window, rope_space, prev",
+                         [(1, 4, 2, 2, 4, 0, False), (2, 2, 2, 2, 4, 2, True), (4, 2, 4, 4, 8, 2, True), (1, 4, 2, 0, 4, 0, True)])
 @torch.no_grad()
-def test_teacher_forcing_equals_the_cached_rollout(tubelet, patch, chunk, sink, window, rope_space):
-    model = tiny(tubelet=tubelet, patch=patch, chunk_frames=chunk, sink_frames=sink, window_frames=window, rope_space=rope_space)
+def test_teacher_forcing_equals_the_cached_rollout(tubelet, patch, chunk, sink, window, rope_space, prev):
+    model = tiny(tubelet=tubelet, patch=patch, chunk_frames=chunk, sink_frames=sink, window_frames=window, rope_space=rope_space,
+                 prev_frame=prev)
     x, sigma, text, mask, actions = inputs(2, 24)
     noisy, _, _, _, _ = inputs(2, 24, seed=1)
     sigma = sigma[:, ::chunk].repeat_interleave(chunk, 1)  # one level per chunk
@@ -22,9 +23,10 @@ def test_teacher_forcing_equals_the_cached_rollout(tubelet, patch, chunk, sink, 
     for s in range(0, 24, chunk):
         sf = torch.full((2,), s)
         sl = slice(s, s + chunk)
-        out, _ = model(noisy[:, sl], sigma[:, sl], text, mask, actions[:, sl], start_frame=sf, cache=cache)
+        ref = (x[:, s - 1 : s] if s else torch.zeros_like(x[:, :1])).expand(-1, chunk, -1, -1, -1) if prev else None
+        out, _ = model(noisy[:, sl], sigma[:, sl], text, mask, actions[:, sl], start_frame=sf, cache=cache, prev=ref)
         assert (out - tf[:, sl]).abs().max().item() <= 1e-4, f"chunk at frame {s}"
-        _, (k, v) = model(x[:, sl], ctx[:, sl], text, mask, actions[:, sl], start_frame=sf, cache=cache)
+        _, (k, v) = model(x[:, sl], ctx[:, sl], text, mask, actions[:, sl], start_frame=sf, cache=cache, prev=ref)
         cache.update(sf, k, v)
 
 
@@ -35,3 +37,15 @@ def test_teacher_forcing_refuses_mismatched_copies_and_full_attention():
         model(x, sigma, text, mask, actions, clean=(x[:, :2], sigma[:, :2]))
     with pytest.raises(ValueError, match="block_causal"):
         tiny("full")(x, sigma, text, mask, actions, clean=(x, sigma))
+
+
+def test_a_reference_frame_model_reads_the_frame_and_needs_it():
+    model = tiny(prev_frame=True)
+    with torch.no_grad():
+        model.prev_in.weight.normal_(0, 0.2)
+    x, sigma, text, mask, actions = inputs(1, 4)
+    with pytest.raises(ValueError, match="reference frame"):
+        model(x, sigma, text, mask, actions)
+    a, _ = model(x, sigma, text, mask, actions, prev=torch.zeros_like(x))
+    b, _ = model(x, sigma, text, mask, actions, prev=torch.ones_like(x))
+    assert (a - b).abs().max() > 1e-3

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dfworld.bench.fidelity import FIDELITY_METRICS, FidelityStats, by_kind, episode_fidelity, fidelity_curve, fidelity_headline
 from dfworld.bench.metrics import (
     BEFORE_FRAMES,
     REACTION_FRAMES,
@@ -22,7 +23,6 @@ from dfworld.bench.metrics import (
     scene_fit,
     untouched_content,
 )
-from dfworld.bench.fidelity import FIDELITY_METRICS, FidelityStats, by_kind, episode_fidelity, fidelity_curve, fidelity_headline
 from dfworld.world.config import WorldConfig
 from dfworld.world.events import Event, parse_event
 from dfworld.world.probes import Blob, FrameReading, read_frame
@@ -33,8 +33,8 @@ REFERENCE = "reference"  # the source name of the simulator's own episodes
 # additive per-episode sums: consistency (sum of event means, events, untouched objects), drift least
 # squares (pairs, sum d, sum c, sum d^2, sum d c), reactivity (events), validity (valid, frames), agent error (sum, pairs)
 _SUMS = ("cons", "cons_n", "objs", "n", "sd", "sc", "sdd", "sdc", "events", "valid", "frames", "err", "err_n")
-METRICS = ("consistency", "untouched_objects", "drift_per_100", "reactivity@16", "median_delay", "validity", "agent_error_px",
-           "agent_error_median_px") + FIDELITY_METRICS
+TABLE_METRICS = ("consistency", "untouched_objects", "drift_per_100", "reactivity@16", "median_delay", "validity", "agent_error_px")
+METRICS = TABLE_METRICS + ("agent_error_median_px",) + FIDELITY_METRICS
 _DIGITS = {"consistency": 3, "untouched_objects": 2, "drift_per_100": 3, "reactivity@16": 3, "median_delay": 1, "validity": 3,
            "agent_error_px": 2, "agent_error_median_px": 2, **dict.fromkeys(FIDELITY_METRICS, 3)}  # decimals in bench.md
 BOOTSTRAP = 1000  # resamples of the percentile bootstrap
@@ -194,7 +194,7 @@ def markdown(config: dict, summary: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, s in summary.items():
-        cells = [_fmt(s[m]["value"], s[m]["ci95"], _DIGITS[m]) for m in METRICS]
+        cells = [_fmt(s[m]["value"], s[m]["ci95"], _DIGITS[m]) for m in TABLE_METRICS]
         label = f"{name} (EventWorld)" if name == "reference" else name
         lines.append(f"| {label} | {' | '.join(cells)} | {s['fps']:.1f} |")
     gens = {n: s for n, s in summary.items() if n != "reference"}

@@ -3,9 +3,10 @@
 For every episode of an event script (the first N, truncated to F frames; later events dropped)
 the simulator plays it as the reference, and each checkpoint generates it: started from the
 episode's start frames (the reset frame and still frames after it, `real_start`: the context
-before frame 0, reset option "image") and its initial prompt, then stepped chunk by chunk under the script's actions (the action of the chunk's first frame,
-held for the chunk) and its text events at their frames (applied before their chunk). Generation
-seeds are the episode seed plus `seed`. The probes read every frame of every source.
+before frame 0, reset option "image") and its initial prompt, then stepped chunk by chunk under
+the script's actions (the action of the chunk's first frame, held for the chunk) and its text
+events at their frames (applied before their chunk). Generation seeds are the episode seed plus
+`seed`. The probes read every frame of every source.
 
 Definitions. Events are the script's events that the simulator applied. For an event e at frame
 t, its window is frames t..t+L-1 (up to the next event or the end), d = 0..L-1 counts frames since

@@ -57,6 +57,13 @@ def teacher_forcing_plan(frames: int, chunk: int, sink: int, window: int, tubele
     return TeacherForcingPlan(clean + noisy)
 
 
+def reference_frames(clean: torch.Tensor, chunk: int) -> torch.Tensor:
+    """[B, F, ...]: for every frame, the last clean frame before its chunk (zeros in the first chunk)."""
+    B, Fr = clean.shape[:2]
+    last = torch.cat([torch.zeros_like(clean[:, :1]), clean[:, chunk - 1 : Fr - 1 : chunk]], 1)  # [B, F/K, ...]
+    return last.repeat_interleave(chunk, 1)
+
+
 def teacher_forcing(model, x, sigma, text, text_mask, actions, clean) -> torch.Tensor:
     """Velocity of the noisy frames x [B, F, C, h, w] given their clean copy `clean` = (latents, sigma)."""
     cfg = model.config
@@ -73,7 +80,8 @@ def teacher_forcing(model, x, sigma, text, text_mask, actions, clean) -> torch.T
     G = Fr // cfg.tubelet
     both = torch.cat([x_clean, x], 1)  # [B, 2F, ...]: the clean copy, then the noisy one
     c, tx, a = model._condition(torch.cat([sigma_clean, sigma], 1), text, text_mask, torch.cat([actions, actions], 1))
-    h = model.patch_in(model._patchify(both)) + model.pos + a[:, :, None]  # [B, 2G, S, D]
+    h = model.embed(both, reference_frames(x_clean, cfg.chunk_frames).repeat(1, 2, 1, 1, 1) if cfg.prev_frame else None)
+    h = h + a[:, :, None]  # [B, 2G, S, D]
     frames = model._frame_positions(torch.zeros(B, dtype=torch.long, device=x.device), Fr)
     frames = torch.cat([frames, frames], 1)  # both copies sit at the same times
     rope = model._rope(frames)

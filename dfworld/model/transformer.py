@@ -33,84 +33,14 @@ full-sequence forward (training) and the cached chunk step (generation) compute 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dfworld.model.config import ATTENTION_MODES, TransformerConfig  # noqa: F401  (TransformerConfig is imported from here)
 from dfworld.model.kv_cache import KVCache
 from dfworld.model.layers import MLP, RMSNorm, modulate, rope_angles, rope_apply, timestep_embedding
 from dfworld.model.teacher_forcing import TeacherForcingPlan, block_causal_frame_mask, teacher_forcing
-
-ATTENTION_MODES = ("full", "block_causal")
-
-
-@dataclass(frozen=True)
-class TransformerConfig:
-    """Video transformer hyperparameters."""
-
-    latent_channels: int = 8  # channels of a latent frame (the codec's latent_channels)
-    latent_size: int = 16  # latent height and width
-    patch: int = 4  # patch side in latent pixels
-    tubelet: int = 1  # frames per token; tokens per frame = (latent_size / patch)^2 / tubelet
-    dim: int = 128  # model width
-    depth: int = 4  # transformer blocks
-    heads: int = 4  # attention heads
-    mlp_ratio: float = 4.0  # MLP hidden width / dim
-    text_dim: int = 384  # width of the text encoder's token embeddings
-    text_tokens: int = 32  # most text tokens the model reads
-    n_actions: int = 5  # discrete actions; index n_actions is the null action
-    attention: str = "full"  # full (teacher, critic) or block_causal (generator)
-    chunk_frames: int = 4  # frames per chunk (block_causal)
-    sink_frames: int = 4  # first frames kept in attention forever (block_causal; multiple of chunk_frames)
-    window_frames: int = 12  # most recent frames in attention besides the sink (multiple of chunk_frames)
-    rope_theta: float = 10000.0  # rotary base (time)
-    rope_space: int = 0  # rotary pairs per head for each spatial axis (row, column); 0: time only
-    rope_space_theta: float = 16.0  # rotary base in space (frequencies 1 down to 1/theta rad per patch)
-
-    def __post_init__(self) -> None:
-        for name in ("latent_channels", "latent_size", "patch", "dim", "depth", "heads", "text_dim", "text_tokens", "n_actions",
-                     "chunk_frames"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.attention not in ATTENTION_MODES:
-            raise ValueError(f"attention {self.attention!r} is not one of {ATTENTION_MODES}")
-        if self.latent_size % self.patch:
-            raise ValueError(f"latent_size {self.latent_size} is not divisible by patch {self.patch}")
-        if self.tubelet < 1 or self.chunk_frames % self.tubelet or self.spatial_tokens % self.tubelet:
-            raise ValueError(
-                f"tubelet {self.tubelet} must be at least 1 and divide chunk_frames ({self.chunk_frames}) and the "
-                f"{self.spatial_tokens} patches of a frame"
-            )
-        if self.dim % self.heads or (self.dim // self.heads) % 2:
-            raise ValueError(f"dim {self.dim} must split into {self.heads} heads of even width")
-        if self.rope_space < 0 or 2 * self.rope_space >= self.head_dim // 2:
-            raise ValueError(
-                f"rope_space={self.rope_space}: the two spatial axes must leave time at least one of the "
-                f"{self.head_dim // 2} rotary pairs of a head"
-            )
-        for name in ("sink_frames", "window_frames"):
-            if getattr(self, name) % self.chunk_frames:
-                raise ValueError(f"{name}={getattr(self, name)} must be a multiple of chunk_frames={self.chunk_frames}")
-
-    @property
-    def spatial_tokens(self) -> int:
-        """Tokens of one group of `tubelet` frames (S): one per p x p patch."""
-        return (self.latent_size // self.patch) ** 2
-
-    @property
-    def tokens_per_frame(self) -> int:
-        """Tokens per frame on average (N = S / tubelet): the KV cache's unit."""
-        return self.spatial_tokens // self.tubelet
-
-    @property
-    def head_dim(self) -> int:
-        return self.dim // self.heads
-
-    @property
-    def patch_dim(self) -> int:
-        return self.tubelet * self.latent_channels * self.patch * self.patch
 
 
 class Attention(nn.Module):
@@ -199,6 +129,10 @@ class VideoTransformer(nn.Module):
         super().__init__()
         self.config = cfg = config
         self.patch_in = nn.Linear(cfg.patch_dim, cfg.dim)
+        if cfg.prev_frame:  # zero-initialised: a model starts as it was without it
+            self.prev_in = nn.Linear(cfg.patch_dim, cfg.dim)
+            nn.init.zeros_(self.prev_in.weight)
+            nn.init.zeros_(self.prev_in.bias)
         self.pos = nn.Parameter(torch.randn(cfg.spatial_tokens, cfg.dim) * 0.02)
         # one table of n_actions + 1 rows (the last: null action) per frame offset inside a tubelet
         self.action = nn.Embedding(cfg.tubelet * (cfg.n_actions + 1), cfg.dim)
@@ -322,6 +256,7 @@ class VideoTransformer(nn.Module):
         start_frame: torch.Tensor | None = None,
         cache: KVCache | None = None,
         clean: tuple[torch.Tensor, torch.Tensor] | None = None,
+        prev: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
         """Velocity for x, and (with a cache) this chunk's keys and values [L, B, H, K*N, Dh].
 
@@ -330,8 +265,10 @@ class VideoTransformer(nn.Module):
         the cache; the caller writes the returned keys and values with `cache.update`.
         With `clean` = (latents, sigma) of the same frames (block_causal, no cache): teacher
         forcing. Each chunk of the noisy x sees the clean frames before it exactly as a cached
-        rollout's chunk sees its history (`_teacher_forcing_frame_mask`), in one pass over both
+        rollout's chunk sees its history (dfworld.model.teacher_forcing), in one pass over both
         copies; the velocity of the noisy copy is returned.
+        `prev` [B, F, C, h, w] (with `prev_frame`): each frame's reference frame, the last clean
+        frame before its chunk (zeros where there is none); teacher forcing builds it from `clean`.
         """
         cfg = self.config
         if clean is not None:
@@ -344,7 +281,7 @@ class VideoTransformer(nn.Module):
             start_frame = torch.zeros(B, dtype=torch.long, device=x.device)
         frames = self._frame_positions(start_frame, Fr)  # [B, F]
         c, tx, a = self._condition(sigma, text, text_mask, actions)
-        h = self.patch_in(self._patchify(x)) + self.pos + a[:, :, None]  # [B, G, S, D]
+        h = self.embed(x, prev) + a[:, :, None]  # [B, G, S, D]
 
         # 1. attention geometry: rotations, which keys are sink keys, and the mask
         rope_q = rope_k = self._rope(frames)
@@ -383,6 +320,16 @@ class VideoTransformer(nn.Module):
         # 3. output
         kv = (torch.stack(new_k), torch.stack(new_v)) if cache is not None else None
         return self._output(h, c), kv
+
+    def embed(self, x: torch.Tensor, prev: torch.Tensor | None) -> torch.Tensor:
+        """Tokens [B, G, S, D] of latents x [B, F, ...]: patches, positions, and (prev_frame) the reference frame's patches."""
+        h = self.patch_in(self._patchify(x)) + self.pos
+        if self.config.prev_frame:
+            if prev is None or prev.shape != x.shape:
+                raise ValueError(f"this model reads a reference frame per frame: prev must be {tuple(x.shape)}, got "
+                                 f"{None if prev is None else tuple(prev.shape)}")
+            h = h + self.prev_in(self._patchify(prev))
+        return h
 
     def _output(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         shift, scale = self.ada_out(F.silu(c))[:, :, None].chunk(2, dim=-1)

@@ -39,12 +39,12 @@ from torch import nn
 from dfworld.checkpoint import checkpoint_digest
 from dfworld.model.kv_cache import KVCache
 from dfworld.model.loading import GeneratorBundle
-from dfworld.model.transformer import VideoTransformer
+from dfworld.model.transformer import TransformerConfig, VideoTransformer
 from dfworld.rollout import denoise, forward_at
 from dfworld.schedule import student_sigmas
 
 EXPORT_FORMAT = "dfworld-onnx"
-EXPORT_VERSION = 2  # bump when the graphs' inputs, outputs or semantics change
+EXPORT_VERSION = 3  # bump when the graphs' inputs, outputs or semantics change
 OPSET = 17
 CONFIG_SECTIONS = ("model", "codec", "sampler", "text")  # the checkpoint configs an export depends on
 CACHE_ENV = "DFWORLD_ONNX_CACHE"
@@ -57,7 +57,15 @@ GRAPHS = {  # name: (inputs, outputs)
     "write": (["latents", *CONDITION_INPUTS], CACHE_OUTPUTS),
     "decoder": (["latents"], ["frames"]),
 }
-_BATCH_AXES = {"noise": 0, "latents": 0, "text": 0, "text_mask": 0, "actions": 0, "frame": 0, "rows": 0,
+
+
+def graph_io(name: str, config: TransformerConfig) -> tuple[list[str], list[str]]:
+    """A graph's input and output names for this model: a `prev_frame` model's chunk and write graphs also read `prev`."""
+    inputs, outputs = GRAPHS[name]
+    return (inputs + ["prev"] if config.prev_frame and name != "decoder" else inputs), outputs
+
+
+_BATCH_AXES = {"prev": 0, "noise": 0, "latents": 0, "text": 0, "text_mask": 0, "actions": 0, "frame": 0, "rows": 0,
                "cache_k": 1, "cache_v": 1, "cache_valid": 0, "cache_k_out": 1, "cache_v_out": 1, "cache_valid_out": 0}
 
 log = logging.getLogger(__name__)
@@ -75,9 +83,9 @@ class WriteGraph(nn.Module):
         super().__init__()
         self.model, self.context_noise = model, context_noise
 
-    def forward(self, latents, text, text_mask, actions, frame, cache_k, cache_v, cache_valid, rows):
+    def forward(self, latents, text, text_mask, actions, frame, cache_k, cache_v, cache_valid, rows, prev=None):
         cache = KVCache.over(self.model.config, cache_k, cache_v, cache_valid)
-        _, (k, v) = forward_at(self.model, latents, self.context_noise, text, text_mask, actions, frame, cache)
+        _, (k, v) = forward_at(self.model, latents, self.context_noise, text, text_mask, actions, frame, cache, prev)
         return cache.written(frame, k, v, rows)
 
 
@@ -89,15 +97,15 @@ class ChunkGraph(nn.Module):
         self.model, self.sigmas, self.solver = model, list(sigmas), solver
         self.write = WriteGraph(model, context_noise)
 
-    def forward(self, noise, text, text_mask, actions, frame, cache_k, cache_v, cache_valid, rows):
+    def forward(self, noise, text, text_mask, actions, frame, cache_k, cache_v, cache_valid, rows, prev=None):
         cache = KVCache.over(self.model.config, cache_k, cache_v, cache_valid)
         x0 = denoise(  # [B, K, C, h, w]
-            lambda x, sigma: forward_at(self.model, x, sigma, text, text_mask, actions, frame, cache)[0],
+            lambda x, sigma: forward_at(self.model, x, sigma, text, text_mask, actions, frame, cache, prev)[0],
             lambda i: noise[:, i],
             self.sigmas,
             solver=self.solver,
         )
-        return (x0, *self.write(x0, text, text_mask, actions, frame, cache_k, cache_v, cache_valid, rows))
+        return (x0, *self.write(x0, text, text_mask, actions, frame, cache_k, cache_v, cache_valid, rows, prev))
 
 
 class DecoderGraph(nn.Module):
@@ -181,6 +189,7 @@ def _example_inputs(bundle: GeneratorBundle, levels: int, B: int = 2, L: int = 3
     return {
         "noise": torch.randn((B, levels) + chunk[1:]),
         "latents": torch.randn(chunk),
+        "prev": torch.randn(chunk),
         "text": torch.randn(B, L, c.text_dim),
         "text_mask": torch.ones(B, L, dtype=torch.bool),
         "actions": torch.zeros(B, c.chunk_frames, dtype=torch.long),
@@ -204,11 +213,11 @@ def _rms_norm_symbolic(g, x, normalized_shape, weight, eps):
     return y if sh._is_none(weight) else g.op("Mul", y, weight)
 
 
-def _export_graph(module: nn.Module, name: str, example: dict[str, torch.Tensor], path: Path) -> None:
+def _export_graph(module: nn.Module, name: str, example: dict[str, torch.Tensor], path: Path, config: TransformerConfig) -> None:
     import onnx
 
     torch.onnx.register_custom_op_symbolic("aten::rms_norm", _rms_norm_symbolic, OPSET)
-    inputs, outputs = GRAPHS[name]
+    inputs, outputs = graph_io(name, config)
     axes = {n: {_BATCH_AXES.get(n, 0): "batch"} for n in inputs + outputs}
     if name == "decoder":
         axes = {"latents": {0: "frames"}, "frames": {0: "frames"}}
@@ -261,7 +270,7 @@ def export_onnx(bundle: GeneratorBundle, out: str | Path) -> Path:
     tmp.mkdir(parents=True)
     log.info("exporting %s to ONNX in %s", ckpt.path, out)
     for name, module in graphs.items():
-        _export_graph(module, name, example_dec if name == "decoder" else example, tmp / f"{name}.onnx")
+        _export_graph(module, name, example_dec if name == "decoder" else example, tmp / f"{name}.onnx", model.config)
     record = {
         "format": EXPORT_FORMAT,
         "version": EXPORT_VERSION,
@@ -269,7 +278,7 @@ def export_onnx(bundle: GeneratorBundle, out: str | Path) -> Path:
         "stage": ckpt.config.get("stage"),
         **checkpoint_identity(bundle),
         "sigmas": sigmas,
-        "graphs": {name: {"file": f"{name}.onnx", "inputs": i, "outputs": o} for name, (i, o) in GRAPHS.items()},
+        "graphs": {name: dict(zip(("file", "inputs", "outputs"), (f"{name}.onnx", *graph_io(name, model.config)))) for name in GRAPHS},
         "opset": OPSET,
         "exporter": f"torch.onnx.export (TorchScript, dynamo=False), torch {torch.__version__}",
     }

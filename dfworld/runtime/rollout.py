@@ -93,10 +93,14 @@ class OrtRollout(Rollout):
         graph(inputs, outputs)
         self.cache, self.spare = self.spare, cache
 
-    def _write(self, chunk: torch.Tensor, actions: torch.Tensor, start: torch.Tensor, rows: torch.Tensor) -> None:
+    def _write(self, chunk: torch.Tensor, actions: torch.Tensor, start: torch.Tensor, rows: torch.Tensor, prev: torch.Tensor) -> None:
         self.cache.check_writable(start)
-        inputs = {"latents": chunk.float(), "actions": actions.long(), "frame": start, "rows": rows}
+        inputs = {"latents": chunk.float(), "actions": actions.long(), "frame": start, "rows": rows, **self._prev_input(prev)}
         self._run(self.generator.write, inputs, {})
+
+    def _prev_input(self, prev: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The reference frames for the graphs of a `prev_frame` model (nothing for the others)."""
+        return {"prev": prev.float().contiguous()} if self.cfg.prev_frame else {}
 
     def _generate(self, actions: torch.Tensor, rows: torch.Tensor | None, exit_step: int | None) -> torch.Tensor:
         """The next chunk (clean latents [B, K, C, h, w]); inference only: `exit_step` is for the torch rollout."""
@@ -111,7 +115,8 @@ class OrtRollout(Rollout):
         noise = torch.stack([self._noise(self._chunk_shape, rows) if i < drawn else torch.zeros((self.B,) + self._chunk_shape, device=self.device)
                              for i in range(len(self.sigmas))], 1)
         x0 = torch.empty((self.B,) + self._chunk_shape, device=self.device)
-        inputs = {"noise": noise, "actions": actions.long(), "frame": self.frame, "rows": rows}
+        prev = self._reference()
+        inputs = {"noise": noise, "actions": actions.long(), "frame": self.frame, "rows": rows, **self._prev_input(prev)}
         self._run(self.generator.chunk, inputs, {"latents": x0})
-        self._remember(x0, actions, rows)
+        self._remember(x0, actions, rows, prev)
         return x0

@@ -1,7 +1,7 @@
 """`dfworld pipeline`: the whole training chain, from data to the generator checkpoints.
 
-Stages run in order (data, codec, teacher, ode, dmd, stream, delta, ship), each wired to the
-outputs of the ones before it; `ship` copies the delta, dmd and stream generators (inference
+Stages run in order (data, codec, teacher, causal, dmd, stream, delta, ship; `ode` is the other
+start for dmd: `dmd_start`), each wired to the outputs of the ones before it; `ship` copies the delta, dmd and stream generators (inference
 weights, codec, text cache, configs, and a training record) into the package's checkpoints
 (`dfworld.shipped`). Every stage runs its config dataclass's defaults unless `overrides` says
 otherwise. A stage whose checkpoint is finished (all its steps, or its time budget spent) is
@@ -21,7 +21,10 @@ from dfworld.shipped import SHIP_LIMIT_MB, SHIPPED
 from dfworld.training.stages import stage_classes
 from dfworld.training.stages import stage_config as compose_stage
 
-STAGE_ORDER = ("data", "codec", "teacher", "ode", "dmd", "stream", "delta", "ship")
+STAGE_ORDER = ("data", "codec", "teacher", "causal", "ode", "dmd", "stream", "delta", "ship")
+DEFAULT_STAGES = ("data", "codec", "teacher", "causal", "dmd", "stream", "delta", "ship")
+DMD_STARTS = ("causal", "ode")
+CAUSAL_CLIPS = ("n=4096", "frames=32")  # the causal stage's clips: twice the teacher's length, twice as many
 
 
 @dataclass(frozen=True)
@@ -29,14 +32,18 @@ class PipelineConfig:
     """`dfworld pipeline` (configs/pipeline.yaml)."""
 
     runs: str = "runs"  # stage run directories: <runs>/<stage>
-    clips: str = "data/clips"  # the clips data set
-    stages: tuple[str, ...] = STAGE_ORDER  # which stages to run, in this order
+    clips: str = "data/clips"  # the clips data set (the teacher's, dmd's)
+    causal_clips: str = "data/clips32"  # longer clips for stage causal (teacher forcing over a rolling window)
+    stages: tuple[str, ...] = DEFAULT_STAGES  # which stages to run, in this order
+    dmd_start: str = "causal"  # the generator dmd starts from: causal (teacher forcing on real clips) or ode
     overrides: dict[str, list[str]] = field(default_factory=dict)  # Hydra overrides per stage
     ship_to: str = "dfworld/checkpoints"  # stage ship: where the generator checkpoints go (the package's, in a clone)
 
     def __post_init__(self) -> None:
         if unknown := [s for s in self.stages if s not in STAGE_ORDER]:
             raise ValueError(f"unknown pipeline stage(s) {unknown}; stages: {', '.join(STAGE_ORDER)}")
+        if self.dmd_start not in DMD_STARTS:
+            raise ValueError(f"dmd_start {self.dmd_start!r} is not one of {DMD_STARTS}")
         if unknown := [s for s in self.overrides if s not in STAGE_ORDER]:
             raise ValueError(f"overrides for unknown stage(s) {unknown}; stages: {', '.join(STAGE_ORDER)}")
 
@@ -50,10 +57,12 @@ def wiring(cfg: PipelineConfig, stage: str) -> list[str]:
         out.append(f"clips={cfg.clips}")
     if stage == "teacher":
         out.append(f"codec_checkpoint={ck['codec']}")
+    if stage == "causal":
+        out += [f"clips={cfg.causal_clips}", f"codec_checkpoint={ck['teacher']}", f"init_checkpoint={ck['teacher']}"]
     if stage in ("ode", "dmd", "stream", "delta"):
         out.append(f"teacher_checkpoint={ck['teacher']}")
     if stage == "dmd":
-        out.append(f"generator_checkpoint={ck['ode']}")
+        out.append(f"generator_checkpoint={ck[cfg.dmd_start]}")
     if stage in ("stream", "delta"):
         out.append(f"generator_checkpoint={ck['dmd']}")
     return out
@@ -89,13 +98,14 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
             entry["status"] = "shipped"
             entry["sizes_mb"] = ship(cfg, report)
         elif stage == "data":
-            if (Path(cfg.clips) / "manifest.json").is_file():
-                print(f"[pipeline] data: {cfg.clips} exists, skipped")
-                entry["status"] = "present"
-            else:
-                print(f"[pipeline] data: writing {cfg.clips}")
-                write_clips(build(ClipsConfig, compose("data/clips", [f"out={cfg.clips}"] + list(cfg.overrides.get("data", [])))))
-                entry["status"] = "written"
+            entry["status"] = "present"
+            for path, extra in ((cfg.clips, []), (cfg.causal_clips, list(CAUSAL_CLIPS))):
+                if (Path(path) / "manifest.json").is_file():
+                    print(f"[pipeline] data: {path} exists, skipped")
+                else:
+                    print(f"[pipeline] data: writing {path}")
+                    write_clips(build(ClipsConfig, compose("data/clips", [f"out={path}", *extra, *cfg.overrides.get("data", [])])))
+                    entry["status"] = "written"
         else:
             scfg = stage_config(cfg, stage)
             record = finished(runs / stage, scfg.train.steps, scfg.train.max_minutes)

@@ -42,7 +42,7 @@ EULER_LEVELS = tuple(1000.0 * (1 - i / 16) for i in range(16))  # 1000, 937.5, .
 class CausalStageConfig:
     """`dfworld train stage=causal`."""
 
-    clips: str = "data/clips"  # clips data set (dfworld data clips); each clip is whole chunks
+    clips: str = "data/clips32"  # clips data set (dfworld data clips n=4096 frames=32); each clip is whole chunks
     codec_checkpoint: str = "runs/teacher/checkpoint"  # any checkpoint carrying the codec (codec, teacher, generator)
     init_checkpoint: str = "runs/teacher/checkpoint"  # start from this teacher's or generator's weights ("": random)
     # the generator: patch 2 x tubelet 4 as the teacher, axial space-time rotary positions so a
@@ -109,10 +109,13 @@ class CausalStage(CarriesCodecAndText):
         if config.init_checkpoint:
             ckpt = load_checkpoint(config.init_checkpoint, stage=CODEC_CARRIERS)
             source = transformer_from(ckpt, "teacher" if ckpt.config.get("stage") == "teacher" else "generator")
-            try:
-                self.generator.load_state_dict(source.state_dict())
+            try:  # a reference-frame input the source lacks starts at zero (the model starts as the source)
+                missing, unexpected = self.generator.load_state_dict(source.state_dict(), strict=False)
             except RuntimeError as e:
                 raise ValueError(f"init_checkpoint {config.init_checkpoint!r} has another shape than model: {e}") from e
+            if unexpected or set(missing) - {"prev_in.weight", "prev_in.bias"}:
+                raise ValueError(f"init_checkpoint {config.init_checkpoint!r} does not fit model: missing {missing}, "
+                                 f"unexpected {unexpected}")
         self.loss = FlowMatchingLoss(self.generator)
         self.opt = adamw(self.generator.parameters(), config.train)
 

@@ -43,7 +43,7 @@ class DmdStageConfig:
     """`dfworld train stage=dmd` (Self Forcing)."""
 
     teacher_checkpoint: str = "runs/teacher/checkpoint"  # the frozen teacher, also the critic's start
-    generator_checkpoint: str = "runs/ode/checkpoint"  # the generator to start from (stage ode)
+    generator_checkpoint: str = "runs/causal/checkpoint"  # the generator to start from (stage causal, or ode)
     clips: str = "data/clips"  # prompts and actions of the rollouts
     guidance: float = 3.0  # teacher CFG in the DMD direction: v_uncond + g (v_cond - v_uncond)
     dmd_shift: float = 3.0  # shift of the DMD noise levels (uniform, shifted, clamped to [0.02, 0.98])
