@@ -36,6 +36,11 @@ def test_demo_writes_video_and_report(tmp_path, tiny_generator):
     assert all(e["real"]["consistency"] == 1.0 for e in report["events"] if e["real"]["consistency"] is not None)
     assert read_mp4(out / "core-03.mp4").shape[0] == 112
     assert (out / "report.md").read_text().startswith("# dfworld demo")
+    fid = report["fidelity"]  # a random generator is faithful nowhere; the strip shows generated above real
+    assert fid["faithful"] == 0.0 and set(fid) >= {"faithful_0_15", "faithful_16_63", "pickup_precision"}
+    import cv2
+    strip = cv2.imread(report["strip"])
+    assert strip is not None and strip.shape[0] > 2 * 32 and strip.shape[1] > 8 * 32
 
 
 def test_demo_errors(tmp_path, capsys):

@@ -146,3 +146,19 @@ def test_flow_matching_loss_weights_latent_cells():
         cell = (v - velocity_target(td["latents"], td["noise"]))[:, :, :, 3, 5].pow(2).mean(2)  # [B, F]
     m = td["loss_mask"].float()
     assert torch.allclose(loss(td)["loss_flow"], (cell * m).sum() / m.sum(), rtol=1e-5)
+
+
+def test_the_teacher_context_prefix_is_whole_chunks_at_a_low_level_and_out_of_the_loss():
+    from types import SimpleNamespace
+
+    from dfworld.training.stages.teacher import TeacherStage, TeacherStageConfig
+
+    stage = SimpleNamespace(config=TeacherStageConfig(context_chunks=3, context_chunk=4, no_context_fraction=0.25, context_noise=0.1))
+    sigma = torch.full((400, 16), 0.7)
+    levels, context = TeacherStage._context(stage, sigma, torch.Generator().manual_seed(0))
+    n = context.sum(1)
+    assert set(n.tolist()) <= {0, 4, 8, 12} and 0.15 < (n == 0).float().mean() < 0.35  # whole chunks; a quarter without
+    assert (context[:, :-1] >= context[:, 1:]).all()  # a prefix
+    assert (levels[context] <= 0.1).all() and (levels[~context] == 0.7).all()
+    row_levels = [set(levels[i][context[i]].tolist()) for i in range(400) if n[i]]
+    assert all(len(r) == 1 for r in row_levels)  # one level per row
