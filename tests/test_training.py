@@ -23,7 +23,7 @@ TINY_TEACHER = [
     # the tiny teacher keeps the plain recipe the tests were written for (the shipped one is bf16, cosine over a
     # time budget, tubelets, entity weights, resampled wording: docs in TeacherStageConfig)
     "train.precision=fp32", "train.decay=constant", "train.max_minutes=0", "train.lr=3e-4", "train.warmup=50", "train.ema=0.999",
-    "model.patch=4", "model.tubelet=1", "entity_weight=0.0", "resample_wording=false",
+    "model.patch=4", "model.tubelet=1", "entity_weight=0.0", "resample_wording=false", "model.rope_space=1", "context_chunks=1",
 ]
 
 
