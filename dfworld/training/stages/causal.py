@@ -45,10 +45,10 @@ class CausalStageConfig:
     clips: str = "data/clips32"  # clips data set (dfworld data clips n=4096 frames=32); each clip is whole chunks
     codec_checkpoint: str = "runs/teacher/checkpoint"  # any checkpoint carrying the codec (codec, teacher, generator)
     init_checkpoint: str = "runs/teacher/checkpoint"  # start from this teacher's or generator's weights ("": random)
-    # the generator: patch 2 x tubelet 4 as the teacher, axial space-time rotary positions so a
-    # token finds the same place in an earlier frame (docs/experiments/context-conditioning.md)
+    # the generator: patch 2 x tubelet 4 as the teacher, axial space-time rotary positions, and each chunk's
+    # reference frame in its tokens, so what did not change is a copy (docs/experiments/context-conditioning.md)
     model: TransformerConfig = field(
-        default_factory=lambda: TransformerConfig(patch=2, tubelet=4, attention="block_causal", rope_space=4)
+        default_factory=lambda: TransformerConfig(patch=2, tubelet=4, attention="block_causal", rope_space=4, prev_frame=True)
     )
     text: TextConfig = field(default_factory=TextConfig)  # the text encoder
     text_cache: str = ""  # optional safetensors of precomputed embeddings; texts found there skip the encoder

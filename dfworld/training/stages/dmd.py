@@ -64,7 +64,7 @@ class SelfForcingStage(DistillStage):
 
     def _setup_distillation(self, config) -> None:
         self.config, self.train = config, config.train
-        if getattr(config, "scoring", "window") not in SCORINGS:
+        if config.scoring not in SCORINGS:
             raise ValueError(f"scoring {config.scoring!r} is not one of {SCORINGS}")
         seed_everything(config.train.seed)
         self._load_teacher(config.teacher_checkpoint)
@@ -127,7 +127,7 @@ class SelfForcingStage(DistillStage):
 
     def _clean_frames(self, committed: int) -> int:
         """How many leading frames of a window teacher and critic see clean: the committed ones under context scoring."""
-        return committed if getattr(self.config, "scoring", "window") == "context" else 0
+        return committed if self.config.scoring == "context" else 0
 
     def _windows(self, x, text, mask, actions, committed: int = 0) -> TensorDict:
         """Generator windows [B, F, C, h, w] with their condition, detached (what the critic learns from)."""

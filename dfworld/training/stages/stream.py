@@ -44,6 +44,9 @@ class StreamStageConfig:
     noise_starts: float = 0.0
     guidance: float = 3.0  # teacher CFG in the DMD direction, as stage dmd
     dmd_shift: float = 3.0  # shift of the DMD noise levels, as stage dmd
+    # how teacher and critic see a window's committed frames: window (one level over the whole window, the
+    # trajectory-agnostic teacher, and what the trust-region measures were calibrated on) or context (as stage dmd)
+    scoring: str = "window"
     critic: CriticConfig = field(default_factory=CriticConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     train: TrainConfig = field(
@@ -174,7 +177,7 @@ class StreamStage(SelfForcingStage):
         out: dict[str, float] = {"exit_step": exit_step, "frame": pos}
         # 3. the generator update on the new frames of the window
         if gen_step:
-            td = self._dmd_td(x, text, mask, window_actions, rng, loss_mask)
+            td = self._dmd_td(x, text, mask, window_actions, rng, loss_mask, committed=overlap)
             if overlap == 0:  # a rollout's first window from noise: a Self Forcing clip, no history to measure
                 loss = self.dmd(td)["loss_dmd"]
                 out.update(loss_dmd=loss.item())
@@ -186,7 +189,7 @@ class StreamStage(SelfForcingStage):
                 out.update(w_mean=float(w.mean()), **{f"{k}_mean": float(v.mean()) for k, v in measures.items()})
                 self.log.write(step, since, w, measures)
         # 4. the critic update on detached windows
-        out.update(self._critic_update(step, self._windows(x, text, mask, window_actions), rng))
+        out.update(self._critic_update(step, self._windows(x, text, mask, window_actions, committed=overlap), rng))
         return out
 
     def on_start(self, resumed: bool) -> None:
