@@ -242,3 +242,14 @@ def test_dmd_under_torchrun_with_gloo(chain, tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     ckpt = load_checkpoint(run / "checkpoint", stage="dmd")
     assert ckpt.config["record"]["world_size"] == 2 and ckpt.config["record"]["step"] == 3
+
+
+def test_context_scoring_changes_what_teacher_and_critic_see(chain, tmp_path):
+    """Scoring the committed frames clean (context) instead of noising the whole window gives another loss."""
+    runs, _ = chain
+    assert main(stream_args(runs, "stream", tmp_path / "w", "train.steps=4")) == 0
+    assert main(stream_args(runs, "stream", tmp_path / "c", "train.steps=4", "scoring=context")) == 0
+    w, c = history(tmp_path / "w"), history(tmp_path / "c")
+    assert [r["frame"] for r in w] == [r["frame"] for r in c]  # the same rollouts
+    assert [r["loss_critic"] for r in w] != [r["loss_critic"] for r in c]
+    assert main(stream_args(runs, "stream", tmp_path / "x", "train.steps=1", "scoring=nope")) == 2
