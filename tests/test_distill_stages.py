@@ -236,7 +236,7 @@ def test_dmd_under_torchrun_with_gloo(chain, tmp_path):
     run = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "dfworld.cli",
            "train", "stage=dmd", f"teacher_checkpoint={runs / 'teacher' / 'checkpoint'}", f"clips={runs / 'clips'}",
-           f"generator_checkpoint={runs / 'ode' / 'checkpoint'}", f"train.out={run}", *TINY, "critic.batch_size=2",
+           f"generator_checkpoint={runs / 'causal' / 'checkpoint'}", f"train.out={run}", *TINY, "critic.batch_size=2",
            "train.steps=3"]
     out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]

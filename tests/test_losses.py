@@ -51,6 +51,13 @@ def test_dmd_gradient_is_the_normalised_direction():
     expected = g * td["loss_mask"][..., None, None, None] / (n_masked * 4 * 8 * 8)
     assert torch.allclose(td["latents"].grad, expected, atol=1e-7)
     assert td["latents"].grad[:, :2].abs().sum() == 0  # overlap frames get no gradient
+    # with a clean context, the direction is normalised over the new frames only
+    td2 = window()
+    td2["direction_mask"] = td2["loss_mask"].bool()
+    loss_mod(td2)["loss_dmd"].backward()
+    g2 = dmd_direction(td2["latents"].detach(), *loss_mod.estimates(td2), td2["direction_mask"])
+    assert torch.allclose(td2["latents"].grad, g2 * td2["loss_mask"][..., None, None, None] / (n_masked * 4 * 8 * 8), atol=1e-7)
+    assert not torch.allclose(g, g2)
 
 
 def test_w_one_and_lambda_zero_give_exactly_the_streaming_loss():

@@ -44,8 +44,9 @@ class DMDLoss(LossModule):
 
     Input keys: latents [B, F, C, h, w] (the generator's clean output, with gradient), text,
     text_mask, actions, noise, sigma [B, 1] (one DMD level per window) or [B, F] (a level per frame:
-    committed frames at 0 are clean context for teacher and critic) and optionally loss_mask
-    [B, F] (new frames; the direction is normalised over them). Output: loss_dmd, and the teacher estimate x0_teacher (detached) for the
+    committed frames at 0 are clean context for teacher and critic), optionally loss_mask [B, F]
+    (new frames) and direction_mask [B, F] (the frames the direction is normalised over; default all:
+    with a clean context, the new frames, where teacher and generator can differ). Output: loss_dmd, and the teacher estimate x0_teacher (detached) for the
     trust region.
     """
 
@@ -66,7 +67,7 @@ class DMDLoss(LossModule):
         x = tensordict["latents"]
         x0_critic, x0_teacher = self.estimates(tensordict)
         mask = tensordict.get("loss_mask", None)
-        g = dmd_direction(x.detach(), x0_critic, x0_teacher, mask)
+        g = dmd_direction(x.detach(), x0_critic, x0_teacher, tensordict.get("direction_mask", None))
         per_frame = 0.5 * (x.float() - (x.detach() - g).float()).pow(2).mean(dim=(2, 3, 4))  # [B, F]
         return TensorDict(
             {"loss_dmd": masked_mean(per_frame, mask), "loss_dmd_frames": per_frame, "x0_teacher": x0_teacher},

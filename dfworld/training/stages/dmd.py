@@ -148,6 +148,8 @@ class SelfForcingStage(DistillStage):
         )
         if loss_mask is not None:
             td["loss_mask"] = loss_mask
+        if clean:  # the context frames are given: normalise the direction over the new ones
+            td["direction_mask"] = torch.arange(Fr, device=self.device)[None].expand(B, Fr) >= clean
         return td
 
     def checkpoint_config(self):
