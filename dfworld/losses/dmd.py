@@ -46,8 +46,8 @@ class DMDLoss(LossModule):
     text_mask, actions, noise, sigma [B, 1] (one DMD level per window) or [B, F] (a level per frame:
     committed frames at 0 are clean context for teacher and critic), optionally loss_mask [B, F]
     (new frames) and direction_mask [B, F] (the frames the direction is normalised over; default all:
-    with a clean context, the new frames, where teacher and generator can differ). Output: loss_dmd, and the teacher estimate x0_teacher (detached) for the
-    trust region.
+    with a clean context, the new frames, where teacher and generator can differ). Output: loss_dmd,
+    and the teacher estimate x0_teacher (detached) for the trust region.
     """
 
     def __init__(self, teacher: VideoTransformer, critic: VideoTransformer, guidance: float = 3.0):
