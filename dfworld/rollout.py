@@ -162,7 +162,7 @@ class Rollout:
                 chunk[mask] = context[:, f : f + K]
                 actions = torch.zeros(self.B, K, dtype=torch.long, device=self.device)
                 actions[mask] = context_actions[:, f : f + K]
-                self._commit(chunk, actions, mask)
+                self._commit(chunk, actions, mask, self._reference())
 
     def _check_context(self, n_rows: int, context: torch.Tensor, actions: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Context latents [R, n, C, h, w] and actions [R, n] on the device, checked (see `reset`)."""
@@ -195,11 +195,15 @@ class Rollout:
 
     # -- generation ----------------------------------------------------------------------------
     def _forward(self, x, sigma: float, actions, start, prev):
-        return forward_at(self.generator, x, sigma, self.text, self.text_mask, actions, start, self.cache,
-                          prev if self.cfg.prev_frame else None)
+        return forward_at(self.generator, x, sigma, self.text, self.text_mask, actions, start, self.cache, prev)
 
-    def _reference(self) -> torch.Tensor:
-        """The next chunk's reference frame, [B, K, C, h, w]: each row's last committed frame (zeros before any)."""
+    def _reference(self) -> torch.Tensor | None:
+        """The next chunk's reference frame, [B, K, C, h, w]: each row's last committed frame (zeros before any).
+
+        None for a model without `prev_frame`, which reads none.
+        """
+        if self.history_prev is None:
+            return None
         last = self.history.gather(1, self._slots((self.frame - 1).clamp(min=0))[:, None, None, None, None]
                                    .expand((-1, 1) + self.history.shape[2:]))  # [B, 1, C, h, w]
         last = torch.where((self.frame > 0)[:, None, None, None, None], last, torch.zeros_like(last))
@@ -224,25 +228,24 @@ class Rollout:
         """History slots of frame indices [B, n] (the cache's frame layout)."""
         return frame_slots(frames, self.cfg.sink_frames, self.cfg.window_frames)
 
-    def _write(self, chunk: torch.Tensor, actions: torch.Tensor, start: torch.Tensor, rows: torch.Tensor, prev: torch.Tensor) -> None:
+    def _write(self, chunk: torch.Tensor, actions: torch.Tensor, start: torch.Tensor, rows: torch.Tensor, prev: torch.Tensor | None) -> None:
         """Write the keys and values of a clean chunk [B, K, C, h, w] starting at frames start [B] into the cache of `rows`."""
         _, (k, v) = self._forward(chunk, self.sampler.context_noise, actions, start, prev)
         self.cache.update(start, k, v, rows=rows)
 
-    def _commit(self, chunk: torch.Tensor, actions: torch.Tensor, rows: torch.Tensor) -> None:
-        """Write a clean chunk into the cache and the history for `rows`, and advance them."""
-        prev = self._reference()
+    def _commit(self, chunk: torch.Tensor, actions: torch.Tensor, rows: torch.Tensor, prev: torch.Tensor | None) -> None:
+        """Write a clean chunk (under its reference frame `prev`) into the cache and the history for `rows`, and advance them."""
         self._write(chunk, actions, self.frame, rows, prev)
         self._remember(chunk, actions, rows, prev)
 
-    def _remember(self, chunk: torch.Tensor, actions: torch.Tensor, rows: torch.Tensor, prev: torch.Tensor) -> None:
+    def _remember(self, chunk: torch.Tensor, actions: torch.Tensor, rows: torch.Tensor, prev: torch.Tensor | None) -> None:
         """Keep a committed chunk (and its reference frame) in the history of `rows` and advance their frame counters."""
         K = self.cfg.chunk_frames
         slots = self._slots(self.frame[:, None] + torch.arange(K, device=self.device))  # [B, K]
         for b in torch.nonzero(rows).flatten().tolist():
             self.history[b, slots[b]] = chunk[b]
             self.history_actions[b, slots[b]] = actions[b]
-            if self.history_prev is not None:
+            if prev is not None:
                 self.history_prev[b, slots[b]] = prev[b]
         self.frame.add_(rows.to(self.frame.dtype) * K)  # in place: the tensor stays a normal one under inference mode
 
@@ -273,7 +276,7 @@ class Rollout:
             solver=self.sampler.solver,
         )
         with torch.no_grad():
-            self._commit(x0.detach(), actions, rows)  # 3. write the cache
+            self._commit(x0.detach(), actions, rows, prev)  # 3. write the cache
         return x0
 
     @property
@@ -354,5 +357,5 @@ class Rollout:
             slots = self._slots(start[:, None] + torch.arange(K, device=self.device))
             chunk = torch.stack([self.history[b, slots[b]] for b in range(self.B)])
             actions = torch.stack([self.history_actions[b, slots[b]] for b in range(self.B)])
-            prev = chunk if self.history_prev is None else torch.stack([self.history_prev[b, slots[b]] for b in range(self.B)])
+            prev = None if self.history_prev is None else torch.stack([self.history_prev[b, slots[b]] for b in range(self.B)])
             self._write(chunk, actions, start, has, prev)

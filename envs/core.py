@@ -110,9 +110,6 @@ class WorldModelCore:
                     latents = self.codec.encode(frames.flatten(0, 1)).unflatten(0, frames.shape[:2])
             self.rollout.reset(rs, [prompts[j] for j in members], [seeds[j] for j in members], latents,
                                encoded=(encoded[0][members], encoded[1][members]))
-            for j in members:
-                if n:
-                    obs[j] = contexts[j][-1]
         for r, sched in zip(rows, schedules):
             self.counters[r].reset()
             self.steps[r] = 0
@@ -120,9 +117,9 @@ class WorldModelCore:
         if noise := [j for j, c in enumerate(contexts) if c is None]:  # the first chunk under noop actions; its last frame
             frames = self._generate(np.zeros(self.B, np.int64), [rows[j] for j in noise])
             obs[noise] = frames[[rows[j] for j in noise], -1]
-        for j in range(len(rows)):
-            if contexts[j] is not None:
-                self.last[rows[j]] = obs[j]
+        for j, c in enumerate(contexts):  # a given context: its last frame is the observation
+            if c is not None:
+                obs[j] = self.last[rows[j]] = c[-1]
                 self.counters[rows[j]].update(obs[j])
         return obs
 

@@ -93,14 +93,14 @@ class OrtRollout(Rollout):
         graph(inputs, outputs)
         self.cache, self.spare = self.spare, cache
 
-    def _write(self, chunk: torch.Tensor, actions: torch.Tensor, start: torch.Tensor, rows: torch.Tensor, prev: torch.Tensor) -> None:
+    def _write(self, chunk: torch.Tensor, actions: torch.Tensor, start: torch.Tensor, rows: torch.Tensor, prev: torch.Tensor | None) -> None:
         self.cache.check_writable(start)
         inputs = {"latents": chunk.float(), "actions": actions.long(), "frame": start, "rows": rows, **self._prev_input(prev)}
         self._run(self.generator.write, inputs, {})
 
-    def _prev_input(self, prev: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _prev_input(self, prev: torch.Tensor | None) -> dict[str, torch.Tensor]:
         """The reference frames for the graphs of a `prev_frame` model (nothing for the others)."""
-        return {"prev": prev.float().contiguous()} if self.cfg.prev_frame else {}
+        return {} if prev is None else {"prev": prev.float().contiguous()}
 
     def _generate(self, actions: torch.Tensor, rows: torch.Tensor | None, exit_step: int | None) -> torch.Tensor:
         """The next chunk (clean latents [B, K, C, h, w]); inference only: `exit_step` is for the torch rollout."""

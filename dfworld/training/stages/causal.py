@@ -25,15 +25,13 @@ from tensordict import TensorDict
 from dfworld.checkpoint import load_checkpoint
 from dfworld.configuration import to_dict
 from dfworld.losses.flow_matching import FlowMatchingLoss
-from dfworld.model.conditioning import TextConditioner
-from dfworld.model.loading import TextConfig, codec_from, transformer_from
+from dfworld.model.loading import TextConfig, transformer_from
 from dfworld.model.transformer import TransformerConfig, VideoTransformer
 from dfworld.schedule import SamplerConfig, add_noise, sample_sigma
 from dfworld.training.loop import TrainConfig, adamw, optimize, resolve_device, seed_everything, set_lr
 from dfworld.training.stages.base import CarriesCodecAndText
-from dfworld.training.stages.teacher import CODEC_CARRIERS, clip_latents, wording_table
+from dfworld.training.stages.teacher import CODEC_CARRIERS, clip_conditioner, clip_latents, stage_codec, wording_table
 from dfworld.world.datasets import load_clips
-from dfworld.world.events import all_event_texts
 
 EULER_LEVELS = tuple(1000.0 * (1 - i / 16) for i in range(16))  # 1000, 937.5, ..., 62.5
 
@@ -82,15 +80,8 @@ class CausalStage(CarriesCodecAndText):
         self.config, self.train = config, config.train
         seed_everything(config.train.seed)
         cfg = config.model
-        if cfg.text_dim != config.text.dim or cfg.text_tokens != config.text.max_tokens:
-            raise ValueError(f"model.text_dim/text_tokens ({cfg.text_dim}, {cfg.text_tokens}) must equal text.dim/max_tokens "
-                             f"({config.text.dim}, {config.text.max_tokens})")
         self.device = resolve_device(config.train.device)
-        self.codec = codec_from(load_checkpoint(config.codec_checkpoint, stage=CODEC_CARRIERS)).to(self.device).requires_grad_(False)
-        c = self.codec.config
-        if (cfg.latent_channels, cfg.latent_size) != (c.latent_channels, c.latent_size):
-            raise ValueError(f"model latent {cfg.latent_channels}x{cfg.latent_size} does not match the codec's "
-                             f"{c.latent_channels}x{c.latent_size} ({config.codec_checkpoint})")
+        self.codec = stage_codec(cfg, config.text, config.codec_checkpoint, self.device).requires_grad_(False)
 
         # 1. data: every clip's latents (cached per codec), its actions, and its wordings
         clips = load_clips(config.clips)
@@ -98,10 +89,7 @@ class CausalStage(CarriesCodecAndText):
             raise ValueError(f"clips of {clips.frames.shape[1]} frames are not whole chunks of {cfg.chunk_frames}")
         self.latents = clip_latents(self.codec, config.codec_checkpoint, clips.frames, self.train.out, self.device)
         self.actions = clips.actions.long()
-        self.conditioner = TextConditioner(config.text.encoder, config.text.max_tokens, config.text.dim)
-        if config.text_cache:
-            self.conditioner.load(config.text_cache)
-        self.conditioner.warm(sorted(set(all_event_texts("all")) | set(clips.prompts)))
+        self.conditioner = clip_conditioner(config.text, config.text_cache, clips.prompts)
         self.text, self.text_mask, self.wording = wording_table(self.conditioner, clips.prompts, config.resample_wording)
 
         # 2. the generator, from a teacher's or a generator's weights

@@ -108,6 +108,29 @@ def entity_cells(clips: ClipTensors, latent_size: int, named_only: bool = False)
     return torch.stack(out)
 
 
+def stage_codec(model: TransformerConfig, text: TextConfig, codec_checkpoint: str, device) -> LatentCodec:
+    """The codec a stage trains on (from any checkpoint carrying one), checked against the model's text and latent shapes."""
+    if model.text_dim != text.dim or model.text_tokens != text.max_tokens:
+        raise ValueError(f"model.text_dim/text_tokens ({model.text_dim}, {model.text_tokens}) must equal text.dim/max_tokens "
+                         f"({text.dim}, {text.max_tokens})")
+    codec = codec_from(load_checkpoint(codec_checkpoint, stage=CODEC_CARRIERS)).to(device)
+    c = codec.config
+    if (model.latent_channels, model.latent_size) != (c.latent_channels, c.latent_size):
+        raise ValueError(f"model latent {model.latent_channels}x{model.latent_size} does not match the codec's "
+                         f"{c.latent_channels}x{c.latent_size} ({codec_checkpoint})")
+    return codec
+
+
+def clip_conditioner(text: TextConfig, text_cache: str, prompts: list[str]) -> TextConditioner:
+    """The text conditioner of a stage trained on clips, its cache warmed with every wording of every event
+    (held-out ones too, so the checkpoint's cache covers the grammar) and the clips' prompts."""
+    conditioner = TextConditioner(text.encoder, text.max_tokens, text.dim)
+    if text_cache:
+        conditioner.load(text_cache)
+    conditioner.warm(sorted(set(all_event_texts("all")) | set(prompts)))
+    return conditioner
+
+
 def wording_table(conditioner: TextConditioner, prompts: list[str], resample: bool, extra: bool = False):
     """Texts of the clips' conditions: token embeddings [T, L, Dt], masks [T, L], and [N, K] indices into them.
 
@@ -151,20 +174,8 @@ class TeacherStage(CarriesCodecAndText):
         cfg = config.model
         if cfg.attention != "full":
             raise ValueError(f"the teacher uses full attention; got model.attention={cfg.attention!r}")
-        if cfg.text_dim != config.text.dim or cfg.text_tokens != config.text.max_tokens:
-            raise ValueError(
-                f"model.text_dim/text_tokens ({cfg.text_dim}, {cfg.text_tokens}) must equal text.dim/max_tokens "
-                f"({config.text.dim}, {config.text.max_tokens})"
-            )
         self.device = resolve_device(config.train.device)
-        codec_ckpt = load_checkpoint(config.codec_checkpoint, stage=CODEC_CARRIERS)
-        self.codec = codec_from(codec_ckpt).to(self.device)
-        c = self.codec.config
-        if (cfg.latent_channels, cfg.latent_size) != (c.latent_channels, c.latent_size):
-            raise ValueError(
-                f"model latent {cfg.latent_channels}x{cfg.latent_size} does not match the codec's "
-                f"{c.latent_channels}x{c.latent_size} ({config.codec_checkpoint})"
-            )
+        self.codec = stage_codec(cfg, config.text, config.codec_checkpoint, self.device)
 
         # 1. data: latents of every clip (cached per codec), prompts as padded token embeddings
         clips = load_clips(config.clips)
@@ -184,11 +195,7 @@ class TeacherStage(CarriesCodecAndText):
             raise ValueError("no_context_fraction must be in [0, 1] and context_noise in [0, 1)")
         self.entity_cells = entity_cells(clips, self.latents.shape[-1]) if config.entity_weight > 0 else None
         self.event_cells = entity_cells(clips, self.latents.shape[-1], named_only=True) if config.event_weight > 0 else None
-        self.conditioner = TextConditioner(config.text.encoder, config.text.max_tokens, config.text.dim)
-        if config.text_cache:
-            self.conditioner.load(config.text_cache)
-        # every wording of every event (held-out ones too), so the checkpoint's cache covers the grammar
-        self.conditioner.warm(sorted(set(all_event_texts("all")) | set(clips.prompts)))
+        self.conditioner = clip_conditioner(config.text, config.text_cache, clips.prompts)
         self.text, self.text_mask, self.wording = wording_table(self.conditioner, clips.prompts, config.resample_wording,
                                                                 config.extra_wordings)
 
