@@ -13,7 +13,8 @@ from pathlib import Path
 
 from dfworld.agents.worlds import EVAL_SEED
 
-PPO_FLAGS = ("epochs", "minibatch", "lr", "gamma", "lmbda", "clip_epsilon", "entropy_coeff", "checkpoint_every")  # PPOConfig fields
+PPO_FLAGS = ("epochs", "minibatch", "lr", "gamma", "lmbda", "clip_epsilon", "entropy_coeff", "checkpoint_every",
+             "eval_every", "eval_episodes", "eval_horizon")  # PPOConfig fields
 
 
 def _add_env_args(p: argparse.ArgumentParser, choose_env: bool = True) -> None:
@@ -38,13 +39,22 @@ def _add_ppo_args(p: argparse.ArgumentParser) -> None:
     # defaults live in PPOConfig (None: keep its value), so building the parser imports no torch
     p.add_argument("--epochs", type=int, help="PPO passes over each batch (default 4)")
     p.add_argument("--minibatch", type=int, help="steps per gradient step (default 64)")
-    p.add_argument("--lr", type=float, help="Adam learning rate (default 5e-4)")
+    p.add_argument("--lr", type=float, help="Adam learning rate (default 2e-3)")
+    p.add_argument("--lr-decay", choices=("constant", "linear"), help="learning rate schedule: constant, or linear to 0 over "
+                                                                         "the budget (default constant)")
     p.add_argument("--gamma", type=float, help="discount per step (default 0.99)")
     p.add_argument("--lmbda", type=float, help="GAE lambda (default 0.95)")
     p.add_argument("--clip-epsilon", type=float, help="PPO ratio clip (default 0.2)")
-    p.add_argument("--entropy-coeff", type=float, help="entropy bonus weight (default 0.01)")
+    p.add_argument("--entropy-coeff", type=float, help="entropy bonus weight (default 0.003)")
     p.add_argument("--checkpoint-every", type=int, help="batches between checkpoints (default 1)")
+    p.add_argument("--eval-every", type=int, help="batches between scorings of the policy in the real EventWorld, "
+                                                  "a learning curve in the real game; 0: none (default 0)")
+    p.add_argument("--eval-episodes", type=int, help="real episodes per scoring (default 32)")
+    p.add_argument("--eval-horizon", type=int, help="steps per real episode when scoring (default 64)")
     p.add_argument("--head", choices=("keypoints", "flatten"), help="the network's head (default keypoints: spatial softmax)")
+    p.add_argument("--obs-size", type=int, default=0, help="downsample frames to this size for the network (0: the frame size)")
+    p.add_argument("--separate-encoders", action="store_true",
+                   help="the policy and the value each get their own encoder (default: one shared encoder)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -60,13 +70,19 @@ def _env_config(args: argparse.Namespace, **fixed):
 def _ppo_config(args: argparse.Namespace, frames: int, seed: int):
     from dfworld.agents.ppo import PPOConfig
 
-    return PPOConfig(frames=frames, seed=seed, **{k: getattr(args, k) for k in PPO_FLAGS if getattr(args, k) is not None})
+    fields = {k: getattr(args, k) for k in (*PPO_FLAGS, "lr_decay") if getattr(args, k) is not None}
+    return PPOConfig(frames=frames, seed=seed, **fields)
 
 
 def _policy_config(args: argparse.Namespace):
     from dfworld.agents.policy import PolicyConfig
 
-    return PolicyConfig(head=args.head) if args.head else None
+    fields = {"head": args.head} if args.head else {}
+    if args.obs_size:
+        fields["obs_size"] = args.obs_size
+    if args.separate_encoders:
+        fields["shared"] = False
+    return PolicyConfig(**fields) if fields else None
 
 
 def _threads(args: argparse.Namespace) -> None:
@@ -130,7 +146,8 @@ def _cmd_transfer(args: argparse.Namespace) -> int:
 
     _threads(args)
     cfg = TransferConfig(frames=args.frames, seeds=tuple(args.seeds), episodes=args.episodes, world_episodes=args.world_episodes,
-                         eval_seed=args.eval_seed, out=args.out)
+                         eval_seed=args.eval_seed, out=args.out, train_in=tuple(args.train_in), world_horizon=args.world_horizon,
+                         curve_every=args.curve_every)
     run_transfer(_env_config(args), _ppo_config(args, args.frames, 0), cfg, _policy_config(args), progress=not args.no_progress)
     print((Path(args.out) / "transfer.md").read_text(), end="")
     return 0
@@ -167,5 +184,10 @@ def add_agent_parser(sub) -> None:
     tr.add_argument("--world-episodes", type=int, default=16, help="world-model episodes of the random and scripted agents (0: skip)")
     tr.add_argument("--eval-seed", type=int, default=EVAL_SEED, help="seed of the first evaluation episode")
     tr.add_argument("--out", default="outputs/transfer", help="output directory: transfer.json, transfer.md, runs")
+    tr.add_argument("--train-in", nargs="+", choices=("world", "real"), default=["world", "real"],
+                    help="where PPO agents train (default both; 'real' alone: the model-free reference and the baselines)")
+    tr.add_argument("--world-horizon", type=int, default=0,
+                    help="steps per world-model training episode, shorter where the model is faithful (0: --horizon)")
+    tr.add_argument("--curve-every", type=int, default=5, help="batches between real-game scorings of each PPO run (0: none)")
     _add_ppo_args(tr)
     tr.set_defaults(func=_cmd_transfer)

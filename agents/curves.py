@@ -27,8 +27,12 @@ def write_curve(rows: list[dict], out: str | Path, title: str) -> tuple[Path, Pa
     return js, plot_curves({"": rows}, out / "curve.png", title)
 
 
-def plot_curves(curves: dict[str, list[dict]], path: str | Path, title: str) -> Path:
-    """Mean return of each batch's episodes (band: one standard deviation) against frames, one line per curve."""
+def plot_curves(curves: dict[str, list[dict]], path: str | Path, title: str, references: dict[str, float] | None = None) -> Path:
+    """Mean return of each batch's episodes (band: one standard deviation) against frames, one line per curve.
+
+    Rows scored in the real game (`real_return`, ppo.score_in_real_game) add dashed lines with markers
+    in the same colour; `references` draws horizontal lines (e.g. the random and scripted agents).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -43,11 +47,17 @@ def plot_curves(curves: dict[str, list[dict]], path: str | Path, title: str) -> 
         s = np.array([r["return_std"] for r in rows])
         (line,) = ax.plot(x, y, label=label or None, marker="." if len(x) < 30 else None)
         ax.fill_between(x, y - s, y + s, color=line.get_color(), alpha=0.15)
+        scored = [r for r in rows if "real_return" in r]
+        if scored:
+            ax.plot([r["frames"] for r in scored], [r["real_return"] for r in scored], "o--", color=line.get_color(), ms=3,
+                    label=f"{label}, scored in the real game" if label else "scored in the real game")
+    for i, (name, value) in enumerate((references or {}).items()):
+        ax.axhline(value, color="0.4", ls=(0, (1, 1 + i)), lw=1, label=f"{name} ({value:.2f})")
     ax.set_xlabel("frames")
     ax.set_ylabel("episode return (coins)")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    if any(curves):
+    if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -27,9 +27,11 @@ class PolicyConfig:
     """The agent's network."""
 
     image_size: int = 64  # frame height and width in pixels (the environment's)
+    obs_size: int = 0  # the network's input size: frames are area-downsampled to it (0: image_size)
     head: str = "keypoints"  # keypoints: spatial softmax, an (x, y) per channel; flatten: the flattened maps
     channels: tuple[int, ...] = (16, 32, 16)  # conv widths; with keypoints the last is the number of keypoints
-    hidden: int = 256  # width of the shared feature vector
+    hidden: int = 256  # width of the feature vector
+    shared: bool = True  # one encoder for both heads; False: the policy and the value each have their own
     n_actions: int = len(ACTIONS)  # discrete moves: noop, up, down, left, right
 
     def __post_init__(self) -> None:
@@ -37,8 +39,17 @@ class PolicyConfig:
             raise ValueError(f"unknown PolicyConfig.head {self.head!r}; expected one of {HEADS}")
         if not 1 <= len(self.channels) <= 3:
             raise ValueError(f"PolicyConfig.channels needs 1 to 3 conv widths, got {self.channels}")
-        if self.image_size < 16 or self.image_size % 8:
-            raise ValueError(f"PolicyConfig.image_size must be a multiple of 8 and at least 16, got {self.image_size}")
+        for name in ("image_size", "obs_size"):
+            v = getattr(self, name)
+            if (v or name == "image_size") and (v < 16 or v % 8):
+                raise ValueError(f"PolicyConfig.{name} must be a multiple of 8 and at least 16, got {v}")
+        if self.obs_size > self.image_size or (self.obs_size and self.image_size % self.obs_size):
+            raise ValueError(f"PolicyConfig.obs_size ({self.obs_size}) must divide image_size ({self.image_size})")
+
+    @property
+    def input_size(self) -> int:
+        """Height and width of what the convolutions see."""
+        return self.obs_size or self.image_size
 
 
 class SpatialSoftmax(nn.Module):
@@ -73,7 +84,7 @@ class FrameEncoder(nn.Module):
         layers.append(SpatialSoftmax() if cfg.head == "keypoints" else nn.Flatten())
         self.convs = nn.Sequential(*layers)
         with torch.no_grad():
-            flat = self.convs(torch.zeros(1, 3, cfg.image_size, cfg.image_size)).shape[1]
+            flat = self.convs(torch.zeros(1, 3, cfg.input_size, cfg.input_size)).shape[1]
         self.fc = nn.Sequential(nn.Linear(flat, cfg.hidden), nn.ReLU())
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -82,16 +93,20 @@ class FrameEncoder(nn.Module):
             raise ValueError(f"the agent reads uint8 frames [..., {H}, {W}, 3], got {pixels.dtype} {tuple(pixels.shape)}")
         batch = pixels.shape[:-3]
         x = pixels.reshape(-1, H, W, 3).permute(0, 3, 1, 2).float() / 255.0 - 0.5  # [B, 3, H, W]
+        if self.cfg.input_size != H:
+            x = nn.functional.avg_pool2d(x, H // self.cfg.input_size)  # [B, 3, obs_size, obs_size]
         return self.fc(self.convs(x)).reshape(*batch, -1)  # [*B, hidden]
 
 
 def make_actor_critic(cfg: PolicyConfig):
-    """(actor, critic, module): TorchRL operators over one shared encoder; `module` holds every weight.
+    """(actor, critic, module): TorchRL operators over the encoder(s); `module` holds every weight.
 
     The actor reads `pixels` and writes `logits`, `action` and its log-probability; the critic
-    reads `pixels` and writes `state_value` [*B, 1].
+    reads `pixels` and writes `state_value` [*B, 1]. With `cfg.shared` one encoder serves both
+    heads (ActorValueOperator); otherwise each has its own, so the value loss does not shape the
+    policy's features (Andrychowicz et al. 2021, arXiv 2006.05990, section 3.2).
     """
-    from tensordict.nn import TensorDictModule
+    from tensordict.nn import TensorDictModule, TensorDictSequential
     from torchrl.modules import ActorValueOperator, ProbabilisticActor, ValueOperator
 
     encoder = TensorDictModule(FrameEncoder(cfg), in_keys=["pixels"], out_keys=["features"])
@@ -102,13 +117,15 @@ def make_actor_critic(cfg: PolicyConfig):
     nn.init.zeros_(policy_head.bias)
     nn.init.orthogonal_(value_head.weight, 1.0)
     nn.init.zeros_(value_head.bias)
-    actor = ProbabilisticActor(
-        TensorDictModule(policy_head, in_keys=["features"], out_keys=["logits"]),
-        in_keys=["logits"],
-        out_keys=["action"],
-        distribution_class=torch.distributions.Categorical,
-        return_log_prob=True,
-    )
+    logits = TensorDictModule(policy_head, in_keys=["features"], out_keys=["logits"])
+    if not cfg.shared:
+        logits = TensorDictSequential(encoder, logits)
+        encoder = TensorDictModule(FrameEncoder(cfg), in_keys=["pixels"], out_keys=["features"])
+    actor = ProbabilisticActor(logits, in_keys=["logits"], out_keys=["action"], distribution_class=torch.distributions.Categorical,
+                               return_log_prob=True)
     critic = ValueOperator(value_head, in_keys=["features"])
+    if not cfg.shared:
+        critic = TensorDictSequential(encoder, critic)
+        return actor, critic, nn.ModuleDict({"actor": actor, "critic": critic})
     module = ActorValueOperator(encoder, actor, critic)
     return module.get_policy_operator(), module.get_value_operator(), module

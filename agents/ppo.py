@@ -28,10 +28,11 @@ import numpy as np
 import torch
 
 from dfworld.agents.policy import PolicyConfig, make_actor_critic
-from dfworld.agents.worlds import AgentEnvConfig, frame_shape, make_env
+from dfworld.agents.worlds import EVAL_SEED, AgentEnvConfig, frame_shape, make_env
 
 STAGE = "agent"
-RESUMABLE_CHANGES = ("frames", "checkpoint_every")  # PPOConfig fields a resumed run may change
+LR_DECAYS = ("constant", "linear")
+RESUMABLE_CHANGES = ("frames", "checkpoint_every", "eval_every", "eval_episodes", "eval_horizon")  # PPOConfig fields a resumed run may change
 
 
 @dataclass(frozen=True)
@@ -41,18 +42,28 @@ class PPOConfig:
     frames: int = 200_000  # training budget in frames: steps x frames per step, summed over rows (whole batches)
     epochs: int = 4  # passes over each batch
     minibatch: int = 64  # steps per gradient step
-    lr: float = 5e-4  # Adam learning rate (constant)
+    lr: float = 2e-3  # Adam learning rate (docs/experiments/ppo-reference.md: 5e-4 learned too slowly, 3e-3 not at all)
+    lr_decay: str = "constant"  # constant, or linear: to 0 at the end of the budget (as PPO's Atari settings anneal it)
     gamma: float = 0.99  # discount per step
     lmbda: float = 0.95  # GAE lambda
     clip_epsilon: float = 0.2  # clip of the probability ratio (PPO paper, eq. 7)
-    entropy_coeff: float = 0.01  # weight of the entropy bonus
+    entropy_coeff: float = 0.003  # weight of the entropy bonus
     critic_coeff: float = 0.5  # weight of the value loss
     max_grad_norm: float = 0.5  # gradient norm clip
     seed: int = 0  # seeds the initial weights, action sampling, minibatches and training episodes
     checkpoint_every: int = 1  # batches between checkpoints
+    # the learning curve in the real game: every `eval_every` batches (and after the last) the policy plays
+    # `eval_episodes` EventWorld episodes of `eval_horizon` steps, seeds worlds.EVAL_SEED..., the same each time
+    eval_every: int = 0  # batches between evaluations in the real EventWorld (0: none)
+    eval_episodes: int = 32
+    eval_horizon: int = 64
 
     def __post_init__(self) -> None:
-        for name in ("frames", "epochs", "minibatch", "checkpoint_every"):
+        if self.lr_decay not in LR_DECAYS:
+            raise ValueError(f"unknown PPOConfig.lr_decay {self.lr_decay!r}; expected one of {', '.join(LR_DECAYS)}")
+        if self.eval_every < 0:
+            raise ValueError(f"PPOConfig.eval_every must be 0 (no evaluation) or positive, got {self.eval_every}")
+        for name in ("frames", "epochs", "minibatch", "checkpoint_every", "eval_episodes", "eval_horizon"):
             if getattr(self, name) < 1:
                 raise ValueError(f"PPOConfig.{name} must be at least 1, got {getattr(self, name)}")
 
@@ -102,6 +113,22 @@ def _check_resumable(found: dict, asked: dict, where: Path) -> None:
         check_config(strip(asked), strip({k: found.get(k) for k in asked}), str(where))
     except CheckpointError as e:
         raise CheckpointError(f"{e}. Resume with the same settings, or pass --restart or another --out") from e
+
+
+def real_eval_env(env_cfg: AgentEnvConfig, ppo: PPOConfig):
+    """The EventWorld env the learning curve is scored in: the frame size and chunk of `env_cfg`'s env."""
+    size, frames_per_step = frame_shape(env_cfg)
+    return make_env(dataclasses.replace(env_cfg, env="real", num_envs=min(env_cfg.num_envs, ppo.eval_episodes),
+                                        horizon=ppo.eval_horizon, size=size, frames_per_step=frames_per_step))
+
+
+def score_in_real_game(actor, env, ppo: PPOConfig) -> dict:
+    """Mean and standard deviation of the actor's real returns; training's RNG state is left as it was."""
+    from dfworld.agents.evaluate import evaluate
+
+    with torch.random.fork_rng(devices=[]):
+        returns = evaluate(actor, env, ppo.eval_episodes, EVAL_SEED)
+    return {"real_return": float(returns.mean()), "real_return_std": float(returns.std())}
 
 
 def train(env_cfg: AgentEnvConfig, ppo: PPOConfig, out: str | Path, policy: PolicyConfig | None = None,
@@ -177,9 +204,13 @@ def train(env_cfg: AgentEnvConfig, ppo: PPOConfig, out: str | Path, policy: Poli
                desc=f"ppo/{env_cfg.env}", disable=not progress, dynamic_ncols=True)
     start = time.perf_counter() - seconds
     tick = time.perf_counter()
+    eval_env = None
     for data in collector:  # [N, T]
         collected = time.perf_counter()
         # 4. Advantages and value targets with the current critic (GAE, Schulman et al. 2016, eq. 16).
+        if ppo.lr_decay == "linear":  # the learning rate of this batch's update, from the batch index alone
+            for group in optim.param_groups:
+                group["lr"] = ppo.lr * (1 - batch / n_batches)
         with torch.no_grad():
             gae(data)
         flat = data.reshape(-1)  # [N * T]
@@ -201,14 +232,21 @@ def train(env_cfg: AgentEnvConfig, ppo: PPOConfig, out: str | Path, policy: Poli
         seconds = time.perf_counter() - start
         curve.append({"batch": batch, "frames": batch * frames_per_batch, "return_mean": float(returns.mean()),
                       "return_std": float(returns.std(unbiased=False)), "episodes": len(returns),
-                      "seconds": round(seconds, 2), "collect_s": round(collected - tick, 3),
+                      "seconds": round(seconds, 2), "collect_s": round(collected - tick, 3), "lr": optim.param_groups[0]["lr"],
                       "update_s": round(time.perf_counter() - collected, 3), **{k: float(np.mean(v)) for k, v in logs.items()}})
+        if ppo.eval_every and (batch % ppo.eval_every == 0 or batch == n_batches):
+            t_eval = time.perf_counter()
+            eval_env = eval_env or real_eval_env(env_cfg, ppo)
+            curve[-1].update(score_in_real_game(actor, eval_env, ppo), eval_s=round(time.perf_counter() - t_eval, 2))
         bar.update(frames_per_batch)
-        bar.set_postfix(ret=f"{curve[-1]['return_mean']:.2f}", ent=f"{curve[-1]['entropy']:.2f}")
+        bar.set_postfix(ret=f"{curve[-1]['return_mean']:.2f}", ent=f"{curve[-1]['entropy']:.2f}",
+                        **({"real": f"{curve[-1]['real_return']:.2f}"} if "real_return" in curve[-1] else {}))
         # 7. Checkpoint (weights, optimizer, RNG, curve) and the plot.
         if batch % ppo.checkpoint_every == 0 or batch == n_batches:
             save()
         tick = time.perf_counter()
     bar.close()
     collector.shutdown()
+    if eval_env is not None:
+        eval_env.close()
     return ckpt_dir

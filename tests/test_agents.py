@@ -1,5 +1,6 @@
 """Agents: random, scripted and PPO (TorchRL) in the tiny world model and in EventWorld; the CLI; bad input."""
 
+import dataclasses
 import json
 import re
 
@@ -10,6 +11,7 @@ from tensordict import TensorDict
 
 from dfworld.agents.curves import first_episode_returns
 from dfworld.agents.evaluate import evaluate, load_agent
+from dfworld.agents.policy import PolicyConfig
 from dfworld.agents.ppo import PPOConfig, train
 from dfworld.agents.worlds import AgentEnvConfig, make_env
 from dfworld.checkpoint import CheckpointError, load_checkpoint
@@ -74,6 +76,33 @@ def test_ppo_in_the_world_model_trains_saves_resumes_exactly_and_evaluates(tiny_
     assert returns.shape == (3,) and (returns >= 0).all()
 
 
+def test_scoring_in_the_real_game_is_the_eval_of_that_batch_and_leaves_training_as_it_was(tiny_generator, tmp_path):
+    env_cfg = tiny_env(tiny_generator)  # trained in the world model, scored in EventWorld
+    scored = PPOConfig(frames=96, epochs=1, minibatch=4, eval_every=2, eval_episodes=3, eval_horizon=5)
+    train(env_cfg, scored, tmp_path / "scored", progress=False)
+    train(env_cfg, dataclasses.replace(scored, eval_every=0), tmp_path / "plain", progress=False)
+    a, b = (load_checkpoint(tmp_path / r / "checkpoint").weights for r in ("scored", "plain"))
+    assert all(torch.equal(a[k], b[k]) for k in a)  # scoring draws from its own RNG
+    curve = json.loads((tmp_path / "scored" / "curve.json").read_text())
+    assert ["real_return" in r for r in curve] == [False, True, True]  # every 2nd batch and the last
+    real = make_env(AgentEnvConfig(env="real", checkpoint=str(tiny_generator), num_envs=2, horizon=5, size=32, frames_per_step=4))
+    with torch.random.fork_rng(devices=[]):
+        returns = evaluate(load_agent(tmp_path / "scored", 32), real, episodes=3)
+    assert curve[-1]["real_return"] == pytest.approx(float(returns.mean()))
+    with pytest.raises(ValueError, match="eval_every"):
+        PPOConfig(eval_every=-1)
+    assert [r["lr"] for r in curve] == [scored.lr] * 3
+
+
+def test_a_linear_learning_rate_falls_to_zero_over_the_budget(tiny_generator, tmp_path):
+    cfg = PPOConfig(frames=96, epochs=1, minibatch=4, lr=3e-3, lr_decay="linear")
+    train(tiny_env(tiny_generator, "real"), cfg, tmp_path, progress=False)
+    lrs = [r["lr"] for r in json.loads((tmp_path / "curve.json").read_text())]
+    assert lrs == pytest.approx([3e-3, 2e-3, 1e-3])
+    with pytest.raises(ValueError, match="lr_decay"):
+        PPOConfig(lr_decay="cosine")
+
+
 @pytest.mark.slow
 def test_ppo_in_the_real_env_and_agent_eval_through_the_cli(tiny_generator, tmp_path, capsys):
     run = tmp_path / "real"
@@ -118,6 +147,18 @@ def test_transfer_writes_a_json_and_a_markdown_table(tiny_generator, tmp_path, c
     table = (out / "transfer.md").read_text()
     assert "PPO trained in the world model" in table and "| scripted" in table and "1000000..1000001" in table
     assert (out / "transfer_curves.png").is_file() and (out / "ppo_world_seed3" / "checkpoint" / "config.json").is_file()
+    world, scripted = report["agents"]["ppo_world"], report["agents"]["scripted"]
+    assert world["frames_trained"] == 32 and len(report["generator_digest"]) == 12
+    lo, hi = world["ci"] if world["ci"] else (world["normalised"], world["normalised"])
+    assert world["normalised"] is None or lo <= world["normalised"] <= hi
+    assert set(scripted["world_pickups"]) >= {"precision", "recall", "generated", "real"} and "world_pickups" in world
+    curve = json.loads((out / "ppo_world_seed3" / "curve.json").read_text())
+    assert "real_return" in curve[-1]  # the world-model agent scored in the real game along the way
+    # the model-free reference alone, with the baselines
+    assert main(["agent", "transfer", "--checkpoint", str(tiny_generator), "--frames", "32", "--seeds", "3", "--train-in", "real",
+                 "--num-envs", "2", "--horizon", "4", "--episodes", "2", "--world-episodes", "0", "--epochs", "1",
+                 "--minibatch", "4", "--out", str(tmp_path / "ref"), "--no-progress"]) == 0
+    assert set(json.loads((tmp_path / "ref" / "transfer.json").read_text())["agents"]) == {"ppo_real", "random", "scripted"}
 
 
 def test_the_world_env_on_onnx_runtime_makes_the_torch_frames(tiny_generator):
@@ -183,3 +224,31 @@ def test_cli_help_states_the_ppo_defaults():
     for name in PPO_FLAGS:
         stated = re.search(r"\(default ([0-9.e-]+)\)", helps[name])
         assert stated and float(stated.group(1)) == getattr(PPOConfig(), name), (name, helps[name])
+
+
+def test_pickups_of_the_real_game_checked_against_itself_match_step_for_step(tiny_generator):
+    from dfworld.agents.pickups import check_pickups
+
+    real = make_env(AgentEnvConfig(env="real", checkpoint=str(tiny_generator), num_envs=2, horizon=40, size=32, frames_per_step=4))
+    report = check_pickups(load_agent("scripted", 32), real, episodes=3, seed=11)
+    assert report["real"] > 0 and [e["seed"] for e in report["episodes"]] == [11, 12, 13]
+    assert all(e["generated"] == e["real"] for e in report["episodes"])  # the same seed and moves: the same coins
+    assert report["precision"] == report["recall"] == 1.0
+    # inside the (tiny, untrained) world model: the moves it played are replayed in EventWorld from each seed
+    from dfworld.agents.pickups import replay_in_real_game
+
+    world = check_pickups(load_agent("random", 32), make_env(tiny_env(tiny_generator)), episodes=2, seed=5)
+    assert [e["seed"] for e in world["episodes"]] == [5, 6] and world["generated"] == sum(len(e["generated"]) for e in world["episodes"])
+    assert world["precision"] is None or 0 <= world["precision"] <= 1
+    assert replay_in_real_game(11, [0] * 8, 4, 32) == []  # standing still collects nothing
+
+
+@pytest.mark.parametrize("policy", [PolicyConfig(shared=False), PolicyConfig(obs_size=16)], ids=["separate", "obs16"])
+def test_policy_variants_train_save_and_load(policy, tiny_generator, tmp_path):
+    ckpt = train(tiny_env(tiny_generator, "real"), PPOConfig(frames=32, epochs=1, minibatch=4), tmp_path, policy, progress=False)
+    saved = load_checkpoint(ckpt).config["policy"]
+    assert saved["shared"] == policy.shared and saved["obs_size"] == policy.obs_size
+    returns = evaluate(load_agent(ckpt, 32), make_env(tiny_env(tiny_generator, "real")), episodes=2, seed=3)
+    assert returns.shape == (2,)
+    with pytest.raises(ValueError, match="obs_size"):
+        PolicyConfig(obs_size=24)
