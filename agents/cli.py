@@ -106,7 +106,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from dfworld.agents.evaluate import BASELINES, evaluate, load_agent
+    from dfworld.agents.evaluate import BASELINES, load_agent
+    from dfworld.agents.scoring import evaluate
     from dfworld.agents.worlds import frame_shape, make_env
 
     _threads(args)

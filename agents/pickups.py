@@ -4,7 +4,7 @@ An agent plays episodes inside the world model; each episode's moves are then re
 EventWorld from the same seed (the world model's episode starts from that seed's real frames,
 `dfworld.world.episodes.real_start`, so both begin in the same scene). A pick-up the probes read
 in the generated frames counts as true when the simulator collected a coin within
-`fidelity.PICKUP_STEPS` steps of it (each real pick-up matched once): precision is the share of
+`episodes.PICKUP_STEPS` steps of it (each real pick-up matched once): precision is the share of
 generated pick-ups that are real, recall the share of real ones the world model paid out. A reward
 an agent is trained on is only worth its precision.
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from dfworld.bench.fidelity import PICKUP_STEPS, match_pickups
+from dfworld.world.episodes import PICKUP_STEPS, match_pickups
 
 
 def replay_in_real_game(seed: int, moves: list[int], frames_per_step: int, size: int) -> list[int]:

@@ -124,7 +124,7 @@ def real_eval_env(env_cfg: AgentEnvConfig, ppo: PPOConfig):
 
 def score_in_real_game(actor, env, ppo: PPOConfig) -> dict:
     """Mean and standard deviation of the actor's real returns; training's RNG state is left as it was."""
-    from dfworld.agents.evaluate import evaluate
+    from dfworld.agents.scoring import evaluate
 
     with torch.random.fork_rng(devices=[]):
         returns = evaluate(actor, env, ppo.eval_episodes, EVAL_SEED)

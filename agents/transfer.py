@@ -28,9 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from dfworld.agents.evaluate import evaluate, load_agent
+from dfworld.agents.evaluate import load_agent
 from dfworld.agents.policy import PolicyConfig
 from dfworld.agents.ppo import PPOConfig, train
+from dfworld.agents.scoring import evaluate
 from dfworld.agents.worlds import EVAL_SEED, AgentEnvConfig, generator_shape, make_env
 
 AGENTS = ("ppo_world", "ppo_real", "random", "scripted")

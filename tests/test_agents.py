@@ -10,9 +10,10 @@ import torch
 from tensordict import TensorDict
 
 from dfworld.agents.curves import first_episode_returns
-from dfworld.agents.evaluate import evaluate, load_agent
+from dfworld.agents.evaluate import load_agent
 from dfworld.agents.policy import PolicyConfig
 from dfworld.agents.ppo import PPOConfig, train
+from dfworld.agents.scoring import evaluate
 from dfworld.agents.worlds import AgentEnvConfig, make_env
 from dfworld.checkpoint import CheckpointError, load_checkpoint
 from dfworld.cli import main

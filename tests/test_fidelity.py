@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from dfworld.bench.fidelity import episode_fidelity, faithful_frames, fidelity_headline, frame_checks, match_pickups
+from dfworld.bench.fidelity import episode_fidelity, faithful_frames, fidelity_headline, frame_checks
 from dfworld.world.config import WorldConfig
-from dfworld.world.episodes import play_episode
+from dfworld.world.episodes import match_pickups, play_episode
 from dfworld.world.events import parse_event
 from dfworld.world.probes import Blob, FrameReading, read_frames
 from dfworld.world.scripts import Episode, ScriptItem

@@ -25,13 +25,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dfworld.world.episodes import match_pickups
 from dfworld.world.events import Event
 from dfworld.world.probes import Blob, FrameReading
 
 OBJECT_PX = 3.0
 AGENT_PX = 2.0
 HORIZONS = ((0, 16), (16, 64), (64, 240), (240, None))  # frames since reset: [a, b)
-PICKUP_STEPS = 1  # a generated pick-up may be this many steps from the real one
 
 
 def horizon_name(a: int, b: int | None) -> str:
@@ -78,18 +78,6 @@ def faithful_frames(gen: list[FrameReading], real: list[FrameReading], events: l
         all(frame_checks(g, r, c, first_pickup is None or f < first_pickup).values())
         for f, (g, r, c) in enumerate(zip(gen, real, chance))
     ], bool)
-
-
-def match_pickups(generated: list[int], real: list[int], tolerance: int = PICKUP_STEPS) -> int:
-    """How many generated pick-up steps match a real one (each real one used once)."""
-    free = sorted(real)
-    matched = 0
-    for k in sorted(generated):
-        hit = next((r for r in free if abs(r - k) <= tolerance), None)
-        if hit is not None:
-            free.remove(hit)
-            matched += 1
-    return matched
 
 
 @dataclass

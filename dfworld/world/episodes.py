@@ -135,3 +135,18 @@ def sample_episodes(
         recs.append(play_episode(ep, world))
     states = {k: np.concatenate([r.states[k] for r in recs]) for k in recs[0].states}
     return np.concatenate([r.frames for r in recs]), states
+
+
+PICKUP_STEPS = 1  # a generated pick-up may be this many steps from the real one
+
+
+def match_pickups(generated: list[int], real: list[int], tolerance: int = PICKUP_STEPS) -> int:
+    """How many generated pick-up steps match a real one (each real one used once)."""
+    free = sorted(real)
+    matched = 0
+    for k in sorted(generated):
+        hit = next((r for r in free if abs(r - k) <= tolerance), None)
+        if hit is not None:
+            free.remove(hit)
+            matched += 1
+    return matched
