@@ -40,8 +40,8 @@ def check_pickups(agent, env, episodes: int, seed: int) -> dict:
     """Play `episodes` world-model episodes (seeds seed, seed + 1, ...) and score their pick-ups against EventWorld.
 
     `env` is the world model's TorchRL env (`worlds.make_env`, env="world"; the real one scores 1). Returns
-    `precision`, `recall` (None without generated, or without real, pick-ups), the counts, and
-    per episode the generated and the real pick-up steps.
+    `precision`, `recall` (None without generated, or without real, pick-ups), the counts, the
+    mean world-model return, and per episode its return and the generated and the real pick-up steps.
     """
     from torchrl.envs.utils import ExplorationType, set_exploration_type
 
@@ -63,12 +63,13 @@ def check_pickups(agent, env, episodes: int, seed: int) -> dict:
             end = int(np.argmax(done[r])) + 1 if done[r].any() else done.shape[1]  # the row's first episode
             generated = [int(t) for t in np.flatnonzero(reward[r, :end] > 0)]
             real = replay_in_real_game(seed + start + r, moves[r, :end].tolist(), chunk, size)
-            per_episode.append({"seed": seed + start + r, "generated": generated, "real": real})
+            per_episode.append({"seed": seed + start + r, "return": float(reward[r, :end].sum()), "generated": generated, "real": real})
     matched = sum(match_pickups(e["generated"], e["real"]) for e in per_episode)
     n_gen = sum(len(e["generated"]) for e in per_episode)
     n_real = sum(len(e["real"]) for e in per_episode)
     return {
         "precision": matched / n_gen if n_gen else None, "recall": matched / n_real if n_real else None,
         "matched": matched, "generated": n_gen, "real": n_real, "tolerance_steps": PICKUP_STEPS,
+        "return_mean": float(np.mean([e["return"] for e in per_episode])),
         "episodes": per_episode,
     }

@@ -119,15 +119,16 @@ def run_transfer(env_cfg: AgentEnvConfig, ppo: PPOConfig, cfg: TransferConfig, p
     if cfg.world_episodes:  # is the task solvable from generated frames? and are the world model's coins real?
         from dfworld.agents.pickups import check_pickups
 
+        # one set of world-model episodes per agent gives both its return there and its pick-ups' precision
         world_env = make_env(dataclasses.replace(envs["world"], num_envs=min(env_cfg.num_envs, cfg.world_episodes)))
-        for name in ("random", "scripted"):
-            rets = evaluate(load_agent(name, size, cfg.seeds[0]), world_env, cfg.world_episodes, cfg.eval_seed)
-            report["agents"][name]["world_return"] = {"seed": cfg.seeds[0], "mean": float(rets.mean()), "episodes": len(rets)}
-        agents = {"scripted": load_agent("scripted", size, cfg.seeds[0])}
+        agents = {name: load_agent(name, size, cfg.seeds[0]) for name in ("random", "scripted")}
         if "ppo_world" in report["agents"]:
             agents["ppo_world"] = load_agent(report["agents"]["ppo_world"]["checkpoint"][cfg.seeds[0]], size, cfg.seeds[0])
         for name, agent in agents.items():
             checked = check_pickups(agent, world_env, cfg.world_episodes, cfg.eval_seed)
+            if name != "ppo_world":  # its world-model return is its training curve's
+                report["agents"][name]["world_return"] = {"seed": cfg.seeds[0], "mean": checked["return_mean"],
+                                                          "episodes": len(checked["episodes"])}
             report["agents"][name]["world_pickups"] = {k: v for k, v in checked.items() if k != "episodes"} | {"seed": cfg.seeds[0]}
         world_env.close()
     _summarise(report, cfg.seeds)

@@ -238,7 +238,9 @@ def test_pickups_of_the_real_game_checked_against_itself_match_step_for_step(tin
     # inside the (tiny, untrained) world model: the moves it played are replayed in EventWorld from each seed
     from dfworld.agents.pickups import replay_in_real_game
 
-    world = check_pickups(load_agent("random", 32), make_env(tiny_env(tiny_generator)), episodes=2, seed=5)
+    world_env = make_env(tiny_env(tiny_generator))
+    world = check_pickups(load_agent("random", 32), world_env, episodes=2, seed=5)
+    assert world["return_mean"] == pytest.approx(float(evaluate(load_agent("random", 32), world_env, 2, 5).mean()))
     assert [e["seed"] for e in world["episodes"]] == [5, 6] and world["generated"] == sum(len(e["generated"]) for e in world["episodes"])
     assert world["precision"] is None or 0 <= world["precision"] <= 1
     assert replay_in_real_game(11, [0] * 8, 4, 32) == []  # standing still collects nothing
