@@ -78,10 +78,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_pipeline(args: argparse.Namespace) -> int:
     import torch
 
-    from dfworld.configuration import build, compose
+    from dfworld.configuration import load_config
     from dfworld.training.pipeline import PipelineConfig, run_pipeline
 
-    cfg = build(PipelineConfig, compose("pipeline", args.overrides))
+    cfg = load_config(PipelineConfig, "pipeline", args.overrides)
     if args.threads:
         torch.set_num_threads(args.threads)
     run_pipeline(cfg)

@@ -98,16 +98,22 @@ def compose(config_name: str, overrides: list[str] | tuple[str, ...] = (), schem
             if schema is not None:
                 plain = hydra_compose(config_name=config_name)
                 missing = object()
-                overrides = [
-                    o if o[:1] in "+~" or "=" not in o or OmegaConf.select(plain, o.split("=", 1)[0], default=missing) is not missing
-                    else "++" + o
-                    for o in overrides
-                ]
+                overrides = [o if o[:1] in "+~" or "=" not in o or _replaces(OmegaConf.select(plain, o.split("=", 1)[0], default=missing),
+                                                                             o.split("=", 1)[1], missing) else "++" + o
+                             for o in overrides]
             cfg = hydra_compose(config_name=config_name, overrides=overrides)
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(f"config {config_name!r} with overrides {overrides}: {e}") from e
     data = OmegaConf.to_container(cfg, resolve=True)
     return _merge(schema, data) if schema is not None else data  # type: ignore[return-value]
+
+
+def _replaces(node: Any, value: str, missing: object) -> bool:
+    """Whether a plain `key=value` override works on the composed YAML: the key is there, and is not
+    a mapping given whole (`overrides={teacher: [...]}` into `overrides: {}`, which Hydra refuses)."""
+    from omegaconf import DictConfig
+
+    return node is not missing and not (isinstance(node, DictConfig) and value.lstrip().startswith("{"))
 
 
 def _merge(base: dict, over: dict) -> dict:

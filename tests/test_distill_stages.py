@@ -122,6 +122,15 @@ def test_pipeline_skips_finished_stages(chain, capsys):
     assert before == {s: (runs / s / "checkpoint" / "weights.safetensors").stat().st_mtime for s in ("causal", "dmd", "delta")}
 
 
+@pytest.mark.parametrize("overrides", [["overrides={teacher:['train.max_minutes=28']}"],
+                                       ["overrides.teacher=['train.max_minutes=28']"]])
+def test_pipeline_takes_per_stage_overrides_as_its_yaml_says(overrides):
+    from dfworld.configuration import load_config
+
+    cfg = load_config(PipelineConfig, "pipeline", overrides + ["runs=r2"])
+    assert cfg.overrides == {"teacher": ["train.max_minutes=28"]} and cfg.runs == "r2"
+
+
 def test_pipeline_rejects_unknown_stages():
     with pytest.raises(ValueError, match="unknown pipeline stage"):
         PipelineConfig(stages=("data", "distill"))
