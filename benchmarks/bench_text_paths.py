@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from dfworld.bench.teacher_quality import clip_scores
 from dfworld.checkpoint import load_checkpoint
 from dfworld.model.loading import codec_from, conditioner_from, transformer_from
-from dfworld.model.transformer import VideoTransformer
+from dfworld.model.transformer import TextCondition, VideoTransformer
 from dfworld.sampling import sample_clips
 from dfworld.world.datasets import load_clips
 from dfworld.world.events import parse_event
@@ -46,17 +46,12 @@ class PooledFrom(VideoTransformer):
 
     pooled: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def _pool(self, text: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        tx, m = self.text_in(text), mask[..., None].to(text.dtype)
-        return (tx * m).sum(1) / m.sum(1).clamp(min=1)
-
-    def _condition(self, sigma, text, text_mask, actions):
-        c, tx, a = super()._condition(sigma, text, text_mask, actions)
-        if self.pooled is not None:
-            alt, alt_mask = self.pooled
-            B = alt.shape[0]
-            c = torch.cat([c[:B] + (self._pool(alt, alt_mask) - self._pool(text[:B], text_mask[:B]))[:, None], c[B:]])
-        return c, tx, a
+    def condition_text(self, text: torch.Tensor, text_mask: torch.Tensor) -> TextCondition:
+        cond = super().condition_text(text, text_mask)
+        if self.pooled is None:
+            return cond
+        alt = super().condition_text(*self.pooled).pooled
+        return cond._replace(pooled=torch.cat([alt, cond.pooled[alt.shape[0]:]]))
 
 
 def main() -> None:

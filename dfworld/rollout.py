@@ -31,7 +31,7 @@ import torch
 
 from dfworld.model.conditioning import TextConditioner
 from dfworld.model.kv_cache import KVCache, frame_slots
-from dfworld.model.transformer import VideoTransformer
+from dfworld.model.transformer import TextCondition, VideoTransformer
 from dfworld.schedule import SamplerConfig, student_sigmas
 from dfworld.world.config import check_seed
 
@@ -156,13 +156,13 @@ class Rollout:
             self.rngs[r].manual_seed(int(s))
             self.seeds[r] = int(s)
         if context is not None:
-            K = self.cfg.chunk_frames
+            K, text = self.cfg.chunk_frames, self._text()
             for f in range(0, context.shape[1], K):  # 3. the context, chunk by chunk, as if generated
                 chunk = torch.zeros((self.B,) + self._chunk_shape, device=self.device)  # [B, K, C, h, w]
                 chunk[mask] = context[:, f : f + K]
                 actions = torch.zeros(self.B, K, dtype=torch.long, device=self.device)
                 actions[mask] = context_actions[:, f : f + K]
-                self._commit(chunk, actions, mask, self._reference())
+                self._commit(chunk, actions, mask, self._reference(), text)
 
     def _check_context(self, n_rows: int, context: torch.Tensor, actions: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Context latents [R, n, C, h, w] and actions [R, n] on the device, checked (see `reset`)."""
@@ -194,8 +194,13 @@ class Rollout:
         self._recache(mask)
 
     # -- generation ----------------------------------------------------------------------------
-    def _forward(self, x, sigma: float, actions, start, prev):
-        return forward_at(self.generator, x, sigma, self.text, self.text_mask, actions, start, self.cache, prev)
+    def _text(self) -> TextCondition | None:
+        """The rows' text as the model reads it, computed once for the passes that share it (a chunk's levels
+        and its cache write, a re-cache); None where the compute reads `self.text` itself (OrtRollout)."""
+        return self.generator.condition_text(self.text, self.text_mask)
+
+    def _forward(self, x, sigma: float, actions, start, prev, text: TextCondition):
+        return forward_at(self.generator, x, sigma, text, None, actions, start, self.cache, prev)
 
     def _reference(self) -> torch.Tensor | None:
         """The next chunk's reference frame, [B, K, C, h, w]: each row's last committed frame (zeros before any).
@@ -228,14 +233,16 @@ class Rollout:
         """History slots of frame indices [B, n] (the cache's frame layout)."""
         return frame_slots(frames, self.cfg.sink_frames, self.cfg.window_frames)
 
-    def _write(self, chunk: torch.Tensor, actions: torch.Tensor, start: torch.Tensor, rows: torch.Tensor, prev: torch.Tensor | None) -> None:
+    def _write(self, chunk: torch.Tensor, actions: torch.Tensor, start: torch.Tensor, rows: torch.Tensor, prev: torch.Tensor | None,
+               text: TextCondition | None) -> None:
         """Write the keys and values of a clean chunk [B, K, C, h, w] starting at frames start [B] into the cache of `rows`."""
-        _, (k, v) = self._forward(chunk, self.sampler.context_noise, actions, start, prev)
+        _, (k, v) = self._forward(chunk, self.sampler.context_noise, actions, start, prev, text)
         self.cache.update(start, k, v, rows=rows)
 
-    def _commit(self, chunk: torch.Tensor, actions: torch.Tensor, rows: torch.Tensor, prev: torch.Tensor | None) -> None:
+    def _commit(self, chunk: torch.Tensor, actions: torch.Tensor, rows: torch.Tensor, prev: torch.Tensor | None,
+                text: TextCondition | None) -> None:
         """Write a clean chunk (under its reference frame `prev`) into the cache and the history for `rows`, and advance them."""
-        self._write(chunk, actions, self.frame, rows, prev)
+        self._write(chunk, actions, self.frame, rows, prev, text)
         self._remember(chunk, actions, rows, prev)
 
     def _remember(self, chunk: torch.Tensor, actions: torch.Tensor, rows: torch.Tensor, prev: torch.Tensor | None) -> None:
@@ -267,16 +274,16 @@ class Rollout:
         if not 0 <= last < len(self.sigmas):
             raise ValueError(f"exit_step {exit_step} is not one of the {len(self.sigmas)} denoising levels")
         self._start_chunk_noise(rows)
-        prev = self._reference()
+        prev, text = self._reference(), self._text()
         x0 = denoise(  # 1-2. denoise from per-row noise, re-noising between levels
-            lambda x, sigma: self._forward(x, sigma, actions, self.frame, prev)[0],
+            lambda x, sigma: self._forward(x, sigma, actions, self.frame, prev, text)[0],
             lambda i: self._noise(self._chunk_shape, rows),
             self.sigmas[: last + 1],
             grad_level=last,
             solver=self.sampler.solver,
         )
         with torch.no_grad():
-            self._commit(x0.detach(), actions, rows, prev)  # 3. write the cache
+            self._commit(x0.detach(), actions, rows, prev, text)  # 3. write the cache
         return x0
 
     @property
@@ -342,6 +349,7 @@ class Rollout:
         c, K = self.cfg, self.cfg.chunk_frames
         n = self.frame.clone()
         self.cache.reset(rows)
+        text = self._text()  # every replayed chunk is written under the same text
         # stored chunk starts per row: the sink chunks, then the window's chunks, oldest first
         sink = [s for s in range(0, c.sink_frames, K)]
         per_row = []
@@ -358,4 +366,4 @@ class Rollout:
             chunk = torch.stack([self.history[b, slots[b]] for b in range(self.B)])
             actions = torch.stack([self.history_actions[b, slots[b]] for b in range(self.B)])
             prev = None if self.history_prev is None else torch.stack([self.history_prev[b, slots[b]] for b in range(self.B)])
-            self._write(chunk, actions, start, has, prev)
+            self._write(chunk, actions, start, has, prev, text)

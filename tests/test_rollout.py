@@ -163,3 +163,27 @@ def test_initial_noise_repeats_the_first_chunk():
     assert all(torch.equal(rep[:, f], rep[:, f % CFG.chunk_frames]) for f in range(7))
     fresh = initial_noise(2, 7, CFG, False, g())
     assert not torch.equal(fresh[:, 0], fresh[:, 2]) and torch.equal(fresh[0, :2], rep[0, :2])
+
+
+def test_the_text_is_projected_once_per_chunk_and_once_per_recache(model, monkeypatch):
+    r = make(model, 2)
+    r.reset([0, 1], ["night falls", "dusk falls"], [5, 6])
+    calls = []
+    real = model.condition_text
+    monkeypatch.setattr(model, "condition_text", lambda *a: calls.append(1) or real(*a))
+    for i in range(3):
+        r.generate(acts(2, i))
+    assert len(calls) == 3  # one per chunk, not one per denoising level and cache write (4 + 1 passes)
+    r.set_prompt([1], ["rain begins"])
+    assert len(calls) == 4  # a re-cache replays every held chunk under one projection
+
+
+def test_the_shared_text_condition_gives_the_per_pass_forward_to_the_bit(model):
+    x, sigma = torch.randn(2, 4, 4, 8, 8), torch.rand(2, 4)
+    cond = TextConditioner("vocab", 16, 16, encoder=VocabEncoder(16, 16))
+    text, mask = cond(["night falls", "a red object appears"], "cpu")
+    text = torch.nn.functional.pad(text, (0, 0, 0, 16 - text.shape[1]))
+    mask = torch.nn.functional.pad(mask, (0, 16 - mask.shape[1]))
+    a = torch.zeros(2, 4, dtype=torch.long)
+    with torch.no_grad():
+        assert torch.equal(model(x, sigma, text, mask, a)[0], model(x, sigma, model.condition_text(text, mask), None, a)[0])

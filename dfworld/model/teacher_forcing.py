@@ -64,8 +64,9 @@ def reference_frames(clean: torch.Tensor, chunk: int) -> torch.Tensor:
     return last.repeat_interleave(chunk, 1)
 
 
-def teacher_forcing(model, x, sigma, text, text_mask, actions, clean) -> torch.Tensor:
-    """Velocity of the noisy frames x [B, F, C, h, w] given their clean copy `clean` = (latents, sigma)."""
+def teacher_forcing(model, x, sigma, text, actions, clean) -> torch.Tensor:
+    """Velocity of the noisy frames x [B, F, C, h, w] given their clean copy `clean` = (latents, sigma);
+    `text` is the model's `condition_text`."""
     cfg = model.config
     if cfg.attention != "block_causal":
         raise ValueError("teacher forcing is for the block_causal generator")
@@ -79,7 +80,7 @@ def teacher_forcing(model, x, sigma, text, text_mask, actions, clean) -> torch.T
         raise ValueError(f"teacher forcing takes whole chunks of {cfg.chunk_frames} frames, got {Fr} frames")
     G = Fr // cfg.tubelet
     both = torch.cat([x_clean, x], 1)  # [B, 2F, ...]: the clean copy, then the noisy one
-    c, tx, a = model._condition(torch.cat([sigma_clean, sigma], 1), text, text_mask, torch.cat([actions, actions], 1))
+    c, a = model._condition(torch.cat([sigma_clean, sigma], 1), text, torch.cat([actions, actions], 1))
     h = model.embed(both, reference_frames(x_clean, cfg.chunk_frames).repeat(1, 2, 1, 1, 1) if cfg.prev_frame else None)
     h = h + a[:, :, None]  # [B, 2G, S, D]
     frames = model._frame_positions(torch.zeros(B, dtype=torch.long, device=x.device), Fr)
@@ -91,6 +92,6 @@ def teacher_forcing(model, x, sigma, text, text_mask, actions, clean) -> torch.T
         sink = torch.cat([frames[:, :Fr] < cfg.sink_frames, torch.zeros_like(frames[:, Fr:], dtype=torch.bool)], 1)
         key_sink = model._tokens(sink)[:, None, :, None]  # noisy keys rotate at their absolute time, as a cached chunk's
     plan = teacher_forcing_plan(Fr, cfg.chunk_frames, cfg.sink_frames, cfg.window_frames, cfg.tubelet, cfg.spatial_tokens, x.device)
-    for block in model.blocks:
-        h, _ = block(h, c, tx, text_mask, (rope, rope_s, rope, key_sink, plan))
+    for block, text_kv in zip(model.blocks, text.kv):
+        h, _ = block(h, c, text_kv, text.mask, (rope, rope_s, rope, key_sink, plan))
     return model._output(h[:, G:], c[:, G:])

@@ -33,6 +33,8 @@ full-sequence forward (training) and the cached chunk step (generation) compute 
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -41,6 +43,14 @@ from dfworld.model.config import ATTENTION_MODES, TransformerConfig  # noqa: F40
 from dfworld.model.kv_cache import KVCache
 from dfworld.model.layers import MLP, RMSNorm, modulate, rope_angles, rope_apply, timestep_embedding
 from dfworld.model.teacher_forcing import TeacherForcingPlan, block_causal_frame_mask, teacher_forcing
+
+
+class TextCondition(NamedTuple):
+    """A text as the model reads it (`VideoTransformer.condition_text`)."""
+
+    pooled: torch.Tensor  # [B, D]: the masked mean of the projected tokens, in every block's adaLN conditioning
+    kv: list[tuple[torch.Tensor, torch.Tensor]]  # per block: cross-attention keys and values [B, H, L, Dh]
+    mask: torch.Tensor  # [B, L] bool
 
 
 class Attention(nn.Module):
@@ -75,6 +85,10 @@ class Attention(nn.Module):
             q = q_abs
         if isinstance(mask, TeacherForcingPlan):
             o = mask.attend(q, k, v, Dh**-0.5)
+        elif key_sink is not None and not torch.onnx.is_in_onnx_export():
+            # values as wide as the doubled queries and keys: SDPA's fused CPU kernel needs one head width
+            # (its math fallback runs 1.4x slower at batch 1 and 2.7x at batch 16); the zero half is dropped
+            o = F.scaled_dot_product_attention(q, k, F.pad(v, (0, Dh)), attn_mask=mask, scale=Dh**-0.5)[..., :Dh]
         else:
             o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=Dh**-0.5)
         return self.out(o.transpose(1, 2).reshape(B, T, H * Dh)), new_kv
@@ -88,11 +102,17 @@ class CrossAttention(nn.Module):
         self.kv = nn.Linear(cfg.dim, 2 * cfg.dim)
         self.out = nn.Linear(cfg.dim, cfg.dim)
 
-    def forward(self, x: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+    def text_kv(self, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values [B, H, L, Dh] of the projected text tokens [B, L, D]: the same for every pass under one text."""
+        B, L, D = text.shape
+        k, v = self.kv(text).view(B, L, 2, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
+        return k, v
+
+    def forward(self, x: torch.Tensor, text_kv: tuple[torch.Tensor, torch.Tensor], text_mask: torch.Tensor) -> torch.Tensor:
         B, T, D = x.shape
         H, Dh = self.heads, D // self.heads
         q = self.q(x).view(B, T, H, Dh).transpose(1, 2)
-        k, v = self.kv(text).view(B, text.shape[1], 2, H, Dh).permute(2, 0, 3, 1, 4)
+        k, v = text_kv
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=text_mask[:, None, None, :])
         return self.out(o.transpose(1, 2).reshape(B, T, D))
 
@@ -110,14 +130,15 @@ class Block(nn.Module):
         nn.init.zeros_(self.ada.weight)  # adaLN-zero: every block starts as the identity
         nn.init.zeros_(self.ada.bias)
 
-    def forward(self, x, c, text, text_mask, attn_args, cache_kv=None):
-        """x [B, G, S, D] (groups of tubelet frames x their tokens); c [B, G, D] per-group conditioning."""
+    def forward(self, x, c, text_kv, text_mask, attn_args, cache_kv=None):
+        """x [B, G, S, D] (groups of tubelet frames x their tokens); c [B, G, D] per-group conditioning;
+        text_kv this block's cross-attention keys and values (`CrossAttention.text_kv`)."""
         B, G, S, D = x.shape
         sh1, sc1, g1, sh2, sc2, g2 = self.ada(F.silu(c))[:, :, None].chunk(6, dim=-1)  # each [B, G, 1, D]
         h = modulate(self.norm1(x), sh1, sc1).reshape(B, G * S, D)
         a, new_kv = self.attn(h, *attn_args, cache_kv=cache_kv)
         x = x + g1 * a.view(B, G, S, D)
-        x = x + self.cross(self.norm_x(x).view(B, G * S, D), text, text_mask).view(B, G, S, D)
+        x = x + self.cross(self.norm_x(x).view(B, G * S, D), text_kv, text_mask).view(B, G, S, D)
         x = x + g2 * self.mlp(modulate(self.norm2(x), sh2, sc2))
         return x, new_kv
 
@@ -165,17 +186,23 @@ class VideoTransformer(nn.Module):
         actions = torch.where(drop_actions[:, None], torch.full_like(actions, self.config.n_actions), actions)
         return text, text_mask, actions
 
-    def _condition(self, sigma, text, text_mask, actions):
-        """Per-group conditioning c [B, G, D], text tokens [B, L, D] and group action embeddings [B, G, D]."""
-        cfg = self.config
-        t = self.time(timestep_embedding(self._group(sigma), cfg.dim))  # [B, G, D]
+    def condition_text(self, text: torch.Tensor, text_mask: torch.Tensor) -> TextCondition:
+        """What the model reads of a text [B, L, Dt] with mask [B, L]: its pooled projection and every block's
+        cross-attention keys and values. It does not depend on the frames, so a caller that runs several passes
+        under one text (the denoising levels of a chunk, a re-cache) computes it once and passes it as `text`."""
         tx = self.text_in(text)  # [B, L, D]
         m = text_mask[..., None].to(tx.dtype)
         pooled = (tx * m).sum(1) / m.sum(1).clamp(min=1)  # [B, D]
+        return TextCondition(pooled, [block.cross.text_kv(tx) for block in self.blocks], text_mask)
+
+    def _condition(self, sigma, text: TextCondition, actions):
+        """Per-group conditioning c [B, G, D] and group action embeddings [B, G, D]."""
+        cfg = self.config
+        t = self.time(timestep_embedding(self._group(sigma), cfg.dim))  # [B, G, D]
         B, Fr = actions.shape
         offset = torch.arange(cfg.tubelet, device=actions.device).repeat(Fr // cfg.tubelet) * (cfg.n_actions + 1)  # [F]
         a = self.action(actions + offset).view(B, Fr // cfg.tubelet, cfg.tubelet, cfg.dim).sum(2)  # [B, G, D]
-        return t + pooled[:, None] + a, tx, a
+        return t + text.pooled[:, None] + a, a
 
     def _group(self, per_frame: torch.Tensor) -> torch.Tensor:
         """[B, F] -> [B, G]: the value of each group's first frame."""
@@ -250,8 +277,8 @@ class VideoTransformer(nn.Module):
         self,
         x: torch.Tensor,
         sigma: torch.Tensor,
-        text: torch.Tensor,
-        text_mask: torch.Tensor,
+        text: torch.Tensor | TextCondition,
+        text_mask: torch.Tensor | None,
         actions: torch.Tensor,
         start_frame: torch.Tensor | None = None,
         cache: KVCache | None = None,
@@ -259,6 +286,9 @@ class VideoTransformer(nn.Module):
         prev: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
         """Velocity for x, and (with a cache) this chunk's keys and values [L, B, H, K*N, Dh].
+
+        `text` is the text tokens [B, L, Dt] with `text_mask` [B, L], or their `condition_text` (then
+        `text_mask` is not read).
 
         Without a cache: the whole sequence from frame 0 (or `start_frame` in full mode).
         With a cache (block_causal only): one chunk starting at `start_frame` [B], attending to
@@ -271,8 +301,10 @@ class VideoTransformer(nn.Module):
         frame before its chunk (zeros where there is none); teacher forcing builds it from `clean`.
         """
         cfg = self.config
+        if not isinstance(text, TextCondition):
+            text = self.condition_text(text, text_mask)
         if clean is not None:
-            return teacher_forcing(self, x, sigma, text, text_mask, actions, clean), None
+            return teacher_forcing(self, x, sigma, text, actions, clean), None
         B, Fr = x.shape[:2]
         N, t = cfg.tokens_per_frame, cfg.tubelet
         if not torch.jit.is_tracing() and not torch.compiler.is_compiling():
@@ -280,7 +312,7 @@ class VideoTransformer(nn.Module):
         if start_frame is None:
             start_frame = torch.zeros(B, dtype=torch.long, device=x.device)
         frames = self._frame_positions(start_frame, Fr)  # [B, F]
-        c, tx, a = self._condition(sigma, text, text_mask, actions)
+        c, a = self._condition(sigma, text, actions)
         h = self.embed(x, prev) + a[:, :, None]  # [B, G, S, D]
 
         # 1. attention geometry: rotations, which keys are sink keys, and the mask
@@ -312,8 +344,8 @@ class VideoTransformer(nn.Module):
 
         # 2. blocks
         new_k, new_v = [], []
-        for block, cache_kv in zip(self.blocks, caches):
-            h, (k, v) = block(h, c, tx, text_mask, (rope_q, rope_qs, rope_k, key_sink, mask), cache_kv)
+        for block, text_kv, cache_kv in zip(self.blocks, text.kv, caches):
+            h, (k, v) = block(h, c, text_kv, text.mask, (rope_q, rope_qs, rope_k, key_sink, mask), cache_kv)
             new_k.append(k)
             new_v.append(v)
 

@@ -99,13 +99,14 @@ class ChunkGraph(nn.Module):
 
     def forward(self, noise, text, text_mask, actions, frame, cache_k, cache_v, cache_valid, rows, prev=None):
         cache = KVCache.over(self.model.config, cache_k, cache_v, cache_valid)
+        text = self.model.condition_text(text, text_mask)  # once for every level and the write
         x0 = denoise(  # [B, K, C, h, w]
-            lambda x, sigma: forward_at(self.model, x, sigma, text, text_mask, actions, frame, cache, prev)[0],
+            lambda x, sigma: forward_at(self.model, x, sigma, text, None, actions, frame, cache, prev)[0],
             lambda i: noise[:, i],
             self.sigmas,
             solver=self.solver,
         )
-        return (x0, *self.write(x0, text, text_mask, actions, frame, cache_k, cache_v, cache_valid, rows, prev))
+        return (x0, *self.write(x0, text, None, actions, frame, cache_k, cache_v, cache_valid, rows, prev))
 
 
 class DecoderGraph(nn.Module):

@@ -93,7 +93,11 @@ class OrtRollout(Rollout):
         graph(inputs, outputs)
         self.cache, self.spare = self.spare, cache
 
-    def _write(self, chunk: torch.Tensor, actions: torch.Tensor, start: torch.Tensor, rows: torch.Tensor, prev: torch.Tensor | None) -> None:
+    def _text(self) -> None:
+        return None  # the graphs read the rows' text (`_run`) and share its projections across their passes
+
+    def _write(self, chunk: torch.Tensor, actions: torch.Tensor, start: torch.Tensor, rows: torch.Tensor, prev: torch.Tensor | None,
+               text: None = None) -> None:
         self.cache.check_writable(start)
         inputs = {"latents": chunk.float(), "actions": actions.long(), "frame": start, "rows": rows, **self._prev_input(prev)}
         self._run(self.generator.write, inputs, {})
