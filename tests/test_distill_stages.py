@@ -131,6 +131,15 @@ def test_pipeline_takes_per_stage_overrides_as_its_yaml_says(overrides):
     assert cfg.overrides == {"teacher": ["train.max_minutes=28"]} and cfg.runs == "r2"
 
 
+def test_delta_under_context_scoring_refuses_the_history_measure():
+    from dfworld.losses.delta import TrustRegionConfig
+    from dfworld.training.stages.delta import DeltaStageConfig
+
+    with pytest.raises(ValueError, match="history needs scoring=window"):
+        DeltaStageConfig(scoring="context")
+    assert DeltaStageConfig(scoring="context", trust_region=TrustRegionConfig(measure="relative_step")).scoring == "context"
+
+
 def test_pipeline_rejects_unknown_stages():
     with pytest.raises(ValueError, match="unknown pipeline stage"):
         PipelineConfig(stages=("data", "distill"))

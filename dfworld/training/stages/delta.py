@@ -28,6 +28,13 @@ class DeltaStageConfig(StreamStageConfig):
                                             checkpoint_every=50, max_minutes=12.0)
     )
 
+    def __post_init__(self) -> None:
+        # under context scoring teacher and critic read the committed frames as clean inputs, so the teacher's delta
+        # there is zero by construction and so is the history measure: the trust region would never close
+        if self.scoring == "context" and self.trust_region.measure == "history":
+            raise ValueError("trust_region.measure=history needs scoring=window: under scoring=context the committed frames are "
+                             "the teacher's clean input and their delta is zero; measure the new frames (relative_step or direction)")
+
 
 class DeltaStage(StreamStage):
     name = "delta"
