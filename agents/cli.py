@@ -14,7 +14,7 @@ from pathlib import Path
 from dfworld.agents.worlds import EVAL_SEED
 
 PPO_FLAGS = ("epochs", "minibatch", "lr", "gamma", "lmbda", "clip_epsilon", "entropy_coeff", "checkpoint_every",
-             "eval_every", "eval_episodes", "eval_horizon")  # PPOConfig fields
+             "eval_every", "eval_episodes", "eval_horizon", "augment", "shift_pad")  # PPOConfig fields
 
 
 def _add_env_args(p: argparse.ArgumentParser, choose_env: bool = True) -> None:
@@ -51,6 +51,9 @@ def _add_ppo_args(p: argparse.ArgumentParser) -> None:
                                                   "a learning curve in the real game; 0: none (default 0)")
     p.add_argument("--eval-episodes", type=int, help="real episodes per scoring (default 32)")
     p.add_argument("--eval-horizon", type=int, help="steps per real episode when scoring (default 64)")
+    p.add_argument("--augment", choices=("none", "shift"), help="augment the update's frames: shift, random translations "
+                                                                  "as RAD/DrQ (default none)")
+    p.add_argument("--shift-pad", type=int, help="largest shift in pixels of --augment shift (default 4)")
     p.add_argument("--head", choices=("keypoints", "flatten"), help="the network's head (default keypoints: spatial softmax)")
     p.add_argument("--obs-size", type=int, default=0, help="downsample frames to this size for the network (0: the frame size)")
     p.add_argument("--separate-encoders", action="store_true",

@@ -32,6 +32,7 @@ from dfworld.agents.worlds import EVAL_SEED, AgentEnvConfig, frame_shape, make_e
 
 STAGE = "agent"
 LR_DECAYS = ("constant", "linear")
+AUGMENTS = ("none", "shift")
 RESUMABLE_CHANGES = ("frames", "checkpoint_every", "eval_every", "eval_episodes", "eval_horizon")  # PPOConfig fields a resumed run may change
 
 
@@ -57,8 +58,16 @@ class PPOConfig:
     eval_every: int = 0  # batches between evaluations in the real EventWorld (0: none)
     eval_episodes: int = 32
     eval_horizon: int = 64
+    # data augmentation of the update's frames (not of what the policy sees when it acts): shift, a random
+    # translation by up to `shift_pad` pixels with edge replication (RAD/DrQ, Laskin et al. 2020, arXiv 2004.14990)
+    augment: str = "none"
+    shift_pad: int = 4
 
     def __post_init__(self) -> None:
+        if self.augment not in AUGMENTS:
+            raise ValueError(f"unknown PPOConfig.augment {self.augment!r}; expected one of {', '.join(AUGMENTS)}")
+        if self.shift_pad < 1:
+            raise ValueError(f"PPOConfig.shift_pad must be at least 1, got {self.shift_pad}")
         if self.lr_decay not in LR_DECAYS:
             raise ValueError(f"unknown PPOConfig.lr_decay {self.lr_decay!r}; expected one of {', '.join(LR_DECAYS)}")
         if self.eval_every < 0:
@@ -66,6 +75,23 @@ class PPOConfig:
         for name in ("frames", "epochs", "minibatch", "checkpoint_every", "eval_episodes", "eval_horizon"):
             if getattr(self, name) < 1:
                 raise ValueError(f"PPOConfig.{name} must be at least 1, got {getattr(self, name)}")
+
+
+def random_shift(pixels: torch.Tensor, pad: int) -> torch.Tensor:
+    """uint8 frames [*B, H, W, 3], each translated by its own offset in [-pad, pad]^2 (edges replicated).
+
+    A stack of frames in one row ([..., T, H, W, 3] with the leading dims the rows) is shifted per frame.
+    """
+    H, W = pixels.shape[-3:-1]
+    x = pixels.reshape(-1, H, W, 3).permute(0, 3, 1, 2).float()  # [N, 3, H, W]
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad), mode="replicate")
+    n = x.shape[0]
+    dy, dx = torch.randint(0, 2 * pad + 1, (2, n))
+    rows = (dy[:, None] + torch.arange(H))[:, None, :, None].expand(n, 3, H, W + 2 * pad)
+    out = padded.gather(2, rows)
+    cols = (dx[:, None] + torch.arange(W))[:, None, None, :].expand(n, 3, H, W)
+    out = out.gather(3, cols)
+    return out.round().to(torch.uint8).permute(0, 2, 3, 1).reshape(pixels.shape)
 
 
 def batch_seed(seed: int, batch: int) -> int:
@@ -218,7 +244,10 @@ def train(env_cfg: AgentEnvConfig, ppo: PPOConfig, out: str | Path, policy: Poli
         logs: dict[str, list[float]] = {}
         for _ in range(ppo.epochs):
             for idx in torch.randperm(len(flat)).split(ppo.minibatch):
-                losses = loss_module(flat[idx])
+                mb = flat[idx]
+                if ppo.augment == "shift":  # the ratio and the value read augmented frames; the advantages were not
+                    mb.set("pixels", random_shift(mb.get("pixels"), ppo.shift_pad))
+                losses = loss_module(mb)
                 loss = sum(v for k, v in losses.items() if k.startswith("loss_"))
                 optim.zero_grad(set_to_none=True)
                 loss.backward()

@@ -105,6 +105,25 @@ def test_a_linear_learning_rate_falls_to_zero_over_the_budget(tiny_generator, tm
 
 
 @pytest.mark.slow
+def test_random_shift_moves_each_frame_by_at_most_its_pad_and_ppo_trains_with_it(tiny_generator, tmp_path):
+    from dfworld.agents.ppo import random_shift
+
+    frames = torch.zeros(2, 6, 16, 16, 3, dtype=torch.uint8)
+    frames[..., 8, 8, :] = 255  # one bright pixel, far from the edges
+    torch.manual_seed(0)
+    out = random_shift(frames, 2)
+    assert out.shape == frames.shape and out.dtype == torch.uint8
+    spots = [tuple(torch.nonzero(f[..., 0] == 255)[0].tolist()) for f in out.reshape(-1, 16, 16, 3)]
+    assert all(abs(y - 8) <= 2 and abs(x - 8) <= 2 for y, x in spots)
+    assert len(set(spots)) > 1  # each frame draws its own offset
+    assert all(int(f.sum()) == 255 * 3 for f in out.reshape(-1, 16, 16, 3))  # a translation: nothing is blurred
+    cfg = PPOConfig(frames=64, epochs=1, minibatch=4, augment="shift")
+    ckpt = train(tiny_env(tiny_generator, "real"), cfg, tmp_path, progress=False)
+    assert load_checkpoint(ckpt, stage="agent").config["ppo"]["augment"] == "shift"
+    with pytest.raises(ValueError, match="augment"):
+        PPOConfig(augment="crop")
+
+
 def test_ppo_in_the_real_env_and_agent_eval_through_the_cli(tiny_generator, tmp_path, capsys):
     run = tmp_path / "real"
     common = ["--checkpoint", str(tiny_generator), "--num-envs", "2", "--horizon", "4"]
@@ -223,8 +242,9 @@ def test_cli_help_states_the_ppo_defaults():
     train_parser = agent._subparsers._group_actions[0].choices["train"]
     helps = {a.dest: a.help for a in train_parser._actions}
     for name in PPO_FLAGS:
-        stated = re.search(r"\(default ([0-9.e-]+)\)", helps[name])
-        assert stated and float(stated.group(1)) == getattr(PPOConfig(), name), (name, helps[name])
+        stated, default = re.search(r"\(default ([^)]+)\)", helps[name]), getattr(PPOConfig(), name)
+        assert stated and (stated.group(1) == default if isinstance(default, str) else float(stated.group(1)) == default), \
+            (name, helps[name])
 
 
 def test_pickups_of_the_real_game_checked_against_itself_match_step_for_step(tiny_generator):
