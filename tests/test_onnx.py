@@ -171,3 +171,17 @@ def test_an_unavailable_provider_falls_back_to_cpu_with_a_warning(exported, tiny
     assert rollout.generate(torch.zeros(1, 4, dtype=torch.long)).shape == (1, 4, 4, 16, 16)
     with pytest.raises(ValueError, match="inference only"):
         rollout.generate(torch.zeros(1, 4, dtype=torch.long), exit_step=1)
+
+
+def test_session_options_take_attributes_levels_and_config_keys_and_name_a_wrong_one():
+    from dfworld.runtime.session import session_options
+
+    opts = session_options(1, {"graph_optimization_level": "basic", "enable_mem_pattern": False,
+                               "session.intra_op.allow_spinning": "0"})
+    assert opts.intra_op_num_threads == 1 and not opts.enable_mem_pattern
+    assert str(opts.graph_optimization_level).endswith("ORT_ENABLE_BASIC")
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    with pytest.raises(ValueError, match="not an onnxruntime SessionOptions attribute"):
+        session_options(1, {"fast": True})
+    with pytest.raises(ValueError, match="graph_optimization_level 'max'"):
+        session_options(1, {"graph_optimization_level": "max"})

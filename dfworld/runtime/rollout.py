@@ -58,18 +58,20 @@ class OnnxDecoder:
 
 
 def load_onnx(
-    onnx_dir: str | Path, bundle: GeneratorBundle | None = None, device: torch.device | str = "cpu", threads: int | None = None
+    onnx_dir: str | Path, bundle: GeneratorBundle | None = None, device: torch.device | str = "cpu", threads: int | None = None,
+    tuning: dict | None = None,
 ) -> tuple[OnnxGenerator, OnnxDecoder]:
     """The graphs of an export directory on `device` (CUDA provider on a GPU, else CPU).
 
     With `bundle` (the loaded checkpoint), the export must come from it (ExportError otherwise).
-    A GPU that cannot be used gives a warning and the CPU provider.
+    A GPU that cannot be used gives a warning and the CPU provider. `tuning`: ORT session settings
+    (`dfworld.runtime.session.session_options`).
     """
     onnx_dir = Path(onnx_dir)
     record = read_export(onnx_dir)
     if bundle is not None:
         check_export(record, bundle, onnx_dir)
-    graphs = open_graphs({name: onnx_dir / f"{name}.onnx" for name in GRAPHS}, torch.device(device), threads)
+    graphs = open_graphs({name: onnx_dir / f"{name}.onnx" for name in GRAPHS}, torch.device(device), threads, tuning)
     model = build(TransformerConfig, record["model"], f"{onnx_dir}/export.json: model")
     codec = build(CodecConfig, record["codec"], f"{onnx_dir}/export.json: codec")
     return OnnxGenerator(model, record["sigmas"], graphs["chunk"], graphs["write"]), OnnxDecoder(codec, graphs["decoder"])

@@ -51,7 +51,35 @@ def choose_provider(device: torch.device) -> tuple[str, torch.device]:
     return CPU, torch.device("cpu")
 
 
-def open_graphs(paths: dict[str, Path], device: torch.device, threads: int | None = None) -> dict[str, OnnxGraph]:
+OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+
+
+def session_options(threads: int | None = None, tuning: dict | None = None):
+    """ORT SessionOptions: `threads` intra-op threads (torch's count if None), one inter-op thread, errors-only
+    logging, then `tuning`: SessionOptions attributes by name (`graph_optimization_level` as disable, basic,
+    extended or all; `enable_mem_pattern`, `enable_cpu_mem_arena`, `enable_profiling`, `profile_file_prefix`, ...)
+    and session config entries by their dotted key (`session.intra_op.allow_spinning`: "0" or "1", ...)."""
+    ort = import_onnxruntime()
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads or torch.get_num_threads()
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3  # errors only
+    for key, value in (tuning or {}).items():
+        if "." in key:
+            opts.add_session_config_entry(key, str(value))
+        elif key == "graph_optimization_level":
+            if value not in OPT_LEVELS:
+                raise ValueError(f"graph_optimization_level {value!r} is not one of {list(OPT_LEVELS)}")
+            opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPT_LEVELS[value])
+        elif key.startswith("_") or not hasattr(opts, key):
+            raise ValueError(f"{key!r} is not an onnxruntime SessionOptions attribute or a dotted session config key")
+        else:
+            setattr(opts, key, value)
+    return opts
+
+
+def open_graphs(paths: dict[str, Path], device: torch.device, threads: int | None = None,
+                tuning: dict | None = None) -> dict[str, OnnxGraph]:
     """Sessions for the graph files `paths` (by name) on `device`, all on one provider.
 
     A provider that is missing, or that onnxruntime lists but cannot create (onnxruntime-gpu
@@ -59,22 +87,19 @@ def open_graphs(paths: dict[str, Path], device: torch.device, threads: int | Non
     the CPU provider.
     """
     provider, device = choose_provider(device)
-    graphs = {name: OnnxGraph(path, provider, device, threads) for name, path in paths.items()}
+    graphs = {name: OnnxGraph(path, provider, device, threads, tuning) for name, path in paths.items()}
     if any(g.provider != provider for g in graphs.values()):
         warnings.warn(f"{provider} could not be created (see onnxruntime's log); falling back to {CPU}", stacklevel=2)
-        graphs = {name: OnnxGraph(path, CPU, torch.device("cpu"), threads) for name, path in paths.items()}
+        graphs = {name: OnnxGraph(path, CPU, torch.device("cpu"), threads, tuning) for name, path in paths.items()}
     return graphs
 
 
 class OnnxGraph:
     """One exported graph in an InferenceSession, called with dicts of torch tensors."""
 
-    def __init__(self, path: str | Path, provider: str, device: torch.device, threads: int | None = None):
+    def __init__(self, path: str | Path, provider: str, device: torch.device, threads: int | None = None, tuning: dict | None = None):
         ort = import_onnxruntime()
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or torch.get_num_threads()
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3  # errors only
+        opts = session_options(threads, tuning)
         providers: list = [CPU]
         if provider == CUDA:
             index = device.index if device.index is not None else torch.cuda.current_device()
