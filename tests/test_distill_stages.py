@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import short_script
@@ -13,7 +14,7 @@ from conftest import short_script
 from dfworld.checkpoint import load_checkpoint
 from dfworld.cli import main
 from dfworld.model.loading import load_bundle
-from dfworld.training.pipeline import PipelineConfig, run_pipeline
+from dfworld.training.pipeline import PipelineConfig, run_pipeline, wiring
 from dfworld.training.stages.ode import euler_grid_indices
 
 TINY_TEACHER = [
@@ -129,6 +130,23 @@ def test_pipeline_takes_per_stage_overrides_as_its_yaml_says(overrides):
 
     cfg = load_config(PipelineConfig, "pipeline", overrides + ["runs=r2"])
     assert cfg.overrides == {"teacher": ["train.max_minutes=28"]} and cfg.runs == "r2"
+
+
+def test_the_causal_stage_can_train_on_its_own_history_towards_the_real_frames(chain):
+    from dfworld.training.stages import stage_classes
+    from dfworld.training.stages import stage_config as compose_stage
+
+    runs, _ = chain
+    cfg = compose_stage("causal", [*wiring(tiny_pipeline(runs), "causal"), *TINY_CAUSAL, f"train.out={runs / 'causal-own'}",
+                                   "own_history_fraction=1.0", "own_history_levels=2"])
+    stage = stage_classes("causal")[1](cfg)
+    x0 = stage.latents[:2]
+    rng = torch.Generator().manual_seed(0)
+    own = stage.own_history(x0, stage.actions[:2], stage.wording[:2, 0], rng)
+    K = cfg.model.chunk_frames
+    assert own.shape == x0.shape and torch.equal(own[:, :K], x0[:, :K])  # the real first chunk, then the model's own
+    assert torch.isfinite(own).all() and not torch.allclose(own[:, K:], x0[:, K:])
+    assert np.isfinite(stage.train_step(0, rng)["loss_flow"])
 
 
 def test_delta_under_context_scoring_refuses_the_history_measure():

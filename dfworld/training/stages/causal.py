@@ -27,6 +27,7 @@ from dfworld.configuration import to_dict
 from dfworld.losses.flow_matching import FlowMatchingLoss
 from dfworld.model.loading import TextConfig, transformer_from
 from dfworld.model.transformer import TransformerConfig, VideoTransformer
+from dfworld.rollout import Rollout
 from dfworld.schedule import SamplerConfig, add_noise, sample_sigma
 from dfworld.training.loop import TrainConfig, adamw, optimize, resolve_device, seed_everything, set_lr
 from dfworld.training.stages.base import CarriesCodecAndText
@@ -55,6 +56,11 @@ class CausalStageConfig:
     augment_fraction: float = 0.5  # rows whose clean frames are noised (context-noise augmentation)
     context_noise: float = 0.1  # the most noise on an augmented row's clean frames (uniform up to it)
     first_chunk_weight: float = 0.1  # loss weight of the first chunk, which has no context
+    # rows whose history is the model's own rollout from the clip's first real chunk, under the clip's actions, while
+    # every later chunk is still trained towards the real frames: the model meets its own drift in training and learns
+    # to pull back to the simulator's continuation, known here (scheduled sampling / DAgger; docs/experiments)
+    own_history_fraction: float = 0.0
+    own_history_levels: int = 4  # Euler levels of those rollouts (no gradient)
     sampler: SamplerConfig = field(
         default_factory=lambda: SamplerConfig(timesteps=EULER_LEVELS, shift=3.0, solver="euler")
     )  # the checkpoint's sampler: the flow's ODE over 16 levels
@@ -69,6 +75,9 @@ class CausalStageConfig:
         if not 0 <= self.augment_fraction <= 1 or not 0 <= self.context_noise < 1:
             raise ValueError(f"augment_fraction ({self.augment_fraction}) must be in [0, 1] and context_noise "
                              f"({self.context_noise}) in [0, 1)")
+        if not 0 <= self.own_history_fraction <= 1 or self.own_history_levels < 1:
+            raise ValueError(f"own_history_fraction ({self.own_history_fraction}) must be in [0, 1] and own_history_levels "
+                             f"({self.own_history_levels}) at least 1")
         if self.first_chunk_weight < 0:
             raise ValueError(f"first_chunk_weight must be >= 0, got {self.first_chunk_weight}")
 
@@ -128,9 +137,15 @@ class CausalStage(CarriesCodecAndText):
         weight[:, :K] = cfg.first_chunk_weight
         W = self.wording.shape[1]
         words = self.wording[idx, torch.randint(W, (B,), generator=rng) if W > 1 else 0]
+        history = x0
+        if cfg.own_history_fraction > 0:  # drawn only then: the default's random stream is as it was
+            own = torch.rand(B, generator=rng) < cfg.own_history_fraction
+            if bool(own.any()):
+                history = x0.clone()
+                history[own] = self.own_history(x0[own], self.actions[idx][own], words[own], rng)
         td = TensorDict(
             {"latents": x0, "noise": noise, "sigma": sigma, "text": self.text[words], "text_mask": self.text_mask[words],
-             "actions": self.actions[idx], "clean": add_noise(x0, clean_noise, clean_sigma), "clean_sigma": clean_sigma,
+             "actions": self.actions[idx], "clean": add_noise(history, clean_noise, clean_sigma), "clean_sigma": clean_sigma,
              "loss_mask": weight},
             batch_size=[B],
         ).to(self.device)
@@ -138,6 +153,19 @@ class CausalStage(CarriesCodecAndText):
         set_lr(self.opt, step, self.train, progress=self.progress)
         norm = optimize(loss, self.opt, self.generator, self.train.grad_clip)
         return {"loss_flow": loss.item(), "grad_norm": norm, "lr": self.opt.param_groups[0]["lr"]}
+
+    @torch.no_grad()
+    def own_history(self, x0: torch.Tensor, actions: torch.Tensor, words: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+        """Clips [n, F, ...] whose chunks after the first are the generator's own rollout from that real chunk."""
+        n, K = x0.shape[0], self.config.model.chunk_frames
+        L = self.config.own_history_levels
+        sampler = SamplerConfig(timesteps=tuple(1000.0 * (1 - i / L) for i in range(L)), shift=self.config.sampler.shift, solver="euler")
+        rollout = Rollout(self.generator, self.conditioner, n, sampler, self.device)
+        seeds = torch.randint(2**31 - 1, (n,), generator=rng).tolist()
+        rollout.reset(list(range(n)), ["(clip wording)"] * n, seeds, x0[:, :K].to(self.device), actions[:, :K],
+                      encoded=(self.text[words].to(self.device), self.text_mask[words].to(self.device)))
+        chunks = [rollout.generate(actions[:, j : j + K]).cpu() for j in range(K, x0.shape[1], K)]
+        return torch.cat([x0[:, :K], *chunks], 1)
 
     def checkpoint_config(self):
         return {
