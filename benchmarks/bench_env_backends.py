@@ -1,0 +1,69 @@
+"""The world-model env as a user makes it, on torch and on ONNX Runtime: frames/s at batch 1 and 64.
+
+    python benchmarks/bench_env_backends.py                                 # shipped default, the envs' default threads
+    python benchmarks/bench_env_backends.py --threads 2 --batches 1,16,64
+
+`gym.make("dfworld/WorldModel-v0", backend=...)` at batch 1 and `gym.make_vec(..., num_envs=N,
+backend=...)` above it, with the envs' own `threads` unless `--threads` is given: what an agent's
+loop gets (the chunk step, decoding the chunk, the probe reward, the wrappers). The backends are
+stepped in turn, one random action step of each per round (medians), so a change of machine
+load hits both alike; `benchmarks/bench_onnx.py` times the chunk step alone beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import gymnasium as gym
+import numpy as np
+
+import dfworld  # noqa: F401  (registers the envs)
+from dfworld.shipped import shipped_checkpoint
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_onnx import interleaved_medians  # noqa: E402
+
+BACKENDS = ("torch", "onnx")
+
+
+def make(B: int, backend: str, checkpoint: str, threads: int | None):
+    kw = {"checkpoint": checkpoint, "backend": backend, **({"threads": threads} if threads else {})}
+    return gym.make("dfworld/WorldModel-v0", **kw) if B == 1 else gym.make_vec("dfworld/WorldModel-v0", num_envs=B, **kw)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", default=None, help="generator checkpoint (default: the shipped default)")
+    parser.add_argument("--batches", default="1,64")
+    parser.add_argument("--threads", type=int, default=0, help="the envs' threads (0: their default)")
+    parser.add_argument("--steps", type=int, default=20, help="timed rounds at batch 1 (a quarter, at least 3, above)")
+    args = parser.parse_args()
+    ckpt = args.checkpoint or str(shipped_checkpoint("default"))
+    print(f"checkpoint {ckpt}; threads {args.threads or 'the envs default'}\n")
+    print("| batch | torch step | torch frames/s | ORT step | ORT frames/s | ORT vs torch |\n|---|---|---|---|---|---|")
+    for B in [int(b) for b in args.batches.split(",")]:
+        envs = {b: make(B, b, ckpt, args.threads or None) for b in BACKENDS}
+        rng = np.random.default_rng(0)
+        K = None
+        for env in envs.values():
+            env.reset(seed=0)
+            for _ in range(2):  # warm-up
+                out = env.step(rng.integers(0, 5, B) if B > 1 else int(rng.integers(0, 5)))
+            K = len(out[4]["frames"]) if B == 1 else out[4]["frames"].shape[1]
+
+        def step(env, B=B):
+            env.step(rng.integers(0, 5, B) if B > 1 else int(rng.integers(0, 5)))
+
+        t = interleaved_medians({b: (lambda e=e: step(e)) for b, e in envs.items()}, args.steps if B == 1 else max(3, args.steps // 4))
+        print(f"| {B} | {t['torch'] * 1e3:,.1f} ms | {B * K / t['torch']:,.1f} | {t['onnx'] * 1e3:,.1f} ms | "
+              f"{B * K / t['onnx']:,.1f} | {t['torch'] / t['onnx']:.2f}x |")
+        for env in envs.values():
+            env.close()
+        time.sleep(0.1)
+
+
+if __name__ == "__main__":
+    main()
