@@ -9,8 +9,8 @@ read the reward from the decoded frames. This script
 
 1. counts each part's FLOPs with `torch.utils.flop_counter.FlopCounterMode` (matmuls, convolutions
    and attention; a multiply-add is 2 FLOPs), per generated frame, and splits the transformer into
-   its passes, the text's keys and values (cross-attention over the prompt, the same in every pass
-   of a chunk) and the rest;
+   its passes, the text's projections (its pooled condition and cross-attention keys and values,
+   computed once per chunk) and the rest;
 2. measures the machine's peak per thread count: a large fp32 matmul (`--matmul`), and the
    decoder's costliest convolution alone, at the shape the decoder runs it at batch B;
 3. times each part at each batch on torch eager and ONNX Runtime (interleaved rounds, one call of each
@@ -88,9 +88,10 @@ def costliest_conv(decoder: torch.nn.Module, latents: torch.Tensor, decode) -> t
     return module, x, f
 
 
-def text_kv_flops(cfg, rows: int, passes: int) -> int:
-    """FLOPs of the cross-attention keys and values over the prompt's tokens: depth x passes x rows."""
-    return 2 * cfg.text_tokens * cfg.dim * 2 * cfg.dim * cfg.depth * passes * rows
+def text_kv_flops(cfg, rows: int) -> int:
+    """FLOPs of the prompt's projection and cross-attention keys and values, computed once per chunk
+    (`VideoTransformer.condition_text`; before, once per pass: levels + 1 times)."""
+    return 2 * cfg.text_tokens * (cfg.text_dim * cfg.dim + cfg.depth * cfg.dim * 2 * cfg.dim) * rows
 
 
 def main() -> None:
@@ -136,7 +137,7 @@ def main() -> None:
             dec_flops, _ = flops(lambda: codec.decode(latents))
             conv, conv_in, conv_flops = costliest_conv(codec.vae.decoder, latents, codec.decode)
         frames_u8 = codec.decode(latents).reshape(-1, world.height, world.width, 3).numpy()
-        kv = text_kv_flops(cfg, B, levels + 1)
+        kv = text_kv_flops(cfg, B)
         # 3. times: every measure one call per round, so a change of load hits them alike
         with torch.inference_mode():
             warm = {"step torch": lambda: roll["torch"].generate(actions),
@@ -157,7 +158,7 @@ def main() -> None:
             return f"{f / s / 1e9 / peak:.0%}"
 
         rows = [("transformer (passes + cache write)", step_flops, t_step),
-                ("  of it: text keys/values", kv, None),
+                ("  of it: the text's projections (once per chunk)", kv, None),
                 ("decoder", dec_flops, t_dec),
                 ("  costliest conv alone (torch)", conv_flops, {"torch": t_conv}),
                 ("probes (reward)", 0, {"torch": t_probe})]
