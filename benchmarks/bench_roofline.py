@@ -8,9 +8,9 @@ and its cache write (`Rollout.generate`), the codec decoder on the K frames, and
 read the reward from the decoded frames. This script
 
 1. counts each part's FLOPs with `torch.utils.flop_counter.FlopCounterMode` (matmuls, convolutions
-   and attention; a multiply-add is 2 FLOPs), per generated frame, and splits the transformer into
-   its passes, the text's projections (its pooled condition and cross-attention keys and values,
-   computed once per chunk) and the rest;
+   and attention; a multiply-add is 2 FLOPs), per generated frame; for the transformer (every
+   denoising pass and the cache write) also the share of the text's projections (its pooled
+   condition and cross-attention keys and values, computed once per chunk) and the shares by operator;
 2. measures the machine's peak per thread count: a large fp32 matmul (`--matmul`), and the
    decoder's costliest convolution alone, at the shape the decoder runs it at batch B;
 3. times each part at each batch on torch eager and ONNX Runtime (interleaved rounds, one call of each
