@@ -98,6 +98,18 @@ def test_ship_copies_the_generators_with_their_records(chain):
         assert record["pipeline"]["delta"]["status"] == "finished" and record["step"] > 0
         trained = load_checkpoint(runs / stage / "checkpoint").module_weights("generator")
         assert all(torch.equal(trained[k], v) for k, v in bundle.generator.state_dict().items())
+        assert (path / "text_cache.safetensors").is_file() == (name == "default")  # the baselines encode on first use
+
+
+def test_a_ship_over_the_size_limit_leaves_the_shipped_checkpoints_as_they_were(chain, monkeypatch):
+    import dfworld.training.pipeline as pipeline
+
+    runs, report = chain
+    before = {p: p.read_bytes() for p in sorted((runs / "shipped").rglob("*")) if p.is_file()}
+    monkeypatch.setattr(pipeline, "SHIP_LIMIT_MB", 0.01)
+    with pytest.raises(ValueError, match="nothing was shipped"):
+        pipeline.ship(tiny_pipeline(runs), report)
+    assert {p: p.read_bytes() for p in sorted((runs / "shipped").rglob("*")) if p.is_file()} == before
 
 
 def test_the_chain_distils_a_tubelet_teacher(tmp_path):

@@ -147,32 +147,51 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} CPU cores, {gpu}, Python {platform.python_version()}, torch {torch.__version__}"
 
 
+TEXT_CACHE_WITH = ("default",)  # the shipped generators that carry the text cache (every wording of every event, 4.3 MB)
+
+
 def ship(cfg: PipelineConfig, report: dict) -> dict[str, float]:
-    """Copy the trained generators into `cfg.ship_to` (inference weights only), each with its record."""
+    """Copy the trained generators into `cfg.ship_to` (inference weights only), each with its record.
+
+    The three are written to a staging directory first and land only when they fit the package's
+    limit together, so a refused ship leaves the shipped checkpoints as they were. The text cache
+    ships with `default` (the envs' generator); `dmd` and `stream`, the bench's baselines, encode
+    their texts with the same encoder when first used (what their training did).
+    """
+    import shutil
+    import tempfile
+
     from dfworld.checkpoint import load_checkpoint, save_checkpoint
     from dfworld.model.loading import TEXT_CACHE
 
     runs, dest = Path(cfg.runs), Path(cfg.ship_to)
     chain = {s: report.get(s, {}) for s in STAGE_ORDER if s not in ("ship",)}
     sizes = {}
-    for name, stage in SHIPPED.items():
-        src = runs / stage / "checkpoint"
-        ckpt = load_checkpoint(src, stage=stage)
-        weights = {k: v for k, v in ckpt.weights.items() if k.split(".", 1)[0] in ("generator", "codec")}
-        config = {k: v for k, v in ckpt.config.items() if k not in ("format", "version")}
-        config["record"] = {
-            **config.get("record", {}),
-            "command": "dfworld pipeline --threads 2 (configs/pipeline.yaml)",
-            "commit": _git_commit(),
-            "machine": machine(),
-            "shipped": time.strftime("%Y-%m-%d"),
-            "pipeline": chain,
-        }
-        extra = {TEXT_CACHE: src / TEXT_CACHE} if (src / TEXT_CACHE).is_file() else {}
-        out = save_checkpoint(dest / name, config, weights, extra_files=extra)
-        sizes[name] = round(sum(f.stat().st_size for f in out.iterdir()) / 2**20, 2)
-        print(f"[pipeline] ship: {src} -> {out} ({sizes[name]} MB)")
-    total = sum(sizes.values())
-    if total > SHIP_LIMIT_MB:
-        raise ValueError(f"the shipped checkpoints take {total:.1f} MB, over the {SHIP_LIMIT_MB} MB the package allows")
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest, prefix=".ship-") as staging:
+        for name, stage in SHIPPED.items():
+            src = runs / stage / "checkpoint"
+            ckpt = load_checkpoint(src, stage=stage)
+            weights = {k: v for k, v in ckpt.weights.items() if k.split(".", 1)[0] in ("generator", "codec")}
+            config = {k: v for k, v in ckpt.config.items() if k not in ("format", "version")}
+            config["record"] = {
+                **config.get("record", {}),
+                "command": "dfworld pipeline --threads 2 (configs/pipeline.yaml)",
+                "commit": _git_commit(),
+                "machine": machine(),
+                "shipped": time.strftime("%Y-%m-%d"),
+                "pipeline": chain,
+            }
+            extra = {TEXT_CACHE: src / TEXT_CACHE} if name in TEXT_CACHE_WITH and (src / TEXT_CACHE).is_file() else {}
+            out = save_checkpoint(Path(staging) / name, config, weights, extra_files=extra)
+            sizes[name] = round(sum(f.stat().st_size for f in out.iterdir()) / 2**20, 2)
+            print(f"[pipeline] ship: {src} -> {dest / name} ({sizes[name]} MB)")
+        total = sum(sizes.values())
+        if total > SHIP_LIMIT_MB:
+            raise ValueError(f"the shipped checkpoints would take {total:.1f} MB, over the {SHIP_LIMIT_MB} MB the package allows; "
+                             f"nothing was shipped ({dest} is as it was)")
+        for name in SHIPPED:
+            if (dest / name).exists():
+                shutil.rmtree(dest / name)
+            shutil.move(str(Path(staging) / name), str(dest / name))
     return sizes
