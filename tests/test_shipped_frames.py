@@ -4,9 +4,8 @@
 `WorldModel-v0` (one thread, a fixed seed, actions and a text event; a reset from noise, one
 from a given image and one from the seed's real start) when it was recorded; a change that moves
 or renames code must leave them unchanged to the bit. Re-record only when the shipped checkpoints
-or the installed kernels change (`python tests/test_shipped_frames.py`): on 2026-12-02 a fresh
-install of the commit that recorded them (aa85cd7) no longer matched them (2 of 26 frames off by
-1), so they were recorded again with this install.
+or the installed kernels change (`python tests/test_shipped_frames.py`); last recorded 2026-12-02 for the
+context-conditioned chain shipped that day (the self-attention's fused SDPA kernel landed with it).
 """
 
 from __future__ import annotations
