@@ -121,7 +121,7 @@ def main() -> None:
                 random_step(env, rng)
             print(f"- warm-up, batch {B}, {backend}: {time.perf_counter() - t0:.1f} s")
         # 2. time them in turn
-        rows.append(("chunk step", B, interleaved_medians({b: partial(r.step, actions) for b, r in rollouts.items()}, steps)))
+        rows.append(("chunk step", B, interleaved_medians({b: partial(r.generate, actions) for b, r in rollouts.items()}, steps)))
         rows.append(("env step (incl. decode)", B, interleaved_medians({b: partial(random_step, e, rng) for b, e in envs.items()}, steps)))
         for env in envs.values():
             env.close()

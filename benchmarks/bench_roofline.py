@@ -7,8 +7,8 @@ A step of `WorldModel-v0` generates one chunk (K frames) per row: the transforme
 and its cache write (`Rollout.generate`), the codec decoder on the K frames, and the probes that
 read the reward from the decoded frames. This script
 
-1. counts each part's FLOPs with `torch.utils.flop_counter.FlopCounterMode` (matmuls, convolutions
-   and attention; a multiply-add is 2 FLOPs), per generated frame; for the transformer (every
+1. counts each part's FLOPs with `torch.utils.flop_counter.FlopCounterMode` (matmuls and convolutions;
+   a multiply-add is 2 FLOPs; the attention products from the shapes, which it does not count on CPU), per generated frame; for the transformer (every
    denoising pass and the cache write) also the share of the text's projections (its pooled
    condition and cross-attention keys and values, computed once per chunk) and the shares by operator;
 2. measures the machine's peak per thread count: a large fp32 matmul (`--matmul`), and the
@@ -94,6 +94,17 @@ def text_kv_flops(cfg, rows: int) -> int:
     return 2 * cfg.text_tokens * (cfg.text_dim * cfg.dim + cfg.depth * cfg.dim * 2 * cfg.dim) * rows
 
 
+def attention_flops(cfg, rows: int, passes: int) -> int:
+    """FLOPs of the self- and cross-attention products (Q K^T and A V) of one chunk's passes, with a full cache:
+    FlopCounterMode does not count SDPA's CPU kernel. Sink positioning doubles the self-attention's head width."""
+    T = cfg.chunk_frames * cfg.tokens_per_frame
+    keys = (cfg.sink_frames + cfg.window_frames) * cfg.tokens_per_frame + T
+    width = cfg.head_dim * (2 if cfg.sink_frames else 1)
+    self_attn = 2 * T * keys * 2 * width * cfg.heads
+    cross = 2 * T * cfg.text_tokens * 2 * cfg.head_dim * cfg.heads
+    return (self_attn + cross) * cfg.depth * passes * rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default=None, help="generator checkpoint (default: the shipped default)")
@@ -133,6 +144,8 @@ def main() -> None:
         # 1. FLOPs of each part
         with torch.inference_mode():
             step_flops, by_op = flops(lambda: roll["torch"].generate(actions))
+            attn = attention_flops(cfg, B, levels + 1)
+            step_flops += attn
             latents = roll["torch"].generate(actions)
             dec_flops, _ = flops(lambda: codec.decode(latents))
             conv, conv_in, conv_flops = costliest_conv(codec.vae.decoder, latents, codec.decode)
@@ -158,6 +171,7 @@ def main() -> None:
             return f"{f / s / 1e9 / peak:.0%}"
 
         rows = [("transformer (passes + cache write)", step_flops, t_step),
+                ("  of it: attention products (counted from the shapes)", attn, None),
                 ("  of it: the text's projections (once per chunk)", kv, None),
                 ("decoder", dec_flops, t_dec),
                 ("  costliest conv alone (torch)", conv_flops, {"torch": t_conv}),
@@ -168,9 +182,10 @@ def main() -> None:
                 s = (t or {}).get(b)
                 cells += ["-", "-"] if s is None else [f"{s * 1e3:,.1f}", util(f, s) if f else "-"]
             print(f"| {B} | {name} | {f / n / 1e9:.3f} | " + " | ".join(cells) + " |")
+        by_op["attention products (shapes)"] = attn
         top = sorted(by_op.items(), key=lambda kv: -kv[1])[:4]
         print(f"| {B} | transformer by operator | " + ", ".join(f"{k} {v / step_flops:.0%}" for k, v in top) + " | | | | |")
-        report["batches"][B] = {"flops": {"transformer": step_flops, "text_kv": kv, "decoder": dec_flops, "conv": conv_flops},
+        report["batches"][B] = {"flops": {"transformer": step_flops, "attention": attn, "text_kv": kv, "decoder": dec_flops, "conv": conv_flops},
                                 "seconds": {"step": t_step, "decoder": t_dec, "conv": t_conv, "probes": t_probe},
                                 "transformer_by_op": by_op}
     if args.out:
