@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 import gymnasium as gym
 import numpy as np
@@ -47,22 +46,21 @@ def main() -> None:
     for B in [int(b) for b in args.batches.split(",")]:
         envs = {b: make(B, b, ckpt, args.threads or None) for b in BACKENDS}
         rng = np.random.default_rng(0)
-        K = None
+
+        def step(env, B=B):
+            return env.step(rng.integers(0, 5, B) if B > 1 else int(rng.integers(0, 5)))
+
         for env in envs.values():
             env.reset(seed=0)
             for _ in range(2):  # warm-up
-                out = env.step(rng.integers(0, 5, B) if B > 1 else int(rng.integers(0, 5)))
-            K = len(out[4]["frames"]) if B == 1 else out[4]["frames"].shape[1]
-
-        def step(env, B=B):
-            env.step(rng.integers(0, 5, B) if B > 1 else int(rng.integers(0, 5)))
+                frames = step(env)[4]["frames"]
+        K = frames.shape[-4]  # frames per step: [K, H, W, 3], or [B, K, H, W, 3]
 
         t = interleaved_medians({b: (lambda e=e: step(e)) for b, e in envs.items()}, args.steps if B == 1 else max(3, args.steps // 4))
         print(f"| {B} | {t['torch'] * 1e3:,.1f} ms | {B * K / t['torch']:,.1f} | {t['onnx'] * 1e3:,.1f} ms | "
               f"{B * K / t['onnx']:,.1f} | {t['torch'] / t['onnx']:.2f}x |")
         for env in envs.values():
             env.close()
-        time.sleep(0.1)
 
 
 if __name__ == "__main__":
