@@ -161,6 +161,27 @@ def test_the_causal_stage_can_train_on_its_own_history_towards_the_real_frames(c
     assert np.isfinite(stage.train_step(0, rng)["loss_flow"])
 
 
+def test_own_history_joins_only_after_its_share_of_the_run(chain):
+    from dfworld.training.stages import stage_classes
+    from dfworld.training.stages import stage_config as compose_stage
+
+    runs, _ = chain
+    cfg = compose_stage("causal", [*wiring(tiny_pipeline(runs), "causal"), *TINY_CAUSAL, f"train.out={runs / 'causal-after'}",
+                                   "own_history_fraction=1.0", "own_history_levels=1", "own_history_after=0.5"])
+    stage = stage_classes("causal")[1](cfg)
+    rollouts, own_history = [], stage.own_history
+    stage.own_history = lambda *a: rollouts.append(1) or own_history(*a)
+    rng = torch.Generator().manual_seed(0)
+    stage.progress = 0.4
+    stage.train_step(0, rng)
+    assert rollouts == []  # real history only in the first half
+    stage.progress = 0.5
+    stage.train_step(1, rng)
+    assert rollouts == [1]
+    with pytest.raises(ValueError, match="own_history_after"):
+        compose_stage("causal", ["own_history_after=1.0"])
+
+
 def test_delta_under_context_scoring_refuses_the_history_measure():
     from dfworld.losses.delta import TrustRegionConfig
     from dfworld.training.stages.delta import DeltaStageConfig

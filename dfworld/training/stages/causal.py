@@ -61,6 +61,7 @@ class CausalStageConfig:
     # to pull back to the simulator's continuation, known here (scheduled sampling / DAgger; docs/experiments)
     own_history_fraction: float = 0.0
     own_history_levels: int = 4  # Euler levels of those rollouts (no gradient)
+    own_history_after: float = 0.0  # fraction of the run (0-1) trained on real history only, before the model's own joins
     sampler: SamplerConfig = field(
         default_factory=lambda: SamplerConfig(timesteps=EULER_LEVELS, shift=3.0, solver="euler")
     )  # the checkpoint's sampler: the flow's ODE over 16 levels
@@ -75,6 +76,8 @@ class CausalStageConfig:
         if not 0 <= self.augment_fraction <= 1 or not 0 <= self.context_noise < 1:
             raise ValueError(f"augment_fraction ({self.augment_fraction}) must be in [0, 1] and context_noise "
                              f"({self.context_noise}) in [0, 1)")
+        if not 0 <= self.own_history_after < 1:
+            raise ValueError(f"own_history_after ({self.own_history_after}) must be in [0, 1)")
         if not 0 <= self.own_history_fraction <= 1 or self.own_history_levels < 1:
             raise ValueError(f"own_history_fraction ({self.own_history_fraction}) must be in [0, 1] and own_history_levels "
                              f"({self.own_history_levels}) at least 1")
@@ -138,7 +141,7 @@ class CausalStage(CarriesCodecAndText):
         W = self.wording.shape[1]
         words = self.wording[idx, torch.randint(W, (B,), generator=rng) if W > 1 else 0]
         history = x0
-        if cfg.own_history_fraction > 0:  # drawn only then: the default's random stream is as it was
+        if cfg.own_history_fraction > 0 and self.progress >= cfg.own_history_after:  # drawn only then (random stream)
             own = torch.rand(B, generator=rng) < cfg.own_history_fraction
             if bool(own.any()):
                 history = x0.clone()
