@@ -161,6 +161,25 @@ def test_the_causal_stage_can_train_on_its_own_history_towards_the_real_frames(c
     assert np.isfinite(stage.train_step(0, rng)["loss_flow"])
 
 
+def test_the_causal_stage_weights_its_loss_towards_the_entities(chain):
+    from dfworld.training.stages import stage_classes
+    from dfworld.training.stages import stage_config as compose_stage
+
+    runs, _ = chain
+    losses = []
+    for w in (0.0, 3.0):
+        cfg = compose_stage("causal", [*wiring(tiny_pipeline(runs), "causal"), *TINY_CAUSAL, f"train.out={runs / 'causal-ent'}",
+                                       f"entity_weight={w}"])
+        stage = stage_classes("causal")[1](cfg)
+        if w:  # the entities' cells, laid out as the latents, a small share of each frame
+            cells = stage.entity_cells
+            assert cells.shape == stage.latents.shape[:2] + stage.latents.shape[-2:] and 0 < cells.float().mean() < 0.5
+        losses.append(stage.train_step(0, torch.Generator().manual_seed(0))["loss_flow"])
+    assert np.isfinite(losses).all() and losses[0] != losses[1]  # same batch, same noise: only the weighting differs
+    with pytest.raises(ValueError, match="entity_weight"):
+        compose_stage("causal", ["entity_weight=-1"])
+
+
 def test_own_history_joins_only_after_its_share_of_the_run(chain):
     from dfworld.training.stages import stage_classes
     from dfworld.training.stages import stage_config as compose_stage

@@ -31,7 +31,7 @@ from dfworld.rollout import Rollout
 from dfworld.schedule import SamplerConfig, add_noise, sample_sigma
 from dfworld.training.loop import TrainConfig, adamw, optimize, resolve_device, seed_everything, set_lr
 from dfworld.training.stages.base import CarriesCodecAndText
-from dfworld.training.stages.teacher import CODEC_CARRIERS, clip_conditioner, clip_latents, stage_codec, wording_table
+from dfworld.training.stages.teacher import CODEC_CARRIERS, clip_conditioner, clip_latents, entity_cells, stage_codec, wording_table
 from dfworld.world.datasets import load_clips
 
 EULER_LEVELS = tuple(1000.0 * (1 - i / 16) for i in range(16))  # 1000, 937.5, ..., 62.5
@@ -56,6 +56,9 @@ class CausalStageConfig:
     augment_fraction: float = 0.5  # rows whose clean frames are noised (context-noise augmentation)
     context_noise: float = 0.1  # the most noise on an augmented row's clean frames (uniform up to it)
     first_chunk_weight: float = 0.1  # loss weight of the first chunk, which has no context
+    # weight 1 + entity_weight on the latent cells an entity (object, agent, coin) is drawn in, from the clips' true
+    # states: the agent moved under the actions is a few cells of a mostly static frame, and the first thing to go
+    entity_weight: float = 0.0
     # rows whose history is the model's own rollout from the clip's first real chunk, under the clip's actions, while
     # every later chunk is still trained towards the real frames: the model meets its own drift in training and learns
     # to pull back to the simulator's continuation, known here (scheduled sampling / DAgger; docs/experiments)
@@ -81,8 +84,8 @@ class CausalStageConfig:
         if not 0 <= self.own_history_fraction <= 1 or self.own_history_levels < 1:
             raise ValueError(f"own_history_fraction ({self.own_history_fraction}) must be in [0, 1] and own_history_levels "
                              f"({self.own_history_levels}) at least 1")
-        if self.first_chunk_weight < 0:
-            raise ValueError(f"first_chunk_weight must be >= 0, got {self.first_chunk_weight}")
+        if self.first_chunk_weight < 0 or self.entity_weight < 0:
+            raise ValueError(f"first_chunk_weight ({self.first_chunk_weight}) and entity_weight ({self.entity_weight}) must be >= 0")
 
 
 class CausalStage(CarriesCodecAndText):
@@ -101,6 +104,7 @@ class CausalStage(CarriesCodecAndText):
             raise ValueError(f"clips of {clips.frames.shape[1]} frames are not whole chunks of {cfg.chunk_frames}")
         self.latents = clip_latents(self.codec, config.codec_checkpoint, clips.frames, self.train.out, self.device)
         self.actions = clips.actions.long()
+        self.entity_cells = entity_cells(clips, self.latents.shape[-1]) if config.entity_weight > 0 else None
         self.conditioner = clip_conditioner(config.text, config.text_cache, clips.prompts)
         self.text, self.text_mask, self.wording = wording_table(self.conditioner, clips.prompts, config.resample_wording)
 
@@ -152,6 +156,8 @@ class CausalStage(CarriesCodecAndText):
              "loss_mask": weight},
             batch_size=[B],
         ).to(self.device)
+        if self.entity_cells is not None:
+            td["loss_weight"] = (1 + cfg.entity_weight * self.entity_cells[idx].float()).to(self.device)
         loss = self.loss(td)["loss_flow"]
         set_lr(self.opt, step, self.train, progress=self.progress)
         norm = optimize(loss, self.opt, self.generator, self.train.grad_clip)
