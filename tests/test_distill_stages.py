@@ -180,6 +180,25 @@ def test_the_causal_stage_weights_its_loss_towards_the_entities(chain):
         compose_stage("causal", ["entity_weight=-1"])
 
 
+def test_dmd_can_regress_its_rollouts_onto_the_real_continuation(chain):
+    from dfworld.training.stages import stage_classes
+    from dfworld.training.stages import stage_config as compose_stage
+
+    runs, _ = chain
+    base = [*wiring(tiny_pipeline(runs), "dmd"), *TINY, "critic.batch_size=2", "train.steps=4", "context_chunks=1"]
+    outs = {}
+    for w in (0.0, 1.0):
+        stage = stage_classes("dmd")[1](compose_stage("dmd", [*base, f"train.out={runs / f'dmd-real{w}'}", f"real_weight={w}"]))
+        F = stage.clip_frames
+        assert stage.latents.shape[1] == (F if w else stage.context)  # the whole real window only where it is a target
+        outs[w] = stage.train_step(0, torch.Generator().manual_seed(0))
+    assert "loss_real" not in outs[0.0] and np.isfinite(outs[1.0]["loss_real"]) and outs[1.0]["loss_real"] > 0
+    assert outs[0.0]["loss_dmd"] == pytest.approx(outs[1.0]["loss_dmd"])  # same rollout and direction; only the sum differs
+    assert outs[0.0]["grad_norm"] != pytest.approx(outs[1.0]["grad_norm"])
+    with pytest.raises(ValueError, match="real_weight"):
+        stage_classes("dmd")[1](compose_stage("dmd", [*base, f"train.out={runs / 'dmd-real-x'}", "real_weight=1", "context_chunks=0"]))
+
+
 def test_own_history_joins_only_after_its_share_of_the_run(chain):
     from dfworld.training.stages import stage_classes
     from dfworld.training.stages import stage_config as compose_stage

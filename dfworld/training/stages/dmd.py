@@ -49,6 +49,9 @@ class DmdStageConfig:
     dmd_shift: float = 3.0  # shift of the DMD noise levels (uniform, shifted, clamped to [0.02, 0.98])
     context_chunks: int = 1  # real chunks a rollout continues (0: from noise)
     scoring: str = "context"  # context: committed frames clean, noise on the new ones; window: the whole window noised
+    # beside DMD, the rollout's new frames regressed onto the real clip's (the simulator's continuation of the same
+    # context under the same actions): the student keeps what it learned from real data where the teacher is worse
+    real_weight: float = 0.0
     critic: CriticConfig = field(default_factory=CriticConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)  # the generator's levels
     train: TrainConfig = field(
@@ -176,11 +179,15 @@ class DmdStage(SelfForcingStage):
         if config.context_chunks < 0 or self.context >= self.clip_frames:
             raise ValueError(f"context_chunks={config.context_chunks}: the context must leave new frames in a "
                              f"{self.clip_frames}-frame window")
+        if config.real_weight < 0 or (config.real_weight and not self.context):
+            raise ValueError(f"real_weight={config.real_weight}: it must be >= 0, and needs context_chunks > 0 (a real start "
+                             "whose continuation is known)")
         self.latents = None
         if self.context:
             from dfworld.training.stages.teacher import clip_latents
 
-            frames = clips.frames[:, : self.context]  # only the context frames are encoded
+            # the context frames, or the whole window where the real continuation is a target too
+            frames = clips.frames[:, : self.clip_frames if config.real_weight else self.context]
             self.latents = clip_latents(self.codec, config.teacher_checkpoint, frames, self.train.out, self.device)
 
     def train_step(self, step: int, rng: torch.Generator) -> dict[str, float]:
@@ -192,7 +199,7 @@ class DmdStage(SelfForcingStage):
         prompts = [self.clip_prompts[i] for i in idx.tolist()]
         actions = self.clip_actions[idx, :F].to(self.device)
         seeds = torch.randint(2**62, (B,), generator=rng).tolist()
-        context = self.latents[idx].to(self.device) if C else None
+        context = self.latents[idx, :C].to(self.device) if C else None
         self.rollout.reset(list(range(B)), prompts, seeds, context, actions[:, :C] if C else None)
         with torch.set_grad_enabled(gen_step):
             fresh = [self.rollout.generate(actions[:, c : c + K], exit_step=exit_step) for c in range(C, F, K)]
@@ -203,7 +210,12 @@ class DmdStage(SelfForcingStage):
         # 2. the generator update (DMD)
         if gen_step:
             loss = self.dmd(self._dmd_td(x, text, mask, actions, rng, new if C else None, committed=C))["loss_dmd"]
-            out.update(loss_dmd=loss.item(), grad_norm=self._generator_update(step, loss))
+            out["loss_dmd"] = loss.item()
+            if self.config.real_weight:
+                real = (x[:, C:].float() - self.latents[idx, C:F].to(self.device)).pow(2).mean()
+                loss = loss + self.config.real_weight * real
+                out["loss_real"] = real.item()
+            out["grad_norm"] = self._generator_update(step, loss)
         # 3. the critic update, on generator clips through the replay buffer
         out.update(self._critic_update(step, self._windows(x, text, mask, actions, committed=C), rng))
         return out
