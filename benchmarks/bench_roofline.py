@@ -113,11 +113,12 @@ def main() -> None:
     parser.add_argument("--matmul", type=int, default=1024, help="side of the peak's fp32 matmul")
     parser.add_argument("--steps", type=int, default=10, help="timed calls per measure (medians)")
     parser.add_argument("--out", default=None, help="also write the figures as JSON here")
+    parser.add_argument("--decoder", default="full", choices=("full", "fast"), help="the codec decoder measured")
     args = parser.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
     ckpt = args.checkpoint or str(shipped_checkpoint("default"))
     bundle = load_bundle(ckpt)
-    gen, codec, cfg = bundle.generator, bundle.codec, bundle.generator.config
+    gen, codec, cfg = bundle.generator, bundle.codec.use_decoder(args.decoder), bundle.generator.config
     K, levels = cfg.chunk_frames, len(bundle.sampler.timesteps)
     tmp = tempfile.TemporaryDirectory()
     onnx_dir = export_onnx(bundle, Path(tmp.name) / "onnx")
@@ -128,7 +129,7 @@ def main() -> None:
     onnx_model, onnx_decoder = load_onnx(onnx_dir, bundle, threads=threads[-1])
     world = WorldConfig(height=codec.config.image_size, width=codec.config.image_size)
     print(f"checkpoint {ckpt}; {sum(p.numel() for p in gen.parameters()) / 1e6:.2f} M generator parameters; "
-          f"{levels} levels + 1 cache write per chunk of {K} frames; torch {torch.__version__}")
+          f"{levels} levels + 1 cache write per chunk of {K} frames; {args.decoder} decoder; torch {torch.__version__}")
     print("\n| threads | fp32 matmul peak (" + f"{args.matmul}^3) |\n|---|---|")
     for t in threads:
         print(f"| {t} | {peaks[t]:.1f} GFLOP/s |")
@@ -148,7 +149,7 @@ def main() -> None:
             step_flops += attn
             latents = roll["torch"].generate(actions)
             dec_flops, _ = flops(lambda: codec.decode(latents))
-            conv, conv_in, conv_flops = costliest_conv(codec.vae.decoder, latents, codec.decode)
+            conv, conv_in, conv_flops = costliest_conv(codec.fast if args.decoder == "fast" else codec.vae.decoder, latents, codec.decode)
         frames_u8 = codec.decode(latents).reshape(-1, world.height, world.width, 3).numpy()
         kv = text_kv_flops(cfg, B)
         # 3. times: every measure one call per round, so a change of load hits them alike

@@ -116,7 +116,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.what == "codec":
         from dfworld.bench.codec_quality import evaluate_codec
 
-        summary = evaluate_codec(args.checkpoint or "runs/codec/checkpoint", seed=args.seed or 777)
+        summary = evaluate_codec(args.checkpoint or "runs/codec/checkpoint", seed=args.seed or 777, decoder=args.decoder or "full")
     else:
         from dfworld.bench.teacher_quality import evaluate_teacher
 
@@ -124,6 +124,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         summary = evaluate_teacher(
             args.checkpoint or default, args.clips, n=args.n, steps=args.steps, guidance=args.guidance,
             seed=args.seed, out=args.out, device=args.device, noise=args.noise, wording=args.wording, context=args.context,
+            decoder=args.decoder,
         )
     print(json.dumps(summary, indent=1))
     return 0
@@ -139,6 +140,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     cfg = BenchConfig(
         script=args.script, checkpoints=tuple(args.checkpoint), episodes=args.episodes, frames=args.frames, batch=args.batch,
         out=args.out, video_episodes=args.video_episodes, seed=args.seed, device=args.device, restart=args.restart,
+        decoder=args.decoder,
     )
     run_bench(cfg)
     print((Path(args.out) / "bench.md").read_text(), end="")
@@ -236,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default="outputs/eval", help="where the JSON and the mp4 go")
     ev.add_argument("--device", default="cpu", help="cpu or cuda")
     ev.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ev.add_argument("--decoder", default="", choices=("", "fast", "full"),
+                    help="the codec decoder of the frames scored: fast, full, or (default) fast where the checkpoint carries one "
+                         "(full for codec)")
     ev.set_defaults(func=_cmd_eval)
 
     bench = sub.add_parser("bench", help="score generator checkpoints against EventWorld on an event suite (resumable)")
@@ -251,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", default="cpu", help="cpu or cuda")
     bench.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     bench.add_argument("--restart", action="store_true", help="discard the finished parts in --out instead of resuming")
+    bench.add_argument("--decoder", default="", choices=("", "fast", "full"),
+                       help="the codec decoder: fast, full, or the envs' choice (fast where the checkpoint carries one)")
     bench.set_defaults(func=_cmd_bench)
 
     export = sub.add_parser("export", help="export a generator checkpoint for another runtime (onnx: ONNX Runtime)")

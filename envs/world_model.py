@@ -74,6 +74,8 @@ class WorldModelEnv(gym.Env):
       process's setting restored after; ONNX Runtime's); None: torch's own setting. Default 1: on
       the 2-core machine it is 1.4-1.5x slower than 2 when idle, and 4-42x faster than 2 beside one
       busy process (benchmarks/bench_threads.py, BENCHMARKS.md).
+    - `decoder`: "fast" (the codec's small distilled decoder, used when the checkpoint carries one),
+      or "full" (the codec's VAE decoder); None: fast where there is one.
 
     `reset(seed=..., options={"prompt": text, "image": uint8 HWC frame, "events": [(step, text), ...]})`;
     without a prompt, the initial prompt is a time-of-day sentence chosen by the seed.
@@ -93,10 +95,11 @@ class WorldModelEnv(gym.Env):
         backend: str = "torch",
         onnx_dir: str | Path | None = None,
         threads: int | None = 1,
+        decoder: str | None = None,
     ):
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode {render_mode!r} is not supported; use None or 'rgb_array'")
-        self.core = WorldModelCore(build_sampler(checkpoint, 1, backend, device, onnx_dir, threads), coins_to_win)
+        self.core = WorldModelCore(build_sampler(checkpoint, 1, backend, device, onnx_dir, threads, decoder), coins_to_win)
         self.render_mode = render_mode
         self.metadata = {**self.metadata, "render_fps": self.core.world.fps / self.core.chunk}  # one rendered frame per step
         self.observation_space = spaces.Box(0, 255, self.core.last.shape[1:], np.uint8)
@@ -156,7 +159,7 @@ class WorldModelVectorEnv(VectorEnv):
     and `info["final_info"]` hold the end of the old one. `reset(options={"reset_mask": mask})`
     resets only the masked rows; the other options ("prompt", "image", "events") are sequences of
     N per-row values, None for a row's default. Arguments as WorldModel-v0 (`backend="onnx"` and
-    `onnx_dir` included), plus `num_envs` and `max_episode_steps`.
+    `onnx_dir` and `decoder` included), plus `num_envs` and `max_episode_steps`.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": WorldConfig().fps / 4, "autoreset_mode": AutoresetMode.SAME_STEP}
@@ -172,10 +175,11 @@ class WorldModelVectorEnv(VectorEnv):
         backend: str = "torch",
         onnx_dir: str | Path | None = None,
         threads: int | None = 1,
+        decoder: str | None = None,
     ):
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
-        self.core = WorldModelCore(build_sampler(checkpoint, num_envs, backend, device, onnx_dir, threads), coins_to_win)
+        self.core = WorldModelCore(build_sampler(checkpoint, num_envs, backend, device, onnx_dir, threads, decoder), coins_to_win)
         self.num_envs = num_envs
         self.render_mode = render_mode
         self.metadata = {**self.metadata, "render_fps": self.core.world.fps / self.core.chunk}

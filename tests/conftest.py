@@ -19,7 +19,7 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(0)
 
 
-def _tiny_generator_checkpoint(path, **model_kw):
+def _tiny_generator_checkpoint(path, codec_kw=None, **model_kw):
     """A small randomly initialised block-causal generator checkpoint (32x32 frames, vocab text)."""
     import torch
 
@@ -28,7 +28,7 @@ def _tiny_generator_checkpoint(path, **model_kw):
     from dfworld.model.transformer import TransformerConfig, VideoTransformer
 
     torch.manual_seed(0)
-    codec = LatentCodec(CodecConfig(image_size=32, latent_channels=4, block_out_channels=(8, 8), norm_num_groups=4))
+    codec = LatentCodec(CodecConfig(image_size=32, latent_channels=4, block_out_channels=(8, 8), norm_num_groups=4, **(codec_kw or {})))
     config = dict(latent_channels=4, latent_size=16, patch=4, dim=32, depth=1, heads=2, text_dim=16, text_tokens=16,
                   attention="block_causal", chunk_frames=4, sink_frames=4, window_frames=8)
     model = VideoTransformer(TransformerConfig(**(config | model_kw)))
@@ -50,6 +50,13 @@ def tiny_tubelet_generator(tmp_path_factory):
     space-time rotary positions (2 pairs per spatial axis) and a reference frame per chunk."""
     return _tiny_generator_checkpoint(tmp_path_factory.mktemp("gen_tubelet") / "checkpoint", patch=2, tubelet=4, rope_space=2,
                                       prev_frame=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_fast_generator(tmp_path_factory):
+    """The tiny generator with a (random) fast decoder in its codec."""
+    return _tiny_generator_checkpoint(tmp_path_factory.mktemp("gen_fast") / "checkpoint",
+                                      codec_kw={"fast_channels": (8, 8), "fast_blocks": (1, 0)})
 
 
 def short_script(path, n: int = 3, frames: int = 48):

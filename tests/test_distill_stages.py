@@ -29,7 +29,7 @@ TINY = ["train.batch_size=2", "train.log_every=1", "train.device=cpu"]
 TINY_STREAM = [*TINY, "critic.batch_size=2", "horizon=32", "switch_gaps=[8,12]", "train.checkpoint_every=5"]
 
 
-CHAIN = ("data", "codec", "teacher", "causal", "dmd", "stream", "delta", "ship")
+CHAIN = ("data", "codec", "decoder", "teacher", "causal", "dmd", "stream", "delta", "ship")
 TINY_CAUSAL = [
     "text.encoder=vocab", "text.dim=16", "text.max_tokens=16", "model.text_dim=16", "model.text_tokens=16", "model.dim=32",
     "model.depth=1", "model.heads=2", "model.patch=4", "model.tubelet=1", "model.rope_space=1", "train.batch_size=2",
@@ -45,6 +45,7 @@ def tiny_pipeline(runs: Path, stages=CHAIN, dmd_start="causal") -> PipelineConfi
             "data": ["n=12", "frames=8", "world.height=32", "world.width=32"],
             "codec": ["codec.image_size=32", "codec.block_out_channels=[8,8]", "codec.norm_num_groups=4", "train.steps=3",
                       "train.batch_size=4", "train.device=cpu"],
+            "decoder": ["channels=[8,8]", "blocks=[1,0]", "train.steps=3", "train.batch_size=4", "train.device=cpu"],
             "teacher": [*TINY_TEACHER, "train.device=cpu"],
             "causal": TINY_CAUSAL,
             "ode": [*TINY, "pairs=4", "pair_batch=2", "train.steps=3"],
@@ -99,6 +100,7 @@ def test_ship_copies_the_generators_with_their_records(chain):
         trained = load_checkpoint(runs / stage / "checkpoint").module_weights("generator")
         assert all(torch.equal(trained[k], v) for k, v in bundle.generator.state_dict().items())
         assert (path / "text_cache.safetensors").is_file() == (name == "default")  # the baselines encode on first use
+        assert bundle.codec.fast is not None  # stage decoder's, trained on their codec
 
 
 def test_a_ship_over_the_size_limit_leaves_the_shipped_checkpoints_as_they_were(chain, monkeypatch):

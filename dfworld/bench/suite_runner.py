@@ -101,6 +101,7 @@ class BenchConfig:
     seed: int = 0  # added to each episode's seed to seed the generator's rows
     device: str = "cpu"  # cpu or cuda
     restart: bool = False  # discard the finished parts in out/parts instead of resuming
+    decoder: str = ""  # the codec decoder of every checkpoint: fast, full, or "" (the envs' choice: fast where carried)
 
 
 @dataclass
@@ -307,6 +308,7 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
         "seed": cfg.seed,
         "device": cfg.device,
         "video_episodes": cfg.video_episodes,
+        "decoder": cfg.decoder,
     }
     out = Path(cfg.out)
     parts = Parts(out / "parts", run, {c.name: c.digest for c in candidates}, cfg.restart)
@@ -325,7 +327,7 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
         pending = [i for i in range(len(episodes)) if not parts.done(c.name, i)]
         if not pending:
             continue
-        core = WorldModelCore(build_sampler(c.path, min(cfg.batch, len(pending)), device=cfg.device))
+        core = WorldModelCore(build_sampler(c.path, min(cfg.batch, len(pending)), device=cfg.device, decoder=cfg.decoder or None))
         bar = tqdm(total=len(episodes), initial=len(episodes) - len(pending), desc=c.name, disable=not progress)
         for b in range(0, len(pending), core.B):
             idx = pending[b : b + core.B]

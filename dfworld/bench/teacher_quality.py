@@ -93,6 +93,7 @@ def evaluate_teacher(
     noise: str | None = None,
     wording: str = "clip",
     context: int = 0,
+    decoder: str = "",
 ) -> dict:
     """Probe figures of clips sampled for the clips' prompts and actions (see the module docstring).
 
@@ -115,6 +116,7 @@ def evaluate_teacher(
     repeat = sampler.repeat_noise if not is_teacher else noise != "fresh"
     model = transformer_from(ckpt, "teacher" if is_teacher else "generator").to(device)
     codec = codec_from(ckpt).to(device)
+    codec.use_decoder(decoder or ("fast" if codec.fast is not None else "full"))  # the envs' choice by default
     cond = conditioner_from(ckpt)
     data = load_clips(clips)
     n = min(n, len(data.prompts))
@@ -164,7 +166,8 @@ def evaluate_teacher(
         for k in kinds
     }
     summary.update({"clips": len(rows), "checkpoint": str(checkpoint), "stage": ckpt.config["stage"], "seed": seed,
-                    "noise": "repeat" if repeat else "fresh", "wording": wording, "context": context})
+                    "noise": "repeat" if repeat else "fresh", "wording": wording, "context": context,
+                    "decoder": codec.decoder})
     if context:
         summary["faithful"] = float(np.mean([r["fidelity"]["faithful"] for r in rows]))
         summary["agent_error_px"] = float(np.nanmean([r["fidelity"]["agent_error_px"] for r in rows]))

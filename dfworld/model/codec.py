@@ -3,6 +3,9 @@
 64x64x3 frames become 16x16x8 latents (downsampling 2 ** (blocks - 1)). Latents are the
 posterior mean, normalised per channel with statistics measured on training frames, so the
 diffusion models see roughly unit-variance inputs.
+
+A codec may also carry a fast decoder (`fast_channels`; dfworld.model.fast_decoder, trained by
+stage `decoder`); `use_decoder("fast")` makes `decode` use it, "full" (the default) the VAE's.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+DECODERS = ("full", "fast")
 
 
 @dataclass(frozen=True)
@@ -22,8 +27,14 @@ class CodecConfig:
     block_out_channels: tuple[int, ...] = (16, 32, 32)  # encoder/decoder widths; len - 1 downsamplings
     layers_per_block: int = 1  # resnet layers per block
     norm_num_groups: int = 8  # group-norm groups (must divide every width)
+    # the fast decoder's widths, one per resolution from the latent's up (empty: the codec has none), and its
+    # residual blocks at each
+    fast_channels: tuple[int, ...] = ()
+    fast_blocks: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.fast_channels and len(self.fast_channels) != len(self.block_out_channels):
+            raise ValueError(f"fast_channels {self.fast_channels}: one width per resolution, {len(self.block_out_channels)} here")
         if any(c % self.norm_num_groups for c in self.block_out_channels):
             raise ValueError(f"norm_num_groups {self.norm_num_groups} must divide every width {self.block_out_channels}")
         if self.image_size % self.downsample:
@@ -61,6 +72,21 @@ class LatentCodec(nn.Module):
         self.register_buffer("latent_mean", torch.zeros(config.latent_channels))
         self.register_buffer("latent_std", torch.ones(config.latent_channels))
         self.vae.decoder.to(memory_format=torch.channels_last)  # faster convolutions on CPU
+        self.fast = None
+        if config.fast_channels:
+            from dfworld.model.fast_decoder import FastDecoder
+
+            self.fast = FastDecoder(config.latent_channels, config.fast_channels, config.fast_blocks or (1,) * len(config.fast_channels))
+        self.decoder = "full"  # which decoder `decode` uses (use_decoder)
+
+    def use_decoder(self, name: str) -> LatentCodec:
+        """Decode with the "full" (VAE) decoder or the "fast" one this codec carries; returns the codec."""
+        if name not in DECODERS:
+            raise ValueError(f"unknown decoder {name!r}; use one of {DECODERS}")
+        if name == "fast" and self.fast is None:
+            raise ValueError("this codec carries no fast decoder (train one: dfworld train stage=decoder)")
+        self.decoder = name
+        return self
 
     @staticmethod
     def to_pixels(frames: torch.Tensor) -> torch.Tensor:
@@ -98,8 +124,18 @@ class LatentCodec(nn.Module):
 
     def decode_pixels(self, latents: torch.Tensor) -> torch.Tensor:
         """Normalised latents [..., C, h, w] -> pixels [..., 3, H, W] in about [-1, 1]."""
+        return self.decode_with(latents, self.decoder)
+
+    def decode_with(self, latents: torch.Tensor, decoder: str) -> torch.Tensor:
+        """`decode_pixels` through the named decoder ("full" or "fast")."""
         flat, lead = self._flat(latents, 3)
-        x = self.vae.decode(self.denormalize(flat).contiguous(memory_format=torch.channels_last)).sample
+        z = self.denormalize(flat).contiguous(memory_format=torch.channels_last)
+        if decoder == "fast":
+            if self.fast is None:
+                raise ValueError("this codec carries no fast decoder")
+            x = self.fast(z)
+        else:
+            x = self.vae.decode(z).sample
         return x.reshape(lead + x.shape[1:])
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,10 @@ runs the generator is decided here, once:
 - `torch`: `dfworld.rollout.Rollout` on the eager generator, the codec decoding;
 - `onnx`: `dfworld.runtime.OrtRollout` and the decoder graph in ONNX Runtime (the `cpu` or `gpu`
   extra), exported on first use into the export cache unless `onnx_dir` holds an export.
+
+The decoder is the codec's fast one where the checkpoint carries it (`decoder="fast"`,
+dfworld.model.fast_decoder; BENCHMARKS.md shows the probes read its frames as the full one's),
+else the full VAE decoder; `decoder="full"` asks for the full one.
 """
 
 from __future__ import annotations
@@ -65,12 +69,14 @@ def build_sampler(
     device: str = "cpu",
     onnx_dir: str | Path | None = None,
     threads: int | None = None,
+    decoder: str | None = None,
 ) -> WorldModelSampler:
     """Load a generator checkpoint (a directory or a shipped name; None: the default) for `num_rows` rows on `backend`.
 
     `threads`: the CPU threads of the generator and decoder: ONNX Runtime's per session, and torch's
     intra-op threads while the sampler runs (`WorldModelSampler.threads_scope`; the process's
-    setting is restored after each call); None uses torch's setting.
+    setting is restored after each call); None uses torch's setting. `decoder`: "fast", "full", or
+    None (the fast one where the checkpoint carries it).
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; use one of {BACKENDS}")
@@ -80,6 +86,7 @@ def build_sampler(
     bundle = load_bundle(path)
     dev = torch.device(device)
     codec = bundle.codec.to(dev)
+    codec.use_decoder(decoder or ("fast" if codec.fast is not None else "full"))
     if backend == "onnx":
         from dfworld.runtime.export import ensure_export
         from dfworld.runtime.rollout import OrtRollout, load_onnx

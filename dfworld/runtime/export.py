@@ -124,7 +124,8 @@ class DecoderGraph(nn.Module):
 def checkpoint_identity(bundle: GeneratorBundle) -> dict:
     """What an export depends on: the weights digest and the checkpoint's configs."""
     cfg = bundle.checkpoint.config
-    return {"checkpoint_sha256": checkpoint_digest(bundle.checkpoint.path), **{k: cfg.get(k, {}) for k in CONFIG_SECTIONS}}
+    return {"checkpoint_sha256": checkpoint_digest(bundle.checkpoint.path), **{k: cfg.get(k, {}) for k in CONFIG_SECTIONS},
+            "decoder": bundle.codec.decoder}  # which of the codec's decoders the decoder graph is
 
 
 def export_key(identity: dict) -> str:
@@ -170,6 +171,8 @@ def check_export(record: dict, bundle: GeneratorBundle, onnx_dir: str | Path) ->
         mine, theirs = ident[section], record.get(section, {})
         diffs += [f"{section}.{k}: export {theirs.get(k)!r} vs checkpoint {mine.get(k)!r}"
                   for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
+    if record.get("decoder", "full") != ident["decoder"]:
+        diffs.append(f"decoder: export of the {record.get('decoder', 'full')!r} decoder vs {ident['decoder']!r} asked for")
     if not diffs and record.get("checkpoint_sha256") != ident["checkpoint_sha256"]:
         diffs.append(f"weights: export of sha256 {str(record.get('checkpoint_sha256'))[:12]}... vs checkpoint "
                      f"{ident['checkpoint_sha256'][:12]}... (same configs, other weights or text cache)")

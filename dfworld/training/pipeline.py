@@ -1,12 +1,12 @@
 """`dfworld pipeline`: the whole training chain, from data to the generator checkpoints.
 
-Stages run in order (data, codec, teacher, causal, dmd, stream, delta, ship; `ode` is the other
-start for dmd: `dmd_start`), each wired to the outputs of the ones before it; `ship` copies the delta, dmd and stream generators (inference
-weights, codec, text cache, configs, and a training record) into the package's checkpoints
-(`dfworld.shipped`). Every stage runs its config dataclass's defaults unless `overrides` says
-otherwise. A stage whose checkpoint is finished (all its steps, or its time budget spent) is
-skipped; an unfinished one resumes from its checkpoint; so a stopped pipeline is continued by
-running the same command again. Wall times are recorded in <runs>/pipeline.json.
+Stages run in order (data, codec, decoder, teacher, causal, dmd, stream, delta, ship; `ode` is the
+other start for dmd: `dmd_start`), each wired to the outputs of the ones before it; `ship` copies the delta, dmd and
+stream generators (inference weights, codec, text cache, configs, and a training record) into the package's
+checkpoints (`dfworld.shipped`), with the fast decoder of stage `decoder` where it was trained on their codec.
+Every stage runs its config dataclass's defaults unless `overrides` says otherwise. A stage whose
+checkpoint is finished (all its steps, or its time budget spent) is skipped; an unfinished one
+resumes from its checkpoint; so a stopped pipeline is continued by running the same command again. Wall times are recorded in <runs>/pipeline.json.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from dfworld.shipped import SHIP_LIMIT_MB, SHIPPED
 from dfworld.training.stages import stage_classes
 from dfworld.training.stages import stage_config as compose_stage
 
-STAGE_ORDER = ("data", "codec", "teacher", "causal", "ode", "dmd", "stream", "delta", "ship")
-DEFAULT_STAGES = ("data", "codec", "teacher", "causal", "dmd", "stream", "delta", "ship")
+STAGE_ORDER = ("data", "codec", "decoder", "teacher", "causal", "ode", "dmd", "stream", "delta", "ship")
+DEFAULT_STAGES = ("data", "codec", "decoder", "teacher", "causal", "dmd", "stream", "delta", "ship")
 DMD_STARTS = ("causal", "ode")
 CAUSAL_CLIPS = ("n=4096", "frames=32")  # the causal stage's clips: twice the teacher's length, twice as many
 
@@ -53,9 +53,9 @@ def wiring(cfg: PipelineConfig, stage: str) -> list[str]:
     runs = Path(cfg.runs)
     ck = {s: runs / s / "checkpoint" for s in STAGE_ORDER}
     out = [f"train.out={runs / stage}"]
-    if stage in ("codec", "teacher", "ode", "dmd"):
+    if stage in ("codec", "decoder", "teacher", "ode", "dmd"):
         out.append(f"clips={cfg.clips}")
-    if stage == "teacher":
+    if stage in ("decoder", "teacher"):
         out.append(f"codec_checkpoint={ck['codec']}")
     if stage == "causal":
         out += [f"clips={cfg.causal_clips}", f"codec_checkpoint={ck['teacher']}", f"init_checkpoint={ck['teacher']}"]
@@ -150,6 +150,30 @@ def machine() -> str:
 TEXT_CACHE_WITH = ("default",)  # the shipped generators that carry the text cache (every wording of every event, 4.3 MB)
 
 
+def with_fast_decoder(decoder_checkpoint: Path, weights: dict, config: dict, name: str) -> bool:
+    """Put stage decoder's fast decoder into a generator's weights and codec config, if it was trained on that codec.
+
+    The decoder checkpoint carries its base codec bit for bit beside the fast decoder; a generator
+    whose codec weights differ (another codec) keeps only its full decoder. Returns whether it was put in.
+    """
+    import torch
+
+    from dfworld.checkpoint import load_checkpoint
+
+    if not (decoder_checkpoint / "config.json").is_file():
+        return False
+    dec = load_checkpoint(decoder_checkpoint, stage="decoder")
+    fast = {k: v for k, v in dec.weights.items() if k.startswith("codec.fast.")}
+    base = {k: v for k, v in dec.weights.items() if k.startswith("codec.") and k not in fast}
+    mine = {k: v for k, v in weights.items() if k.startswith("codec.") and not k.startswith("codec.fast.")}
+    if base.keys() != mine.keys() or not all(torch.equal(base[k], mine[k]) for k in base):
+        print(f"[pipeline] ship: {name} keeps its full decoder only ({decoder_checkpoint} was trained on another codec)")
+        return False
+    weights.update(fast)
+    config["codec"] = dec.config["codec"]
+    return True
+
+
 def ship(cfg: PipelineConfig, report: dict) -> dict[str, float]:
     """Copy the trained generators into `cfg.ship_to` (inference weights only), each with its record.
 
@@ -174,6 +198,7 @@ def ship(cfg: PipelineConfig, report: dict) -> dict[str, float]:
             ckpt = load_checkpoint(src, stage=stage)
             weights = {k: v for k, v in ckpt.weights.items() if k.split(".", 1)[0] in ("generator", "codec")}
             config = {k: v for k, v in ckpt.config.items() if k not in ("format", "version")}
+            with_fast_decoder(runs / "decoder" / "checkpoint", weights, config, name)
             config["record"] = {
                 **config.get("record", {}),
                 "command": "dfworld pipeline --threads 2 (configs/pipeline.yaml)",

@@ -1,4 +1,4 @@
-"""The stages of the chain, one per file: codec, teacher, causal, ode, dmd, stream, delta.
+"""The stages of the chain, one per file: codec, decoder (a fast one for the codec), teacher, causal, ode, dmd, stream, delta.
 
 Each file holds its config dataclass (`dfworld train stage=<name>`, configs/stage/<name>.yaml)
 and its `Stage` for `dfworld.training.loop.Loop`. The distillation stages share
@@ -14,6 +14,7 @@ import importlib
 # stage -> (module, config class, stage class); modules load on use (torchrl, diffusers)
 STAGES = {
     "codec": ("dfworld.training.stages.codec", "CodecStageConfig", "CodecStage"),
+    "decoder": ("dfworld.training.stages.decoder", "DecoderStageConfig", "DecoderStage"),
     "teacher": ("dfworld.training.stages.teacher", "TeacherStageConfig", "TeacherStage"),
     "causal": ("dfworld.training.stages.causal", "CausalStageConfig", "CausalStage"),
     "ode": ("dfworld.training.stages.ode", "OdeStageConfig", "OdeStage"),

@@ -34,6 +34,19 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return -10 * torch.log10(mse.clamp(min=1e-10))
 
 
+def foreground_weighted_error(recon: torch.Tensor, target: torch.Tensor, foreground_weight: float) -> torch.Tensor:
+    """L1 + L2 of pixels [B, 3, H, W], weighted 1 + foreground_weight where the target is unlike its median colour.
+
+    Small entities on flat ground: without the weight the background dominates the loss and the
+    objects are learned last.
+    """
+    median = target.flatten(2).median(dim=2).values[:, :, None, None]  # [B, 3, 1, 1]
+    fg = ((target - median).abs().amax(dim=1, keepdim=True) > 0.1).float()  # [B, 1, H, W]
+    w = 1.0 + foreground_weight * fg
+    err = (recon - target).abs() + (recon - target).pow(2)
+    return (w * err).mean() / w.mean()
+
+
 class CodecStage(Stage):
     name = "codec"
 
@@ -62,13 +75,7 @@ class CodecStage(Stage):
         if self.config.sample_posterior:
             z = z + post.std * torch.randn(post.mean.shape, generator=rng).to(self.device)
         recon = self.codec.vae.decode(z).sample
-        # Small entities on flat ground: weight the pixels that differ from the frame's median colour,
-        # or the background dominates the loss and objects are learned last.
-        median = x.flatten(2).median(dim=2).values[:, :, None, None]  # [B, 3, 1, 1]
-        fg = ((x - median).abs().amax(dim=1, keepdim=True) > 0.1).float()  # [B, 1, H, W]
-        w = 1.0 + self.config.foreground_weight * fg
-        err = (recon - x).abs() + (recon - x).pow(2)
-        rec = (w * err).mean() / w.mean()
+        rec = foreground_weighted_error(recon, x, self.config.foreground_weight)
         kl = post.kl().mean() / x[0].numel()
         loss = rec + self.config.kl_weight * kl
         set_lr(self.opt, step, self.train, progress=self.progress)
