@@ -87,7 +87,7 @@ def test_stage_decoder_distils_the_full_decoder_and_keeps_the_codec_bit_for_bit(
     assert codec_from(dec).fast is not None
     rows = [json.loads(r) for r in (decoder_run / "decoder" / "history.jsonl").read_text().splitlines()]
     psnr = [r["psnr_vs_full"] for r in rows if "psnr_vs_full" in r]
-    assert np.mean(psnr[-10:]) > np.mean(psnr[:10]) + 3  # it learns the full decoder's pixels
+    assert np.mean(psnr[-10:]) > np.mean(psnr[:10]) + 1.5  # it learns the full decoder's pixels
 
 
 def test_ship_puts_the_fast_decoder_only_into_generators_of_its_codec(decoder_run):
