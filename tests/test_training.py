@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,6 +17,7 @@ from dfworld.checkpoint import CheckpointError, load_checkpoint, load_into
 from dfworld.cli import main
 from dfworld.model.loading import codec_from, conditioner_from, transformer_from
 from dfworld.model.transformer import TransformerConfig, VideoTransformer
+from dfworld.world.datasets import load_clips
 
 TINY_TEACHER = [
     "text.encoder=vocab", "text.dim=16", "text.max_tokens=16", "model.text_dim=16", "model.text_tokens=16",
@@ -296,6 +298,12 @@ def test_teacher_evaluation_runs_end_to_end(tiny, tmp_path):
     assert canon["wording"] == "canonical" and all(r["prompt"] == parse_event(r["prompt"]).text(0, "train") for r in rows)
     with pytest.raises(ValueError, match="wording must be clip or canonical"):
         evaluate_teacher(tmp_path / "t" / "checkpoint", tiny / "clips", n=3, steps=2, wording="other")
+    ctx = evaluate_teacher(tmp_path / "t" / "checkpoint", tiny / "clips", n=3, steps=2, context=4)
+    F = load_clips(tiny / "clips").frames.shape[1]
+    assert len(ctx["faithful_curve"]) == F - 4 and np.mean(ctx["faithful_curve"]) == pytest.approx(ctx["faithful"], abs=1e-3)
+    assert set(ctx["checks_curve"]) == {"scene", "objects", "agent", "coin"}  # which part of the test each frame passes
+    for curve in ctx["checks_curve"].values():  # a faithful frame passes every part
+        assert all(c >= f for c, f in zip(curve, ctx["faithful_curve"]))
 
 
 def test_codec_evaluation(tiny):

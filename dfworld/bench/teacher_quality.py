@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from dfworld.bench.fidelity import faithful_frames
+from dfworld.bench.fidelity import faithful_frames, frame_checks
 from dfworld.bench.metrics import event_holds, object_detection_rate, persistent_objects
 from dfworld.checkpoint import load_checkpoint
 from dfworld.configuration import build
@@ -70,14 +70,21 @@ def generator_clips(generator, conditioner, sampler: SamplerConfig, prompts: lis
     return torch.cat(([context] if n else []) + fresh, 1)
 
 
-def clip_fidelity(frames: np.ndarray, real: np.ndarray, context: int, coins: np.ndarray, config) -> dict[str, float]:
-    """Faithful fraction and mean agent error of the frames after the context (a clip has no event inside it)."""
+CHECKS = ("scene", "objects", "agent", "coin")  # the parts of the faithful test (dfworld.bench.fidelity.frame_checks)
+
+
+def clip_fidelity(frames: np.ndarray, real: np.ndarray, context: int, coins: np.ndarray, config) -> dict:
+    """Faithful fraction and mean agent error of the frames after the context (a clip has no event inside it), with
+    the per-frame flags and which part of the test each frame passes (where fidelity is lost first)."""
     gen_r, real_r = read_frames(frames[context:], config), read_frames(real[context:], config)
     picked = np.nonzero(np.diff(coins[context:]) > 0)[0]
-    flags = faithful_frames(gen_r, real_r, [], int(picked[0]) + 1 if len(picked) else None)
+    first = int(picked[0]) + 1 if len(picked) else None
+    flags = faithful_frames(gen_r, real_r, [], first)
+    checks = [frame_checks(g, r, frozenset(), first is None or f < first) for f, (g, r) in enumerate(zip(gen_r, real_r))]
     err = [float(np.hypot(g.agent.x - r.agent.x, g.agent.y - r.agent.y)) for g, r in zip(gen_r, real_r)
            if g.agent is not None and r.agent is not None]
-    return {"faithful": float(flags.mean()), "agent_error_px": float(np.mean(err)) if err else float("nan")}
+    return {"faithful": float(flags.mean()), "agent_error_px": float(np.mean(err)) if err else float("nan"),
+            "per_frame": flags.astype(float).tolist(), "checks": {k: [float(c[k]) for c in checks] for k in CHECKS}}
 
 
 def evaluate_teacher(
@@ -171,6 +178,9 @@ def evaluate_teacher(
     if context:
         summary["faithful"] = float(np.mean([r["fidelity"]["faithful"] for r in rows]))
         summary["agent_error_px"] = float(np.nanmean([r["fidelity"]["agent_error_px"] for r in rows]))
+        # per frame after the context: the faithful fraction, and the share passing each part of the test
+        summary["faithful_curve"] = np.mean([r["fidelity"]["per_frame"] for r in rows], 0).round(3).tolist()
+        summary["checks_curve"] = {k: np.mean([r["fidelity"]["checks"][k] for r in rows], 0).round(3).tolist() for k in CHECKS}
     if is_teacher:
         summary.update(steps=steps, guidance=guidance)
     if out is not None:
