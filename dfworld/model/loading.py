@@ -36,7 +36,9 @@ def codec_from(ckpt: Checkpoint) -> LatentCodec:
     """The codec stored in a checkpoint (a codec checkpoint, or any stage that carries one)."""
     if "codec" not in ckpt.config:
         raise CheckpointError(f"checkpoint {str(ckpt.path)!r} carries no codec")
-    codec = LatentCodec(_build(CodecConfig, ckpt.config["codec"], f"{ckpt.path}: codec"))
+    # codecs written before the fast decoder existed (2026-12-02) have none
+    data = {"fast_channels": [], "fast_blocks": [], **ckpt.config["codec"]}
+    codec = LatentCodec(_build(CodecConfig, data, f"{ckpt.path}: codec"))
     load_into(codec, ckpt.module_weights("codec"), f"codec weights of {str(ckpt.path)!r}")
     return codec.eval()
 
