@@ -25,6 +25,7 @@ from dfworld.model.codec import LatentCodec
 from dfworld.model.loading import codec_from
 from dfworld.training.loop import Stage, TrainConfig, adamw, optimize, resolve_device, seed_everything, set_lr
 from dfworld.training.stages.codec import foreground_weighted_error, psnr
+from dfworld.training.stages.teacher import clip_latents
 from dfworld.world.datasets import load_clips
 
 
@@ -71,9 +72,10 @@ class DecoderStage(Stage):
         self.codec.requires_grad_(False).eval()
         self.codec.fast.requires_grad_(True).train()
         clips = load_clips(config.clips)
-        self.frames = clips.frames.flatten(0, 1)  # [N*F, H, W, 3]
-        if self.frames.shape[1] != cfg.image_size:
-            raise ValueError(f"data frames are {self.frames.shape[1]} px but the codec's image_size is {cfg.image_size}")
+        if clips.frames.shape[2] != cfg.image_size:
+            raise ValueError(f"data frames are {clips.frames.shape[2]} px but the codec's image_size is {cfg.image_size}")
+        # every frame's latents, encoded once (cached per codec, as the teacher's)
+        self.latents = clip_latents(base, config.codec_checkpoint, clips.frames, self.train.out, self.device).flatten(0, 1)
         self.opt = adamw(self.codec.fast.parameters(), config.train)
 
     def trained(self):
@@ -84,12 +86,12 @@ class DecoderStage(Stage):
 
     def train_step(self, step: int, rng: torch.Generator) -> dict[str, float]:
         cfg, B = self.config, self.train.batch_size
-        idx = torch.randint(len(self.frames), (B,), generator=rng)
+        idx = torch.randint(len(self.latents), (B,), generator=rng)
         noised = (torch.rand(B, generator=rng) < cfg.noised_fraction).float()
         level = (torch.rand(B, generator=rng) * cfg.latent_noise * noised)[:, None, None, None]
+        z = self.latents[idx]
+        z = (z + level * torch.randn(z.shape, generator=rng)).to(self.device)
         with torch.no_grad():
-            z = self.codec.encode(self.frames[idx].to(self.device))
-            z = z + (level * torch.randn(z.shape, generator=rng)).to(self.device)
             target = self.codec.decode_with(z, "full").clamp(-1, 1)
         out = self.codec.decode_with(z, "fast")
         loss = foreground_weighted_error(out, target, cfg.foreground_weight)
