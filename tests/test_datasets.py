@@ -67,6 +67,17 @@ def test_clips_are_deterministic_per_seed(tmp_path):
         assert torch.equal(da[i]["frames"], db[i]["frames"]) and da[i]["prompt"] == db[i]["prompt"]
 
 
+def test_clips_can_hold_the_scene_before_their_event(tmp_path):
+    root = write_clips(ClipsConfig(out=str(tmp_path / "e"), n=12, frames=8, event_at=4), progress=False).parent
+    ds = EventWorldDataset(root)
+    for i in range(12):
+        item = ds[i]
+        assert item["frames"].shape[0] == 8 and [t for t, _, ok in item["events"] if ok] == [4]  # one event, at frame 4
+        assert item["prompt"] == item["events"][0][1]  # the clip is conditioned on its event
+    with pytest.raises(ValueError, match="event_at=8"):
+        write_clips(ClipsConfig(out=str(tmp_path / "x"), n=1, frames=8, event_at=8), progress=False)
+
+
 def test_heldout_clips_use_heldout_words(tmp_path):
     from dfworld.world.events import paraphrase_split
 

@@ -112,6 +112,9 @@ class ClipsConfig:
     split: str = "train"  # paraphrase split of the clip prompts: train or heldout
     seed: int = 0  # seed of the clip plans
     max_history: int = 2  # most events applied before a clip starts
+    # the clip's event at this frame of the clip: 0, its first frame (single-event clips, the paper's premise); k > 0,
+    # the first k frames show the scene before the event, the context a world model continues when an event arrives
+    event_at: int = 0
     shard_size: int = 256  # clips per shard file
     world: WorldConfig = field(default_factory=WorldConfig)  # the simulator
 
@@ -133,21 +136,27 @@ def write_clips(config: ClipsConfig, progress: bool = True) -> Path:
     """Write `config.n` single-event clips; return the manifest path."""
     if config.split not in ("train", "heldout"):
         raise ValueError(f"clips split must be 'train' or 'heldout', got {config.split!r}")
+    if not 0 <= config.event_at < min(config.frames, 16):
+        raise ValueError(f"event_at={config.event_at}: the event must fall inside the clip, before frame {min(config.frames, 16)}")
     sim = EventWorld(config.world)
+    lead = config.event_at
     rng = np.random.default_rng(config.seed)
     writer = ShardWriter(config.out, "clips", config.world, config.shard_size, {"config": to_dict(config)})
     for i in tqdm(range(config.n), desc="clips", disable=not progress):
         # 1. a short history: a few events at random times before the clip starts
         start = 16 * int(rng.integers(1, 4))
-        history = sorted(rng.choice(start, size=int(rng.integers(0, config.max_history + 1)), replace=False).tolist())
-        # 2. the clip's event at its first frame; planning guarantees every event applies
-        plan, events = plan_episode(f"clip-{i}", int(rng.integers(2**31)), start + config.frames, history + [start], rng, sim)
+        history = sorted(rng.choice(start - lead, size=int(rng.integers(0, config.max_history + 1)), replace=False).tolist())
+        # 2. the clip's event at its frame `event_at`; planning guarantees every event applies
+        plan, events = plan_episode(f"clip-{i}", int(rng.integers(2**31)), start - lead + config.frames, history + [start], rng, sim)
         text = events[-1].sample_text(rng, config.split)
         items = [it for it in plan.items if it.event is None or it.t != start]
         items.append(ScriptItem(start, event=text))
         items.sort(key=lambda it: (it.t, it.event is not None))
         ep = Episode(plan.id, plan.seed, plan.frames, config.split, items)
-        writer.add(record_arrays(play_episode(ep, sim), start))
+        arrays = record_arrays(play_episode(ep, sim), start - lead)
+        if lead:  # the clip's condition is its event, the frames before it included
+            arrays["prompt"] = np.array(text, arrays["prompt"].dtype)
+        writer.add(arrays)
     return writer.close()
 
 
