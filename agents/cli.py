@@ -19,8 +19,9 @@ PPO_FLAGS = ("epochs", "minibatch", "lr", "gamma", "lmbda", "clip_epsilon", "ent
 
 def _add_env_args(p: argparse.ArgumentParser, choose_env: bool = True) -> None:
     if choose_env:
-        p.add_argument("--env", choices=("world", "real"), default="world",
-                       help="world: inside the generator (reward read by the probes); real: the EventWorld simulator")
+        p.add_argument("--env", choices=("world", "real", "dyna"), default="world",
+                       help="world: inside the generator (reward read by the probes); real: the EventWorld simulator; "
+                            "dyna: rows of both in one batch")
     p.add_argument("--checkpoint", default=None,
                    help="generator checkpoint directory or shipped name (default: the shipped default generator); "
                         "the real env takes its frame size and chunk from it")
@@ -33,6 +34,7 @@ def _add_env_args(p: argparse.ArgumentParser, choose_env: bool = True) -> None:
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
                    help="how the world model runs: eager torch, or ONNX Runtime graphs (needs the cpu or gpu extra)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--real-rows", type=int, default=0, help="dyna: rows of the real env among --num-envs (0: half)")
 
 
 def _add_ppo_args(p: argparse.ArgumentParser) -> None:
@@ -66,7 +68,7 @@ def _env_config(args: argparse.Namespace, **fixed):
 
     fields = dict(env=getattr(args, "env", "world"), checkpoint=args.checkpoint, num_envs=args.num_envs, horizon=args.horizon,
                   size=getattr(args, "size", 0), frames_per_step=getattr(args, "frames_per_step", 0), device=args.device,
-                  backend=args.backend)
+                  backend=args.backend, real_rows=args.real_rows)
     return AgentEnvConfig(**(fields | fixed))
 
 
@@ -188,8 +190,9 @@ def add_agent_parser(sub) -> None:
     tr.add_argument("--world-episodes", type=int, default=16, help="world-model episodes of the random and scripted agents (0: skip)")
     tr.add_argument("--eval-seed", type=int, default=EVAL_SEED, help="seed of the first evaluation episode")
     tr.add_argument("--out", default="outputs/transfer", help="output directory: transfer.json, transfer.md, runs")
-    tr.add_argument("--train-in", nargs="+", choices=("world", "real"), default=["world", "real"],
-                    help="where PPO agents train (default both; 'real' alone: the model-free reference and the baselines)")
+    tr.add_argument("--train-in", nargs="+", choices=("world", "real", "dyna"), default=["world", "real"],
+                    help="where PPO agents train (default world and real; 'real' alone: the model-free reference and the "
+                         "baselines; dyna: a third agent on rows of both, --real-rows of them real)")
     tr.add_argument("--world-horizon", type=int, default=0,
                     help="steps per world-model training episode, shorter where the model is faithful (0: --horizon)")
     tr.add_argument("--curve-every", type=int, default=5, help="batches between real-game scorings of each PPO run (0: none)")

@@ -7,6 +7,10 @@ For each seed:
 3. both are evaluated in the real EventWorld on one fixed list of episodes, next to a random
    agent and the scripted agent (which walks to the coin the probes find).
 
+With `train_in` holding "dyna", a third PPO agent trains on batches whose rows are part
+real, part generated (`MixedTorchRLEnv`, Dyna-style), for the same frames (real and generated
+together), and is scored the same way.
+
 The real env runs at the generator's frame size and chunk, so a step and a frame mean the same
 in both. Scores are also given normalised as (return - random) / (scripted - random), in the
 manner of DIAMOND's human-normalised score, with a 95% interval from a two-level bootstrap (the
@@ -34,12 +38,14 @@ from dfworld.agents.ppo import PPOConfig, train
 from dfworld.agents.scoring import evaluate
 from dfworld.agents.worlds import EVAL_SEED, AgentEnvConfig, generator_shape, make_env
 
-AGENTS = ("ppo_world", "ppo_real", "random", "scripted")
-TRAIN_ENVS = ("world", "real")
+AGENTS = ("ppo_world", "ppo_real", "ppo_dyna", "random", "scripted")
+TRAIN_ENVS = ("world", "real", "dyna")
+DEFAULT_TRAIN = ("world", "real")  # dyna, the third agent, on request
 BOOTSTRAP = 2000  # resamples of the normalised score's interval
 LABELS = {
     "ppo_world": "PPO trained in the world model",
     "ppo_real": "PPO trained in the real env",
+    "ppo_dyna": "PPO trained on real and generated rows (Dyna)",
     "random": "random",
     "scripted": "scripted (probes + shortest path)",
 }
@@ -55,7 +61,7 @@ class TransferConfig:
     world_episodes: int = 16  # world-model evaluation episodes of the random and scripted agents (0: skip)
     eval_seed: int = EVAL_SEED  # seed of the first evaluation episode
     out: str = "outputs/transfer"  # output directory
-    train_in: tuple[str, ...] = TRAIN_ENVS  # where PPO agents train: the world model, the real env, or both
+    train_in: tuple[str, ...] = DEFAULT_TRAIN  # where PPO agents train: the world model, the real env, both rows (dyna)
     world_horizon: int = 0  # steps per world-model training episode (0: the env's horizon); real episodes keep it
     curve_every: int = 5  # batches between real-game scorings of each PPO run (0: none)
 
@@ -81,6 +87,7 @@ def run_transfer(env_cfg: AgentEnvConfig, ppo: PPOConfig, cfg: TransferConfig, p
     envs = {
         "world": dataclasses.replace(env_cfg, env="world", size=0, frames_per_step=0, horizon=cfg.world_horizon or env_cfg.horizon),
         "real": dataclasses.replace(env_cfg, env="real", size=size, frames_per_step=frames_per_step),
+        "dyna": dataclasses.replace(env_cfg, env="dyna", size=0, frames_per_step=0, horizon=cfg.world_horizon or env_cfg.horizon),
     }
     eval_rows = min(env_cfg.num_envs, cfg.episodes)
     real_env = make_env(dataclasses.replace(envs["real"], num_envs=eval_rows))

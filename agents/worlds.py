@@ -7,14 +7,16 @@ per step, summed over rows.
 
 - `world`: the generator; reward +1 per coin read from the generated frames by the probes.
 - `real`: EventWorld-v0 (the simulator) at the generator's frame size and chunk; its own reward.
+- `dyna`: both in one batch (`MixedTorchRLEnv`): `real_rows` of the rows are the simulator's, the
+  others the generator's, each with its own reward (Dyna-style mixing of real and generated frames).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-ENVS = ("world", "real")
+ENVS = ("world", "real", "dyna")
 EVAL_SEED = 1_000_000  # first evaluation episode seed; training episodes draw theirs above 2**32 (ppo.batch_seed)
 NO_GENERATOR_SHAPE = (64, 4)  # (frame size, frames per step) of the real env when there is no generator to match
 
@@ -31,6 +33,7 @@ class AgentEnvConfig:
     frames_per_step: int = 0  # real env: frames per step (0: the generator's chunk, or 4 without a generator)
     device: str = "cpu"  # where the generator, the frames and the agent live: cpu or cuda
     backend: str = "torch"  # world env: the generator as eager torch or as ONNX Runtime graphs (the `cpu`/`gpu` extra)
+    real_rows: int = 0  # dyna env: rows of the real env among num_envs (0: half, rounded down)
 
     def __post_init__(self) -> None:
         from dfworld.runtime.backends import BACKENDS
@@ -45,8 +48,16 @@ class AgentEnvConfig:
         for name in ("size", "frames_per_step"):
             if getattr(self, name) < 0:
                 raise ValueError(f"AgentEnvConfig.{name} must be 0 (from the generator) or positive, got {getattr(self, name)}")
-        if self.env == "world" and (self.size or self.frames_per_step):
-            raise ValueError("size and frames_per_step are the generator's in the world env; set them only with env='real'")
+        if self.env in ("world", "dyna") and (self.size or self.frames_per_step):
+            raise ValueError(f"size and frames_per_step are the generator's in the {self.env} env; set them only with env='real'")
+        if self.real_rows < 0 or (self.env == "dyna" and not 0 < self.dyna_rows[1] < self.num_envs):
+            raise ValueError(f"the dyna env needs real and world rows: real_rows={self.real_rows} of num_envs={self.num_envs}")
+
+    @property
+    def dyna_rows(self) -> tuple[int, int]:
+        """(world rows, real rows) of the dyna env."""
+        real = self.real_rows or self.num_envs // 2
+        return self.num_envs - real, real
 
 
 def generator_shape(checkpoint: str | Path | None) -> tuple[int, int]:
@@ -67,7 +78,7 @@ def frame_shape(cfg: AgentEnvConfig) -> tuple[int, int]:
     """(frame size, frames per step) of the environment `cfg` describes."""
     from dfworld.shipped import shipped_checkpoint
 
-    if cfg.env == "world":
+    if cfg.env in ("world", "dyna"):
         return generator_shape(cfg.checkpoint)
     if cfg.size and cfg.frames_per_step:
         return cfg.size, cfg.frames_per_step
@@ -78,6 +89,14 @@ def frame_shape(cfg: AgentEnvConfig) -> tuple[int, int]:
 
 def make_env(cfg: AgentEnvConfig):
     """A TorchRL env (batch [num_envs]) for `cfg`; `env.frames_per_step` frames per step."""
+    if cfg.env == "dyna":
+        from dfworld.envs.torchrl_env import MixedTorchRLEnv
+
+        world, real = cfg.dyna_rows
+        size, frames = generator_shape(cfg.checkpoint)
+        parts = [make_env(replace(cfg, env=e, num_envs=n, real_rows=0, **({"size": size, "frames_per_step": frames} if e == "real" else {})))
+                 for e, n in (("world", world), ("real", real))]
+        return MixedTorchRLEnv(*parts, device=cfg.device, max_episode_steps=cfg.horizon)
     if cfg.env == "world":
         from dfworld.envs.torchrl_env import WorldModelTorchRLEnv
 

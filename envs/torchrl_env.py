@@ -9,6 +9,9 @@ text event applied before the step's chunk). Text events are indices so that eve
 tensor and any TorchRL policy, collector or replay buffer handles them; the bank defaults to
 every training wording of every EventWorld event, and `event_bank=[]` allows moves only.
 
+`MixedTorchRLEnv` puts rows of both in one batch (Dyna-style: real and generated frames in the same
+updates).
+
 Seeds: `set_seed(s)` makes the next reset rows start episodes with seeds s, s + 1, ... in row
 order (a full reset gives row r the seed s + r), so a seeded run is reproducible and episodes
 can be matched across agents and across the two environments.
@@ -174,3 +177,42 @@ class EventWorldTorchRLEnv(_FramesEnv):
         out = [env.step(int(m)) for env, m in zip(self.envs, moves)]
         frames = np.stack([o[0] for o in out])
         return frames, np.array([o[1] for o in out], np.float32), np.array([o[2] for o in out], bool)
+
+
+class MixedTorchRLEnv(_FramesEnv):
+    """Dyna-style experience in one batch: the first rows are a world-model env's, the others the real EventWorld's.
+
+    One agent steps both at once (Sutton's Dyna: real and imagined experience in the same updates). Row
+    r < n_world is `world`'s row r, a later row `real`'s row r - n_world; the two must make frames of
+    the same size and chunk, and take moves only. Seeds and the time limit are this env's, per row.
+    """
+
+    def __init__(self, world: WorldModelTorchRLEnv, real: EventWorldTorchRLEnv, device: str = "cpu",
+                 max_episode_steps: int | None = 250):
+        shape_w, shape_r = tuple(world._pixels.shape[1:3]), tuple(real._pixels.shape[1:3])
+        if shape_w != shape_r or world.frames_per_step != real.frames_per_step:
+            raise ValueError(f"the world model makes {shape_w} frames, {world.frames_per_step} per step, the real env "
+                             f"{shape_r}, {real.frames_per_step}: a mixed batch needs the same")
+        self.n_world = world.batch_size[0]
+        super().__init__(self.n_world + real.batch_size[0], shape_w, device, max_episode_steps)
+        self.world, self.real = world, real
+        self.frames_per_step = world.frames_per_step
+
+    def _reset_rows(self, rows: list[int], seeds: list[int]) -> np.ndarray:
+        out = np.empty((len(rows),) + tuple(self._pixels.shape[1:]), np.uint8)
+        for env, mine, offset in ((self.world, lambda r: r < self.n_world, 0), (self.real, lambda r: r >= self.n_world, self.n_world)):
+            picked = [i for i, r in enumerate(rows) if mine(r)]
+            if picked:
+                out[picked] = env._reset_rows([rows[i] - offset for i in picked], [seeds[i] for i in picked])
+        return out
+
+    def _step_rows(self, moves: np.ndarray, tensordict: TensorDictBase):
+        n = self.n_world
+        fw, rw, tw = self.world._step_rows(moves[:n], TensorDict({}, batch_size=[n]))
+        fr, rr, tr = self.real._step_rows(moves[n:], None)
+        return np.concatenate([fw, fr]), np.concatenate([rw, rr]).astype(np.float32), np.concatenate([tw, tr]).astype(bool)
+
+    def close(self, **kwargs) -> None:
+        self.world.close(**kwargs)
+        self.real.close(**kwargs)
+        super().close(**kwargs)

@@ -50,6 +50,25 @@ def test_both_envs_have_the_same_keys_and_seeded_episodes(tiny_generator):
     assert np.array_equal(td["pixels"][1].numpy(), ref)
 
 
+def test_the_dyna_env_steps_generated_and_real_rows_in_one_batch(tiny_generator):
+    from torchrl.envs.utils import check_env_specs
+
+    mixed = make_env(AgentEnvConfig(env="dyna", checkpoint=str(tiny_generator), num_envs=3, real_rows=1, horizon=4))
+    world, real = make_env(tiny_env(tiny_generator)), make_env(dataclasses.replace(tiny_env(tiny_generator, "real"), num_envs=1))
+    check_env_specs(mixed)
+    mixed.set_seed(5), world.set_seed(5), real.set_seed(7)  # the mixed rows 0, 1 play seeds 5, 6 in the generator, row 2 seed 7
+    got, want = mixed.reset(), torch.cat([world.reset()["pixels"], real.reset()["pixels"]])
+    assert torch.equal(got["pixels"], want)
+    moves = torch.tensor([1, 2, 3])
+    step = mixed.step(got.set("action", moves))["next"]
+    ref_w = world.step(TensorDict({"action": moves[:2]}, batch_size=[2]))["next"]
+    ref_r = real.step(TensorDict({"action": moves[2:]}, batch_size=[1]))["next"]
+    assert torch.equal(step["pixels"], torch.cat([ref_w["pixels"], ref_r["pixels"]]))
+    assert torch.equal(step["reward"], torch.cat([ref_w["reward"], ref_r["reward"]]))
+    with pytest.raises(ValueError, match="needs real and world rows"):
+        AgentEnvConfig(env="dyna", checkpoint=str(tiny_generator), num_envs=3, real_rows=3)
+
+
 def test_first_episode_returns_stop_at_the_first_done():
     reward = torch.tensor([[1.0, 1.0, 1.0, 1.0], [0.0, 1.0, 0.0, 1.0]])[..., None]
     done = torch.tensor([[False, True, False, False], [False, False, False, True]])[..., None]
@@ -179,6 +198,11 @@ def test_transfer_writes_a_json_and_a_markdown_table(tiny_generator, tmp_path, c
                  "--num-envs", "2", "--horizon", "4", "--episodes", "2", "--world-episodes", "0", "--epochs", "1",
                  "--minibatch", "4", "--out", str(tmp_path / "ref"), "--no-progress"]) == 0
     assert set(json.loads((tmp_path / "ref" / "transfer.json").read_text())["agents"]) == {"ppo_real", "random", "scripted"}
+    assert main(["agent", "transfer", "--checkpoint", str(tiny_generator), "--frames", "32", "--seeds", "3", "--train-in", "dyna",
+                 "--num-envs", "2", "--horizon", "4", "--episodes", "2", "--world-episodes", "0", "--epochs", "1",
+                 "--minibatch", "4", "--out", str(tmp_path / "dyna"), "--no-progress"]) == 0
+    dyna = json.loads((tmp_path / "dyna" / "transfer.json").read_text())["agents"]
+    assert set(dyna) == {"ppo_dyna", "random", "scripted"} and dyna["ppo_dyna"]["frames_trained"] == 32
 
 
 def test_the_world_env_on_onnx_runtime_makes_the_torch_frames(tiny_generator):
