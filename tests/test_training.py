@@ -118,6 +118,18 @@ def test_bf16_autocast_trains_a_tubelet_teacher_and_resumes_exactly(tiny, tmp_pa
         TrainConfig(precision="fp16")
 
 
+def test_auto_precision_is_bf16_only_where_the_device_runs_it_natively(monkeypatch):
+    from dfworld.training import loop
+
+    cfg = loop.TrainConfig(precision="auto")
+    for native in (True, False):
+        monkeypatch.setattr(loop, "native_bf16", lambda device, n=native: n)
+        assert loop.step_precision(cfg, "cpu") == ("bf16" if native else "fp32")
+        with loop.autocast(cfg, "cpu"):
+            assert torch.is_autocast_enabled("cpu") == native
+    assert loop.step_precision(loop.TrainConfig(precision="bf16"), "cpu") == "bf16"  # asked for, kept (the Loop warns)
+
+
 def test_cosine_decay_follows_the_steps_or_the_time_budget(tiny, tmp_path):
     from dfworld.training.loop import TrainConfig, run_progress
 

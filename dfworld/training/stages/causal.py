@@ -70,7 +70,7 @@ class CausalStageConfig:
     )  # the checkpoint's sampler: the flow's ODE over 16 levels
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(out="runs/causal", steps=100000, lr=1e-3, warmup=50, decay="cosine", final_lr=0.05,
-                                            ema=0.995, max_minutes=25.0, precision="bf16", checkpoint_every=100)
+                                            ema=0.995, max_minutes=25.0, precision="auto", checkpoint_every=100)
     )
 
     def __post_init__(self) -> None:

@@ -74,7 +74,7 @@ class TeacherStageConfig:
     # bf16 autocast; a high peak learning rate, cosine-decayed over the time budget (docs/experiments/teacher-learning-rate.md)
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(out="runs/teacher", steps=40000, lr=3e-3, warmup=100, decay="cosine", final_lr=0.05,
-                                            ema=0.995, max_minutes=38.0, precision="bf16")
+                                            ema=0.995, max_minutes=38.0, precision="auto")
     )
 
 
