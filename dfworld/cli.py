@@ -239,8 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="cpu", help="cpu or cuda")
     ev.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ev.add_argument("--decoder", default="", choices=("", "fast", "full"),
-                    help="the codec decoder of the frames scored: fast, full, or (default) fast where the checkpoint carries one "
-                         "(full for codec)")
+                    help="the codec decoder of the frames scored: full (default) or fast (where the checkpoint carries one)")
     ev.set_defaults(func=_cmd_eval)
 
     bench = sub.add_parser("bench", help="score generator checkpoints against EventWorld on an event suite (resumable)")
@@ -257,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     bench.add_argument("--restart", action="store_true", help="discard the finished parts in --out instead of resuming")
     bench.add_argument("--decoder", default="", choices=("", "fast", "full"),
-                       help="the codec decoder: fast, full, or the envs' choice (fast where the checkpoint carries one)")
+                       help="the codec decoder: full (default, the envs') or fast (where the checkpoint carries one)")
     bench.set_defaults(func=_cmd_bench)
 
     export = sub.add_parser("export", help="export a generator checkpoint for another runtime (onnx: ONNX Runtime)")

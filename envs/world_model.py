@@ -74,8 +74,8 @@ class WorldModelEnv(gym.Env):
       process's setting restored after; ONNX Runtime's); None: torch's own setting. Default 1: on
       the 2-core machine it is 1.4-1.5x slower than 2 when idle, and 4-42x faster than 2 beside one
       busy process (benchmarks/bench_threads.py, BENCHMARKS.md).
-    - `decoder`: "fast" (the codec's small distilled decoder, used when the checkpoint carries one),
-      or "full" (the codec's VAE decoder); None: fast where there is one.
+    - `decoder`: "full" (the codec's VAE decoder; None) or "fast" (the small decoder distilled from
+      it, where the checkpoint carries one: faster, and not yet read the same by the probes).
 
     `reset(seed=..., options={"prompt": text, "image": uint8 HWC frame, "events": [(step, text), ...]})`;
     without a prompt, the initial prompt is a time-of-day sentence chosen by the seed.

@@ -34,9 +34,9 @@ def test_the_codec_decodes_with_the_decoder_it_is_told_to():
         CodecConfig(**TINY_CODEC, fast_channels=(8, 8, 8))
 
 
-def test_the_envs_decode_with_the_fast_decoder_where_the_checkpoint_carries_one(tiny_fast_generator, tiny_generator):
-    assert build_sampler(tiny_fast_generator, 1).codec.decoder == "fast"
-    assert build_sampler(tiny_fast_generator, 1, decoder="full").codec.decoder == "full"
+def test_the_envs_decode_with_the_fast_decoder_when_asked(tiny_fast_generator, tiny_generator):
+    assert build_sampler(tiny_fast_generator, 1).codec.decoder == "full"  # the default, until the probes read both alike
+    assert build_sampler(tiny_fast_generator, 1, decoder="fast").codec.decoder == "fast"
     assert build_sampler(tiny_generator, 1).codec.decoder == "full"
     obs = {}
     for name in ("fast", "full"):
@@ -101,3 +101,11 @@ def test_ship_puts_the_fast_decoder_only_into_generators_of_its_codec(decoder_ru
     before, config2 = dict(other), {"codec": dict(codec.config["codec"])}
     assert not with_fast_decoder(decoder_run / "decoder" / "checkpoint", other, config2, "dmd")
     assert other.keys() == before.keys() and config2["codec"] == codec.config["codec"]
+
+
+def test_attach_refuses_a_decoder_of_another_codec_and_writes_nothing(decoder_run, tiny_generator, tmp_path):
+    from dfworld.training.pipeline import attach_fast_decoder
+
+    with pytest.raises(ValueError, match="no fast decoder for the codec"):
+        attach_fast_decoder(tiny_generator, decoder_run / "decoder" / "checkpoint", tmp_path / "out")
+    assert not (tmp_path / "out").exists()

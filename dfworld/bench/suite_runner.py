@@ -101,7 +101,7 @@ class BenchConfig:
     seed: int = 0  # added to each episode's seed to seed the generator's rows
     device: str = "cpu"  # cpu or cuda
     restart: bool = False  # discard the finished parts in out/parts instead of resuming
-    decoder: str = ""  # the codec decoder of every checkpoint: fast, full, or "" (the envs' choice: fast where carried)
+    decoder: str = ""  # the codec decoder of every checkpoint: full ("", the envs' default) or fast
 
 
 @dataclass

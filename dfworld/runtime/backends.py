@@ -8,9 +8,9 @@ runs the generator is decided here, once:
 - `onnx`: `dfworld.runtime.OrtRollout` and the decoder graph in ONNX Runtime (the `cpu` or `gpu`
   extra), exported on first use into the export cache unless `onnx_dir` holds an export.
 
-The decoder is the codec's fast one where the checkpoint carries it (`decoder="fast"`,
-dfworld.model.fast_decoder; BENCHMARKS.md shows the probes read its frames as the full one's),
-else the full VAE decoder; `decoder="full"` asks for the full one.
+The decoder is the codec's full VAE decoder unless `decoder="fast"` asks for the small distilled
+one a checkpoint may carry (dfworld.model.fast_decoder; not the default while it loses probe
+readings: docs/experiments/rollout-speed.md).
 """
 
 from __future__ import annotations
@@ -75,8 +75,8 @@ def build_sampler(
 
     `threads`: the CPU threads of the generator and decoder: ONNX Runtime's per session, and torch's
     intra-op threads while the sampler runs (`WorldModelSampler.threads_scope`; the process's
-    setting is restored after each call); None uses torch's setting. `decoder`: "fast", "full", or
-    None (the fast one where the checkpoint carries it).
+    setting is restored after each call); None uses torch's setting. `decoder`: "full" (None) or "fast"
+    (the checkpoint's fast decoder, if it carries one).
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; use one of {BACKENDS}")
@@ -86,7 +86,7 @@ def build_sampler(
     bundle = load_bundle(path)
     dev = torch.device(device)
     codec = bundle.codec.to(dev)
-    codec.use_decoder(decoder or ("fast" if codec.fast is not None else "full"))
+    codec.use_decoder(decoder or "full")
     if backend == "onnx":
         from dfworld.runtime.export import ensure_export
         from dfworld.runtime.rollout import OrtRollout, load_onnx

@@ -1,7 +1,7 @@
 """`dfworld pipeline`: the whole training chain, from data to the generator checkpoints.
 
-Stages run in order (data, codec, decoder, teacher, causal, dmd, stream, delta, ship; `ode` is the
-other start for dmd: `dmd_start`), each wired to the outputs of the ones before it; `ship` copies the delta, dmd and
+Stages run in order (data, codec, teacher, causal, dmd, stream, delta, ship; `ode` is the other
+start for dmd: `dmd_start`; `decoder`, a fast decoder for the codec, on request after codec), each wired to the outputs of the ones before it; `ship` copies the delta, dmd and
 stream generators (inference weights, codec, text cache, configs, and a training record) into the package's
 checkpoints (`dfworld.shipped`), with the fast decoder of stage `decoder` where it was trained on their codec.
 Every stage runs its config dataclass's defaults unless `overrides` says otherwise. A stage whose
@@ -22,7 +22,7 @@ from dfworld.training.stages import stage_classes
 from dfworld.training.stages import stage_config as compose_stage
 
 STAGE_ORDER = ("data", "codec", "decoder", "teacher", "causal", "ode", "dmd", "stream", "delta", "ship")
-DEFAULT_STAGES = ("data", "codec", "decoder", "teacher", "causal", "dmd", "stream", "delta", "ship")
+DEFAULT_STAGES = ("data", "codec", "teacher", "causal", "dmd", "stream", "delta", "ship")  # decoder: on request
 DMD_STARTS = ("causal", "ode")
 CAUSAL_CLIPS = ("n=4096", "frames=32")  # the causal stage's clips: twice the teacher's length, twice as many
 
@@ -172,6 +172,27 @@ def with_fast_decoder(decoder_checkpoint: Path, weights: dict, config: dict, nam
     weights.update(fast)
     config["codec"] = dec.config["codec"]
     return True
+
+
+def attach_fast_decoder(generator: str | Path, decoder_checkpoint: str | Path, out: str | Path) -> Path:
+    """Write a copy of a generator checkpoint to `out` with stage decoder's fast decoder in its codec.
+
+    Refuses (ValueError) a decoder trained on another codec; `out` must not exist yet.
+    """
+    from dfworld.checkpoint import load_checkpoint, save_checkpoint
+    from dfworld.model.loading import GENERATOR_STAGES, TEXT_CACHE
+    from dfworld.shipped import resolve_checkpoint
+
+    src = resolve_checkpoint(generator)
+    if Path(out).exists():
+        raise FileExistsError(f"{str(out)!r} exists; give a new directory")
+    ckpt = load_checkpoint(src, stage=GENERATOR_STAGES)
+    weights = {k: v for k, v in ckpt.weights.items() if k.split(".", 1)[0] in ("generator", "codec")}
+    config = {k: v for k, v in ckpt.config.items() if k not in ("format", "version")}
+    if not with_fast_decoder(Path(decoder_checkpoint), weights, config, str(src)):
+        raise ValueError(f"{decoder_checkpoint} holds no fast decoder for the codec of {src}")
+    extra = {TEXT_CACHE: src / TEXT_CACHE} if (src / TEXT_CACHE).is_file() else {}
+    return save_checkpoint(out, config, weights, extra_files=extra)
 
 
 def ship(cfg: PipelineConfig, report: dict) -> dict[str, float]:

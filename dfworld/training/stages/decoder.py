@@ -10,7 +10,7 @@ small share of the frame), as the codec's own training does.
 
 The checkpoint carries the whole codec, fast decoder included (stage "decoder"): `dfworld
 pipeline`'s ship puts that fast decoder into the shipped generators whose codec it was trained
-on, and the envs decode with it (`decoder="fast"`; "full" stays an option).
+on, and the envs decode with it when asked (`decoder="fast"`; "full", the VAE's, is the default).
 """
 
 from __future__ import annotations
