@@ -1,12 +1,14 @@
 """`dfworld pipeline`: the whole training chain, from data to the generator checkpoints.
 
 Stages run in order (data, codec, teacher, causal, dmd, stream, delta, ship; `ode` is the other
-start for dmd: `dmd_start`; `decoder`, a fast decoder for the codec, on request after codec), each wired to the outputs of the ones before it; `ship` copies the delta, dmd and
-stream generators (inference weights, codec, text cache, configs, and a training record) into the package's
-checkpoints (`dfworld.shipped`), with the fast decoder of stage `decoder` where it was trained on their codec.
-Every stage runs its config dataclass's defaults unless `overrides` says otherwise. A stage whose
-checkpoint is finished (all its steps, or its time budget spent) is skipped; an unfinished one
-resumes from its checkpoint; so a stopped pipeline is continued by running the same command again. Wall times are recorded in <runs>/pipeline.json.
+start for dmd: `dmd_start`; `decoder`, a fast decoder for the codec, on request after codec), each
+wired to the outputs of the ones before it; `ship` copies the delta, dmd and stream generators
+(inference weights, codec, text cache, configs, and a training record) into the package's
+checkpoints (`dfworld.shipped`), with the fast decoder of stage `decoder` where it was trained on
+their codec. Every stage runs its config dataclass's defaults unless `overrides` says otherwise. A
+stage whose checkpoint is finished (all its steps, or its time budget spent) is skipped; an
+unfinished one resumes from its checkpoint; so a stopped pipeline is continued by running the same
+command again. Wall times are recorded in <runs>/pipeline.json.
 """
 
 from __future__ import annotations
