@@ -6,6 +6,11 @@ from a given image and one from the seed's real start) when it was recorded; a c
 or renames code must leave them unchanged to the bit. Re-record only when the shipped checkpoints
 or the installed kernels change (`python tests/test_shipped_frames.py`); last recorded 2026-12-02 for the
 context-conditioned chain shipped that day (the self-attention's fused SDPA kernel landed with it).
+
+The CPU's kernels differ by vector unit (torch's `get_cpu_capability()`: an AVX2-only CPU rounds a
+few frames one level apart from an AVX512 one), so each capability has its own recording,
+`shipped_frames.npz` (AVX512, the first) and `shipped_frames_<capability>.npz`; recording writes
+the one of the machine it runs on. A CPU with none recorded fails, naming the file to record.
 """
 
 from __future__ import annotations
@@ -19,7 +24,13 @@ import torch
 
 import dfworld  # noqa: F401  (registers the envs)
 
-REFERENCE = Path(__file__).parent / "data" / "shipped_frames.npz"
+DATA = Path(__file__).parent / "data"
+
+
+def reference() -> Path:
+    """The recording for this CPU's vector unit."""
+    cap = torch.backends.cpu.get_cpu_capability()
+    return DATA / ("shipped_frames.npz" if cap == "AVX512" else f"shipped_frames_{cap}.npz")
 NAMES = ("default", "dmd", "stream")
 
 
@@ -49,7 +60,9 @@ def episode_frames(name: str) -> np.ndarray:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_the_shipped_generator_makes_the_recorded_frames_to_the_bit(name):
-    want = np.load(REFERENCE)[name]
+    path = reference()
+    assert path.is_file(), f"no recording for this CPU ({path.name}): record it with `python tests/test_shipped_frames.py`"
+    want = np.load(path)[name]
     got = episode_frames(name)
     assert got.shape == want.shape and got.dtype == want.dtype
     differ = int((got != want).any(axis=(1, 2, 3)).sum())
@@ -57,5 +70,5 @@ def test_the_shipped_generator_makes_the_recorded_frames_to_the_bit(name):
 
 
 if __name__ == "__main__":
-    np.savez_compressed(REFERENCE, **{n: episode_frames(n) for n in NAMES})
-    print(f"recorded {REFERENCE}")
+    np.savez_compressed(reference(), **{n: episode_frames(n) for n in NAMES})
+    print(f"recorded {reference()}")
