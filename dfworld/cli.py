@@ -124,7 +124,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         summary = evaluate_teacher(
             args.checkpoint or default, args.clips, n=args.n, steps=args.steps, guidance=args.guidance,
             seed=args.seed, out=args.out, device=args.device, noise=args.noise, wording=args.wording, context=args.context,
-            decoder=args.decoder,
+            decoder=args.decoder, timesteps=args.timesteps,
         )
     print(json.dumps(summary, indent=1))
     return 0
@@ -140,7 +140,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     cfg = BenchConfig(
         script=args.script, checkpoints=tuple(args.checkpoint), episodes=args.episodes, frames=args.frames, batch=args.batch,
         out=args.out, video_episodes=args.video_episodes, seed=args.seed, device=args.device, restart=args.restart,
-        decoder=args.decoder,
+        decoder=args.decoder, timesteps=tuple(args.timesteps or ()),
     )
     run_bench(cfg)
     print((Path(args.out) / "bench.md").read_text(), end="")
@@ -240,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ev.add_argument("--decoder", default="", choices=("", "fast", "full"),
                     help="the codec decoder of the frames scored: full (default) or fast (where the checkpoint carries one)")
+    ev.add_argument("--timesteps", type=float, nargs="+", metavar="T",
+                    help="a generator's sampler levels, e.g. 1000 500 (default: the checkpoint's own)")
     ev.set_defaults(func=_cmd_eval)
 
     bench = sub.add_parser("bench", help="score generator checkpoints against EventWorld on an event suite (resumable)")
@@ -257,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--restart", action="store_true", help="discard the finished parts in --out instead of resuming")
     bench.add_argument("--decoder", default="", choices=("", "fast", "full"),
                        help="the codec decoder: full (default, the envs') or fast (where the checkpoint carries one)")
+    bench.add_argument("--timesteps", type=float, nargs="+", metavar="T",
+                       help="the sampler's levels for every checkpoint, e.g. 1000 500 (default: each checkpoint's own)")
     bench.set_defaults(func=_cmd_bench)
 
     export = sub.add_parser("export", help="export a generator checkpoint for another runtime (onnx: ONNX Runtime)")

@@ -123,12 +123,14 @@ class WorldModelTorchRLEnv(_FramesEnv):
         backend: str = "torch",
         threads: int | None = 1,
         decoder: str | None = None,
+        sampler: dict | None = None,
     ):
         from dfworld.envs.core import WorldModelCore
         from dfworld.runtime.backends import build_sampler
         from dfworld.world.events import all_event_texts
 
-        core = WorldModelCore(build_sampler(checkpoint, num_envs, backend, device, threads=threads, decoder=decoder), coins_to_win)
+        core = WorldModelCore(build_sampler(checkpoint, num_envs, backend, device, threads=threads, decoder=decoder,
+                                                 sampler=sampler), coins_to_win)
         bank = list(event_bank if event_bank is not None else all_event_texts("train"))
         event = Categorical(len(bank) + 1, shape=(num_envs,), dtype=torch.int64, device=device)
         super().__init__(num_envs, core.last.shape[1:3], device, max_episode_steps, {"event": event})

@@ -76,6 +76,8 @@ class WorldModelEnv(gym.Env):
       busy process (benchmarks/bench_threads.py, BENCHMARKS.md).
     - `decoder`: "full" (the codec's VAE decoder; None) or "fast" (the small decoder distilled from
       it, where the checkpoint carries one: faster, and not yet read the same by the probes).
+    - `sampler`: SamplerConfig fields replacing the checkpoint's, e.g. `{"timesteps": [1000, 500]}`
+      (two denoising passes per chunk where it was distilled for four: faster, and less faithful).
 
     `reset(seed=..., options={"prompt": text, "image": uint8 HWC frame, "events": [(step, text), ...]})`;
     without a prompt, the initial prompt is a time-of-day sentence chosen by the seed.
@@ -96,10 +98,11 @@ class WorldModelEnv(gym.Env):
         onnx_dir: str | Path | None = None,
         threads: int | None = 1,
         decoder: str | None = None,
+        sampler: dict | None = None,
     ):
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode {render_mode!r} is not supported; use None or 'rgb_array'")
-        self.core = WorldModelCore(build_sampler(checkpoint, 1, backend, device, onnx_dir, threads, decoder), coins_to_win)
+        self.core = WorldModelCore(build_sampler(checkpoint, 1, backend, device, onnx_dir, threads, decoder, sampler), coins_to_win)
         self.render_mode = render_mode
         self.metadata = {**self.metadata, "render_fps": self.core.world.fps / self.core.chunk}  # one rendered frame per step
         self.observation_space = spaces.Box(0, 255, self.core.last.shape[1:], np.uint8)
@@ -159,7 +162,7 @@ class WorldModelVectorEnv(VectorEnv):
     and `info["final_info"]` hold the end of the old one. `reset(options={"reset_mask": mask})`
     resets only the masked rows; the other options ("prompt", "image", "events") are sequences of
     N per-row values, None for a row's default. Arguments as WorldModel-v0 (`backend="onnx"` and
-    `onnx_dir` and `decoder` included), plus `num_envs` and `max_episode_steps`.
+    `onnx_dir`, `decoder` and `sampler` included), plus `num_envs` and `max_episode_steps`.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": WorldConfig().fps / 4, "autoreset_mode": AutoresetMode.SAME_STEP}
@@ -176,10 +179,11 @@ class WorldModelVectorEnv(VectorEnv):
         onnx_dir: str | Path | None = None,
         threads: int | None = 1,
         decoder: str | None = None,
+        sampler: dict | None = None,
     ):
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
-        self.core = WorldModelCore(build_sampler(checkpoint, num_envs, backend, device, onnx_dir, threads, decoder), coins_to_win)
+        self.core = WorldModelCore(build_sampler(checkpoint, num_envs, backend, device, onnx_dir, threads, decoder, sampler), coins_to_win)
         self.num_envs = num_envs
         self.render_mode = render_mode
         self.metadata = {**self.metadata, "render_fps": self.core.world.fps / self.core.chunk}

@@ -74,6 +74,7 @@ from dfworld.model.codec import CodecConfig
 from dfworld.model.conditioning import TextConditioner
 from dfworld.model.loading import GENERATOR_STAGES, conditioner_from
 from dfworld.model.transformer import TransformerConfig
+from dfworld.schedule import SamplerConfig
 from dfworld.world.config import WorldConfig
 from dfworld.world.episodes import play_episode, real_start
 from dfworld.world.scripts import Episode, Script
@@ -102,6 +103,7 @@ class BenchConfig:
     device: str = "cpu"  # cpu or cuda
     restart: bool = False  # discard the finished parts in out/parts instead of resuming
     decoder: str = ""  # the codec decoder of every checkpoint: full ("", the envs' default) or fast
+    timesteps: tuple[float, ...] = ()  # the sampler's levels for every checkpoint (empty: each checkpoint's own)
 
 
 @dataclass
@@ -287,6 +289,11 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
 
     if cfg.batch < 1 or cfg.video_episodes < 0:
         raise BenchError(f"--batch ({cfg.batch}) must be at least 1 and --video-episodes ({cfg.video_episodes}) at least 0")
+    if cfg.timesteps:
+        try:
+            SamplerConfig(timesteps=tuple(float(t) for t in cfg.timesteps))
+        except ValueError as e:
+            raise BenchError(f"--timesteps: {e}") from e
     # 1. check everything before running anything
     script = resolve_script(cfg.script)
     candidates = [inspect_checkpoint(name, path) for name, path in parse_checkpoint_specs(cfg.checkpoints)]
@@ -309,6 +316,7 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
         "device": cfg.device,
         "video_episodes": cfg.video_episodes,
         "decoder": cfg.decoder,
+        **({"timesteps": list(cfg.timesteps)} if cfg.timesteps else {}),  # keyed only when set: older outs resume
     }
     out = Path(cfg.out)
     parts = Parts(out / "parts", run, {c.name: c.digest for c in candidates}, cfg.restart)
@@ -327,7 +335,9 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
         pending = [i for i in range(len(episodes)) if not parts.done(c.name, i)]
         if not pending:
             continue
-        core = WorldModelCore(build_sampler(c.path, min(cfg.batch, len(pending)), device=cfg.device, decoder=cfg.decoder or None))
+        sampler = {"timesteps": list(cfg.timesteps)} if cfg.timesteps else None
+        core = WorldModelCore(build_sampler(c.path, min(cfg.batch, len(pending)), device=cfg.device, decoder=cfg.decoder or None,
+                                            sampler=sampler))
         bar = tqdm(total=len(episodes), initial=len(episodes) - len(pending), desc=c.name, disable=not progress)
         for b in range(0, len(pending), core.B):
             idx = pending[b : b + core.B]

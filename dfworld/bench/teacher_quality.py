@@ -36,7 +36,7 @@ from dfworld.bench.fidelity import faithful_frames, frame_checks
 from dfworld.bench.metrics import event_holds, object_detection_rate, persistent_objects
 from dfworld.checkpoint import load_checkpoint
 from dfworld.configuration import build
-from dfworld.model.loading import GENERATOR_STAGES, codec_from, conditioner_from, transformer_from
+from dfworld.model.loading import GENERATOR_STAGES, codec_from, conditioner_from, sampler_with, transformer_from
 from dfworld.rollout import Rollout
 from dfworld.sampling import sample_clips
 from dfworld.schedule import SamplerConfig
@@ -101,6 +101,7 @@ def evaluate_teacher(
     wording: str = "clip",
     context: int = 0,
     decoder: str = "",
+    timesteps: list[float] | None = None,
 ) -> dict:
     """Probe figures of clips sampled for the clips' prompts and actions (see the module docstring).
 
@@ -110,6 +111,7 @@ def evaluate_teacher(
 
     `noise`: fresh, or repeat (every chunk starts from the same noise: dfworld.sampling.initial_noise);
     None takes the model's own: repeat for the teacher, the checkpoint's sampler for a generator.
+    `timesteps`: a generator's sampler levels in place of its own (fewer passes than it was distilled for).
     """
     if noise not in (None, "fresh", "repeat"):
         raise ValueError(f"noise must be fresh or repeat, got {noise!r}")
@@ -120,6 +122,10 @@ def evaluate_teacher(
     sampler = build(SamplerConfig, ckpt.config.get("sampler", {}), f"{checkpoint}: sampler")
     if noise is not None:
         sampler = replace(sampler, repeat_noise=noise == "repeat")
+    if timesteps:
+        if is_teacher:
+            raise ValueError("timesteps are a generator's sampler levels; a teacher samples with --steps")
+        sampler = sampler_with(sampler, {"timesteps": list(timesteps)}, "timesteps")
     repeat = sampler.repeat_noise if not is_teacher else noise != "fresh"
     model = transformer_from(ckpt, "teacher" if is_teacher else "generator").to(device)
     codec = codec_from(ckpt).to(device)
@@ -183,6 +189,8 @@ def evaluate_teacher(
         summary["checks_curve"] = {k: np.mean([r["fidelity"]["checks"][k] for r in rows], 0).round(3).tolist() for k in CHECKS}
     if is_teacher:
         summary.update(steps=steps, guidance=guidance)
+    else:
+        summary["timesteps"] = list(sampler.timesteps)
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dfworld.checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_into
@@ -81,18 +82,34 @@ class GeneratorBundle:
     generator: VideoTransformer  # the block-causal generator (the paper's role)
     codec: LatentCodec
     conditioner: TextConditioner
-    sampler: SamplerConfig  # the few-step levels it was distilled for
+    sampler: SamplerConfig  # the few-step levels it was distilled for, with any overrides applied
     checkpoint: Checkpoint
+    sampler_overrides: dict = field(default_factory=dict)  # the sampler fields replaced at load (plain data)
 
 
-def load_bundle(path: str | Path) -> GeneratorBundle:
-    """A block-causal generator with its codec, text conditioner and sampler (stages ode, dmd, stream, delta)."""
+def sampler_with(sampler: SamplerConfig, overrides: Mapping | None, where: str = "sampler") -> SamplerConfig:
+    """`sampler` with the fields in `overrides` replaced, checked as a config (ConfigError names a bad field)."""
+    if not overrides:
+        return sampler
+    if not isinstance(overrides, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of SamplerConfig fields, got {overrides!r:.80}")
+    return build(SamplerConfig, {**to_dict(sampler), **dict(overrides)}, where)
+
+
+def load_bundle(path: str | Path, sampler: Mapping | None = None) -> GeneratorBundle:
+    """A block-causal generator with its codec, text conditioner and sampler (stages ode, dmd, stream, delta).
+
+    `sampler`: SamplerConfig fields to replace the checkpoint's (e.g. {"timesteps": [1000, 500]}:
+    fewer levels than it was distilled for); None keeps the checkpoint's own.
+    """
     ckpt = load_checkpoint(path, stage=GENERATOR_STAGES)
     generator = transformer_from(ckpt, "generator")
     if generator.config.attention != "block_causal":
         raise CheckpointError(f"{str(path)!r}: the generator must be block_causal, got {generator.config.attention!r}")
-    sampler = _build(SamplerConfig, ckpt.config.get("sampler", {}), f"{path}: sampler")
-    return GeneratorBundle(generator, codec_from(ckpt), conditioner_from(ckpt), sampler, ckpt)
+    own = _build(SamplerConfig, ckpt.config.get("sampler", {}), f"{path}: sampler")
+    used = sampler_with(own, sampler, "sampler override")
+    overrides = {k: to_dict(getattr(used, k)) for k in (sampler or {})}
+    return GeneratorBundle(generator, codec_from(ckpt), conditioner_from(ckpt), used, ckpt, overrides)
 
 
 def write_generator_checkpoint(

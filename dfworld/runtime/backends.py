@@ -15,6 +15,7 @@ readings: docs/experiments/rollout-speed.md).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,20 +71,23 @@ def build_sampler(
     onnx_dir: str | Path | None = None,
     threads: int | None = None,
     decoder: str | None = None,
+    sampler: Mapping | None = None,
 ) -> WorldModelSampler:
     """Load a generator checkpoint (a directory or a shipped name; None: the default) for `num_rows` rows on `backend`.
 
     `threads`: the CPU threads of the generator and decoder: ONNX Runtime's per session, and torch's
     intra-op threads while the sampler runs (`WorldModelSampler.threads_scope`; the process's
     setting is restored after each call); None uses torch's setting. `decoder`: "full" (None) or "fast"
-    (the checkpoint's fast decoder, if it carries one).
+    (the checkpoint's fast decoder, if it carries one). `sampler`: SamplerConfig fields replacing the
+    checkpoint's (e.g. {"timesteps": [1000, 500]}: two levels, where it was distilled for four); on
+    onnx the export is keyed on the sampler used, so each schedule has an export of its own.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; use one of {BACKENDS}")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be a positive int or None, got {threads!r}")
     path = resolve_checkpoint(checkpoint)
-    bundle = load_bundle(path)
+    bundle = load_bundle(path, sampler)
     dev = torch.device(device)
     codec = bundle.codec.to(dev)
     codec.use_decoder(decoder or "full")

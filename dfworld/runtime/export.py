@@ -122,8 +122,9 @@ class DecoderGraph(nn.Module):
 
 # -- checkpoint identity ----------------------------------------------------------------------
 def checkpoint_identity(bundle: GeneratorBundle) -> dict:
-    """What an export depends on: the weights digest and the checkpoint's configs."""
-    cfg = bundle.checkpoint.config
+    """What an export depends on: the weights digest, the checkpoint's configs (the sampler as overridden)."""
+    cfg = {**bundle.checkpoint.config}
+    cfg["sampler"] = {**cfg.get("sampler", {}), **bundle.sampler_overrides}  # the graph bakes the levels in
     return {"checkpoint_sha256": checkpoint_digest(bundle.checkpoint.path), **{k: cfg.get(k, {}) for k in CONFIG_SECTIONS},
             "decoder": bundle.codec.decoder}  # which of the codec's decoders the decoder graph is
 
