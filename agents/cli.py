@@ -54,7 +54,7 @@ def _add_ppo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-episodes", type=int, help="real episodes per scoring (default 32)")
     p.add_argument("--eval-horizon", type=int, help="steps per real episode when scoring (default 64)")
     p.add_argument("--augment", choices=("none", "shift"), help="augment the update's frames: shift, random translations "
-                                                                  "as RAD/DrQ (default none)")
+                                                                  "as RAD/DrQ; none: the frames as collected (default shift)")
     p.add_argument("--shift-pad", type=int, help="largest shift in pixels of --augment shift (default 4)")
     p.add_argument("--head", choices=("keypoints", "flatten"), help="the network's head (default keypoints: spatial softmax)")
     p.add_argument("--obs-size", type=int, default=0, help="downsample frames to this size for the network (0: the frame size)")
