@@ -40,7 +40,7 @@ TINY_CAUSAL = [
 def tiny_pipeline(runs: Path, stages=CHAIN, dmd_start="causal") -> PipelineConfig:
     return PipelineConfig(
         runs=str(runs), clips=str(runs / "clips"), causal_clips=str(runs / "clips_long"), stages=tuple(stages),
-        ship_to=str(runs / "shipped"), dmd_start=dmd_start,
+        ship_to=str(runs / "shipped"), dmd_start=dmd_start, default_sampler={"timesteps": [1000.0]},
         overrides={
             "data": ["n=12", "frames=8", "world.height=32", "world.width=32"],
             "codec": ["codec.image_size=32", "codec.block_out_channels=[8,8]", "codec.norm_num_groups=4", "train.steps=3",
@@ -101,6 +101,11 @@ def test_ship_copies_the_generators_with_their_records(chain):
         assert all(torch.equal(trained[k], v) for k, v in bundle.generator.state_dict().items())
         assert (path / "text_cache.safetensors").is_file() == (name == "default")  # the baselines encode on first use
         assert bundle.codec.fast is not None  # stage decoder's, trained on their codec
+        trained_levels = load_checkpoint(runs / stage / "checkpoint").config["sampler"]["timesteps"]
+        assert len(trained_levels) > 1 and list(bundle.sampler.timesteps) == ([1000.0] if name == "default" else trained_levels)
+        assert (record.get("trained_sampler", {}).get("timesteps") == trained_levels) == (name == "default")
+    with pytest.raises(ValueError, match="default_sampler.*timestep"):
+        PipelineConfig(default_sampler={"timestep": [1000.0]})
 
 
 def test_a_ship_over_the_size_limit_leaves_the_shipped_checkpoints_as_they_were(chain, monkeypatch):

@@ -11,6 +11,11 @@ The CPU's kernels differ by vector unit (torch's `get_cpu_capability()`: an AVX2
 few frames one level apart from an AVX512 one), so each capability has its own recording,
 `shipped_frames.npz` (AVX512, the first) and `shipped_frames_<capability>.npz`; recording writes
 the one of the machine it runs on. A CPU with none recorded fails, naming the file to record.
+
+The frames are generated at the four levels every shipped student was distilled for
+(`RECORDED_SAMPLER`), whatever schedule a checkpoint ships with: since 2026-12-03 the default runs
+one of them (its config's `sampler`), a change of config the recording need not follow; the
+one-level path is the same code run once per chunk.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ def reference() -> Path:
     cap = torch.backends.cpu.get_cpu_capability()
     return DATA / ("shipped_frames.npz" if cap == "AVX512" else f"shipped_frames_{cap}.npz")
 NAMES = ("default", "dmd", "stream")
+RECORDED_SAMPLER = {"timesteps": [1000.0, 750.0, 500.0, 250.0]}
 
 
 def episode_frames(name: str) -> np.ndarray:
@@ -39,7 +45,7 @@ def episode_frames(name: str) -> np.ndarray:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # kernels may split reductions by thread count
     try:
-        env = gym.make("dfworld/WorldModel-v0", checkpoint=name)
+        env = gym.make("dfworld/WorldModel-v0", checkpoint=name, sampler=RECORDED_SAMPLER)
         obs, _ = env.reset(seed=7, options={"start": "noise"})
         frames = [obs[None]]
         for action in (1, 4, "night falls", 2):

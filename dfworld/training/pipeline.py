@@ -40,6 +40,9 @@ class PipelineConfig:
     dmd_start: str = "causal"  # the generator dmd starts from: causal (teacher forcing on real clips) or ode
     overrides: dict[str, list[str]] = field(default_factory=dict)  # Hydra overrides per stage
     ship_to: str = "dfworld/checkpoints"  # stage ship: where the generator checkpoints go (the package's, in a clone)
+    # stage ship: SamplerConfig fields the shipped default (the envs' generator) runs with instead of its training's,
+    # e.g. {"timesteps": [1000.0]}: one level of the four it was distilled for (docs/experiments/sampler-levels.md)
+    default_sampler: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if unknown := [s for s in self.stages if s not in STAGE_ORDER]:
@@ -48,6 +51,11 @@ class PipelineConfig:
             raise ValueError(f"dmd_start {self.dmd_start!r} is not one of {DMD_STARTS}")
         if unknown := [s for s in self.overrides if s not in STAGE_ORDER]:
             raise ValueError(f"overrides for unknown stage(s) {unknown}; stages: {', '.join(STAGE_ORDER)}")
+        if self.default_sampler:
+            from dfworld.model.loading import sampler_with
+            from dfworld.schedule import SamplerConfig
+
+            sampler_with(SamplerConfig(), self.default_sampler, "default_sampler")  # a bad field fails before training
 
 
 def wiring(cfg: PipelineConfig, stage: str) -> list[str]:
@@ -197,6 +205,17 @@ def attach_fast_decoder(generator: str | Path, decoder_checkpoint: str | Path, o
     return save_checkpoint(out, config, weights, extra_files=extra)
 
 
+def with_sampler(config: dict, fields: dict) -> dict:
+    """A generator checkpoint's config sampling with `fields` replaced; the record keeps the schedule it was trained for."""
+    from dfworld.configuration import to_dict
+    from dfworld.model.loading import sampler_with
+    from dfworld.schedule import SamplerConfig
+
+    own = build(SamplerConfig, config.get("sampler", {}), "the checkpoint's sampler")
+    record = {**config.get("record", {}), "trained_sampler": config.get("record", {}).get("trained_sampler", to_dict(own))}
+    return {**config, "sampler": to_dict(sampler_with(own, fields, "default_sampler")), "record": record}
+
+
 def ship(cfg: PipelineConfig, report: dict) -> dict[str, float]:
     """Copy the trained generators into `cfg.ship_to` (inference weights only), each with its record.
 
@@ -222,6 +241,8 @@ def ship(cfg: PipelineConfig, report: dict) -> dict[str, float]:
             weights = {k: v for k, v in ckpt.weights.items() if k.split(".", 1)[0] in ("generator", "codec")}
             config = {k: v for k, v in ckpt.config.items() if k not in ("format", "version")}
             with_fast_decoder(runs / "decoder" / "checkpoint", weights, config, name)
+            if name == "default" and cfg.default_sampler:
+                config = with_sampler(config, cfg.default_sampler)
             config["record"] = {
                 **config.get("record", {}),
                 "command": "dfworld pipeline --threads 2 (configs/pipeline.yaml)",
