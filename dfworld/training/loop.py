@@ -149,6 +149,12 @@ class Stage:
     train: TrainConfig
     progress: float = 0.0  # fraction of the run done before the current step (set by the Loop; see run_progress)
 
+    def setup(self, config: Any) -> None:
+        """The start every stage's __init__ shares: its config and `config.train` kept, the seed set, the device chosen."""
+        self.config, self.train = config, config.train
+        seed_everything(config.train.seed)
+        self.device = resolve_device(config.train.device)
+
     def trained(self) -> dict[str, nn.Module]:
         """Modules the stage optimises (saved and EMA'd)."""
         raise NotImplementedError

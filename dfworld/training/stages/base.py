@@ -15,7 +15,7 @@ from dfworld.checkpoint import load_checkpoint
 from dfworld.configuration import build, to_dict
 from dfworld.model.loading import TEXT_CACHE, TextConfig, codec_from, conditioner_from, transformer_from
 from dfworld.model.transformer import TransformerConfig
-from dfworld.training.loop import Stage, resolve_device
+from dfworld.training.loop import Stage
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,6 @@ class DistillStage(CarriesCodecAndText):
     generator: torch.nn.Module  # the block-causal generator the stage trains
 
     def _load_teacher(self, path: str) -> None:
-        self.device = resolve_device(self.train.device)
         ckpt = load_checkpoint(path, stage="teacher")
         self.teacher_ckpt = ckpt
         self.teacher = transformer_from(ckpt, "teacher").to(self.device).requires_grad_(False)

@@ -29,7 +29,7 @@ from dfworld.model.loading import TextConfig, transformer_from
 from dfworld.model.transformer import TransformerConfig, VideoTransformer
 from dfworld.rollout import Rollout
 from dfworld.schedule import SamplerConfig, add_noise, sample_sigma
-from dfworld.training.loop import TrainConfig, adamw, optimize, resolve_device, seed_everything, set_lr
+from dfworld.training.loop import TrainConfig, adamw, optimize, set_lr
 from dfworld.training.stages.base import CarriesCodecAndText
 from dfworld.training.stages.teacher import CODEC_CARRIERS, clip_conditioner, clip_latents, entity_cells, stage_codec, wording_table
 from dfworld.world.datasets import load_clips
@@ -92,10 +92,8 @@ class CausalStage(CarriesCodecAndText):
     name = "causal"
 
     def __init__(self, config: CausalStageConfig):
-        self.config, self.train = config, config.train
-        seed_everything(config.train.seed)
+        self.setup(config)
         cfg = config.model
-        self.device = resolve_device(config.train.device)
         self.codec = stage_codec(cfg, config.text, config.codec_checkpoint, self.device).requires_grad_(False)
 
         # 1. data: every clip's latents (cached per codec), its actions, and its wordings

@@ -8,7 +8,7 @@ import torch
 
 from dfworld.configuration import to_dict
 from dfworld.model.codec import CodecConfig, LatentCodec
-from dfworld.training.loop import Stage, TrainConfig, adamw, optimize, resolve_device, seed_everything, set_lr
+from dfworld.training.loop import Stage, TrainConfig, adamw, optimize, set_lr
 from dfworld.world.datasets import load_clips
 
 
@@ -51,9 +51,7 @@ class CodecStage(Stage):
     name = "codec"
 
     def __init__(self, config: CodecStageConfig):
-        self.config, self.train = config, config.train
-        seed_everything(config.train.seed)
-        self.device = resolve_device(config.train.device)
+        self.setup(config)
         clips = load_clips(config.clips)
         self.frames = clips.frames.flatten(0, 1)  # [N*F, H, W, 3]
         if self.frames.shape[1] != config.codec.image_size:

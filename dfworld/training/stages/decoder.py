@@ -23,7 +23,7 @@ from dfworld.checkpoint import load_checkpoint
 from dfworld.configuration import to_dict
 from dfworld.model.codec import LatentCodec
 from dfworld.model.loading import codec_from
-from dfworld.training.loop import Stage, TrainConfig, adamw, optimize, resolve_device, seed_everything, set_lr
+from dfworld.training.loop import Stage, TrainConfig, adamw, optimize, set_lr
 from dfworld.training.stages.codec import foreground_weighted_error, psnr
 from dfworld.training.stages.teacher import clip_latents
 from dfworld.world.datasets import load_clips
@@ -57,9 +57,7 @@ class DecoderStage(Stage):
     name = "decoder"
 
     def __init__(self, config: DecoderStageConfig):
-        self.config, self.train = config, config.train
-        seed_everything(config.train.seed)
-        self.device = resolve_device(config.train.device)
+        self.setup(config)
         base = codec_from(load_checkpoint(config.codec_checkpoint))
         if len(config.channels) != len(base.config.block_out_channels):
             raise ValueError(f"channels {config.channels}: one width per resolution of the codec "

@@ -30,7 +30,7 @@ from dfworld.model.loading import transformer_from
 from dfworld.rollout import Rollout
 from dfworld.schedule import SamplerConfig, sample_sigma
 from dfworld.training.distributed import shared_rng
-from dfworld.training.loop import TrainConfig, adamw, optimize, seed_everything, set_lr
+from dfworld.training.loop import TrainConfig, adamw, optimize, set_lr
 from dfworld.training.replay import buffer_state, load_buffer_state, make_replay_buffer
 from dfworld.training.stages.base import CriticConfig, DistillStage, pad_text
 from dfworld.world.datasets import load_clips
@@ -66,10 +66,9 @@ class SelfForcingStage(DistillStage):
     start_stages: tuple[str, ...] = ("ode", "causal")  # stages whose checkpoint the generator may start from
 
     def _setup_distillation(self, config) -> None:
-        self.config, self.train = config, config.train
         if config.scoring not in SCORINGS:
             raise ValueError(f"scoring {config.scoring!r} is not one of {SCORINGS}")
-        seed_everything(config.train.seed)
+        self.setup(config)
         self._load_teacher(config.teacher_checkpoint)
         start = load_checkpoint(config.generator_checkpoint, stage=self.start_stages)
         self.generator = transformer_from(start, "generator").to(self.device)

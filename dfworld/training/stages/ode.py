@@ -23,7 +23,7 @@ from dfworld.model.transformer import VideoTransformer
 from dfworld.sampling import euler_sample, initial_noise, teacher_scheduler
 from dfworld.schedule import SamplerConfig, student_sigmas
 from dfworld.training.distributed import rank, step_seed, world_size
-from dfworld.training.loop import TrainConfig, adamw, optimize, seed_everything, set_lr
+from dfworld.training.loop import TrainConfig, adamw, optimize, set_lr
 from dfworld.training.stages.base import DistillStage, StudentConfig
 from dfworld.world.datasets import load_clip_conditions
 
@@ -75,8 +75,7 @@ class OdeStage(DistillStage):
     name = "ode"
 
     def __init__(self, config: OdeStageConfig):
-        self.config, self.train = config, config.train
-        seed_everything(config.train.seed)
+        self.setup(config)
         self._load_teacher(config.teacher_checkpoint)
         self.generator = VideoTransformer(self._student_config(config.student)).to(self.device)
         self.generator.load_state_dict(self.teacher.state_dict())  # same module, block-causal attention

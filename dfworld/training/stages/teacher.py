@@ -29,7 +29,7 @@ from dfworld.model.conditioning import TextConditioner
 from dfworld.model.loading import GENERATOR_STAGES, TextConfig, codec_from
 from dfworld.model.transformer import TransformerConfig, VideoTransformer
 from dfworld.schedule import sample_sigma
-from dfworld.training.loop import TrainConfig, adamw, optimize, resolve_device, seed_everything, set_lr
+from dfworld.training.loop import TrainConfig, adamw, optimize, set_lr
 from dfworld.training.stages.base import CarriesCodecAndText
 from dfworld.world.datasets import ClipTensors, load_clips
 from dfworld.world.events import all_event_texts, paraphrase_split, parse_event, training_wordings
@@ -169,12 +169,10 @@ class TeacherStage(CarriesCodecAndText):
     name = "teacher"
 
     def __init__(self, config: TeacherStageConfig):
-        self.config, self.train = config, config.train
-        seed_everything(config.train.seed)
+        self.setup(config)
         cfg = config.model
         if cfg.attention != "full":
             raise ValueError(f"the teacher uses full attention; got model.attention={cfg.attention!r}")
-        self.device = resolve_device(config.train.device)
         self.codec = stage_codec(cfg, config.text, config.codec_checkpoint, self.device)
 
         # 1. data: latents of every clip (cached per codec), prompts as padded token embeddings
