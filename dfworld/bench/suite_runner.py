@@ -72,7 +72,7 @@ from dfworld.checkpoint import checkpoint_digest, load_checkpoint
 from dfworld.configuration import build, to_dict
 from dfworld.model.codec import CodecConfig
 from dfworld.model.conditioning import TextConditioner
-from dfworld.model.loading import GENERATOR_STAGES, conditioner_from
+from dfworld.model.loading import GENERATOR_STAGES, conditioner_from, sampler_with
 from dfworld.model.transformer import TransformerConfig
 from dfworld.schedule import SamplerConfig
 from dfworld.world.config import WorldConfig
@@ -289,11 +289,11 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
 
     if cfg.batch < 1 or cfg.video_episodes < 0:
         raise BenchError(f"--batch ({cfg.batch}) must be at least 1 and --video-episodes ({cfg.video_episodes}) at least 0")
-    if cfg.timesteps:
-        try:
-            SamplerConfig(timesteps=tuple(float(t) for t in cfg.timesteps))
-        except ValueError as e:
-            raise BenchError(f"--timesteps: {e}") from e
+    sampler = {"timesteps": [float(t) for t in cfg.timesteps]} if cfg.timesteps else None  # each checkpoint's own: None
+    try:
+        sampler_with(SamplerConfig(), sampler, "--timesteps")
+    except ValueError as e:
+        raise BenchError(str(e)) from e
     # 1. check everything before running anything
     script = resolve_script(cfg.script)
     candidates = [inspect_checkpoint(name, path) for name, path in parse_checkpoint_specs(cfg.checkpoints)]
@@ -335,7 +335,6 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
         pending = [i for i in range(len(episodes)) if not parts.done(c.name, i)]
         if not pending:
             continue
-        sampler = {"timesteps": list(cfg.timesteps)} if cfg.timesteps else None
         core = WorldModelCore(build_sampler(c.path, min(cfg.batch, len(pending)), device=cfg.device, decoder=cfg.decoder or None,
                                             sampler=sampler))
         bar = tqdm(total=len(episodes), initial=len(episodes) - len(pending), desc=c.name, disable=not progress)
