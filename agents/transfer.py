@@ -38,14 +38,14 @@ from dfworld.agents.ppo import PPOConfig, train
 from dfworld.agents.scoring import evaluate
 from dfworld.agents.worlds import EVAL_SEED, AgentEnvConfig, generator_shape, make_env
 
-AGENTS = ("ppo_world", "ppo_real", "ppo_dyna", "random", "scripted")
+AGENTS = ("world", "real", "dyna", "random", "scripted")  # report keys: PPO by the env it trained in, then the baselines
 TRAIN_ENVS = ("world", "real", "dyna")
 DEFAULT_TRAIN = ("world", "real")  # dyna, the third agent, on request
 BOOTSTRAP = 2000  # resamples of the normalised score's interval
 LABELS = {
-    "ppo_world": "PPO trained in the world model",
-    "ppo_real": "PPO trained in the real env",
-    "ppo_dyna": "PPO trained on real and generated rows (Dyna)",
+    "world": "PPO trained in the world model",
+    "real": "PPO trained in the real env",
+    "dyna": "PPO trained on real and generated rows (Dyna)",
     "random": "random",
     "scripted": "scripted (probes + shortest path)",
 }
@@ -99,7 +99,7 @@ def run_transfer(env_cfg: AgentEnvConfig, ppo: PPOConfig, cfg: TransferConfig, p
         "world_horizon": envs["world"].horizon, "generator_digest": _digest(env_cfg.checkpoint),
         "ppo": dataclasses.asdict(ppo) | {"frames": cfg.frames, "seed": "per run"},
         "agents": {a: {"label": LABELS[a], "real_return": {}, "real_returns": {}}
-                   for a in AGENTS if not a.startswith("ppo_") or a[4:] in cfg.train_in},
+                   for a in AGENTS if a not in TRAIN_ENVS or a in cfg.train_in},
     }
     ppo = dataclasses.replace(ppo, eval_every=cfg.curve_every or ppo.eval_every, eval_episodes=cfg.episodes,
                               eval_horizon=env_cfg.horizon)
@@ -107,12 +107,12 @@ def run_transfer(env_cfg: AgentEnvConfig, ppo: PPOConfig, cfg: TransferConfig, p
     for seed in cfg.seeds:
         # 1-2. PPO in each env, the same frames; the real env sees the generator's frame size and chunk.
         for where in cfg.train_in:
-            name = f"ppo_{where}"
+            name = where
             t0 = time.perf_counter()
-            ckpt = train(envs[where], dataclasses.replace(ppo, frames=cfg.frames, seed=seed), out / f"{name}_seed{seed}",
+            ckpt = train(envs[where], dataclasses.replace(ppo, frames=cfg.frames, seed=seed), out / f"ppo_{where}_seed{seed}",
                          policy, progress=progress)
             curve = json.loads((ckpt.parent / "curve.json").read_text())
-            curves[f"{name} seed {seed} ({where} returns)"] = curve
+            curves[f"PPO in {where}, seed {seed}"] = curve
             entry = report["agents"][name]
             entry.setdefault("train_seconds", {})[seed] = round(time.perf_counter() - t0, 1)
             entry.setdefault(f"{where}_return_last_batch", {})[seed] = curve[-1]["return_mean"] if curve else None
@@ -129,11 +129,11 @@ def run_transfer(env_cfg: AgentEnvConfig, ppo: PPOConfig, cfg: TransferConfig, p
         # one set of world-model episodes per agent gives both its return there and its pick-ups' precision
         world_env = make_env(dataclasses.replace(envs["world"], num_envs=min(env_cfg.num_envs, cfg.world_episodes)))
         agents = {name: load_agent(name, size, cfg.seeds[0]) for name in ("random", "scripted")}
-        if "ppo_world" in report["agents"]:
-            agents["ppo_world"] = load_agent(report["agents"]["ppo_world"]["checkpoint"][cfg.seeds[0]], size, cfg.seeds[0])
+        if "world" in report["agents"]:
+            agents["world"] = load_agent(report["agents"]["world"]["checkpoint"][cfg.seeds[0]], size, cfg.seeds[0])
         for name, agent in agents.items():
             checked = check_pickups(agent, world_env, cfg.world_episodes, cfg.eval_seed)
-            if name != "ppo_world":  # its world-model return is its training curve's
+            if name != "world":  # its world-model return is its training curve's
                 report["agents"][name]["world_return"] = {"seed": cfg.seeds[0], "mean": checked["return_mean"],
                                                           "episodes": len(checked["episodes"])}
             report["agents"][name]["world_pickups"] = {k: v for k, v in checked.items() if k != "episodes"} | {"seed": cfg.seeds[0]}

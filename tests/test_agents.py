@@ -181,12 +181,12 @@ def test_transfer_writes_a_json_and_a_markdown_table(tiny_generator, tmp_path, c
                  "--num-envs", "2", "--horizon", "4", "--episodes", "2", "--world-episodes", "2", "--epochs", "1",
                  "--minibatch", "4", "--out", str(out), "--no-progress"]) == 0
     report = json.loads((out / "transfer.json").read_text())
-    assert set(report["agents"]) == {"ppo_world", "ppo_real", "random", "scripted"} and report["seeds"] == [3]
+    assert set(report["agents"]) == {"world", "real", "random", "scripted"} and report["seeds"] == [3]
     assert all(len(a["real_returns"]["3"]) == 2 for a in report["agents"].values())
     table = (out / "transfer.md").read_text()
     assert "PPO trained in the world model" in table and "| scripted" in table and "1000000..1000001" in table
     assert (out / "transfer_curves.png").is_file() and (out / "ppo_world_seed3" / "checkpoint" / "config.json").is_file()
-    world, scripted = report["agents"]["ppo_world"], report["agents"]["scripted"]
+    world, scripted = report["agents"]["world"], report["agents"]["scripted"]
     assert world["frames_trained"] == 32 and len(report["generator_digest"]) == 12
     lo, hi = world["ci"] if world["ci"] else (world["normalised"], world["normalised"])
     assert world["normalised"] is None or lo <= world["normalised"] <= hi
@@ -197,12 +197,12 @@ def test_transfer_writes_a_json_and_a_markdown_table(tiny_generator, tmp_path, c
     assert main(["agent", "transfer", "--checkpoint", str(tiny_generator), "--frames", "32", "--seeds", "3", "--train-in", "real",
                  "--num-envs", "2", "--horizon", "4", "--episodes", "2", "--world-episodes", "0", "--epochs", "1",
                  "--minibatch", "4", "--out", str(tmp_path / "ref"), "--no-progress"]) == 0
-    assert set(json.loads((tmp_path / "ref" / "transfer.json").read_text())["agents"]) == {"ppo_real", "random", "scripted"}
+    assert set(json.loads((tmp_path / "ref" / "transfer.json").read_text())["agents"]) == {"real", "random", "scripted"}
     assert main(["agent", "transfer", "--checkpoint", str(tiny_generator), "--frames", "32", "--seeds", "3", "--train-in", "dyna",
                  "--num-envs", "2", "--horizon", "4", "--episodes", "2", "--world-episodes", "0", "--epochs", "1",
                  "--minibatch", "4", "--out", str(tmp_path / "dyna"), "--no-progress"]) == 0
     dyna = json.loads((tmp_path / "dyna" / "transfer.json").read_text())["agents"]
-    assert set(dyna) == {"ppo_dyna", "random", "scripted"} and dyna["ppo_dyna"]["frames_trained"] == 32
+    assert set(dyna) == {"dyna", "random", "scripted"} and dyna["dyna"]["frames_trained"] == 32
 
 
 def test_the_world_env_on_onnx_runtime_makes_the_torch_frames(tiny_generator):
