@@ -31,10 +31,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_onnx import interleaved_medians  # noqa: E402
 
 SETTINGS = {
-    "envs' default (all optimisations)": {},
+    "envs' default (all optimisations, no spinning)": {},
+    "spinning (ORT's own default)": {"session.intra_op.allow_spinning": "1"},
     "optimisation: extended": {"graph_optimization_level": "extended"},
     "optimisation: basic": {"graph_optimization_level": "basic"},
-    "no spinning": {"session.intra_op.allow_spinning": "0"},
     "no memory pattern": {"enable_mem_pattern": False},
     "no CPU arena": {"enable_cpu_mem_arena": False},
 }

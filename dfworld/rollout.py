@@ -20,8 +20,9 @@ A text event re-encodes the row's condition and re-caches (LongLive): the frames
 cache (sink and window) are replayed under the new text in time order, which rewrites their keys
 and values. Actions are per frame. Rows reset independently.
 
-The model compute goes through two methods, `_write` (a clean chunk into the cache) and the
-level loop of `generate`; `dfworld.runtime.OrtRollout` replaces just those with ONNX Runtime
+The model compute goes through `_write` / `_write_into` (a clean chunk into the cache, the whole
+batch's or a few rows' copy: a re-cache or a partial reset runs the model on its rows alone) and
+the level loop of `generate`; `dfworld.runtime.OrtRollout` replaces just those with ONNX Runtime
 graphs and keeps everything else here (per-row state, noise streams, re-cache order).
 """
 
@@ -156,13 +157,16 @@ class Rollout:
             self.rngs[r].manual_seed(int(s))
             self.seeds[r] = int(s)
         if context is not None:
-            K, text = self.cfg.chunk_frames, self._text()
+            K, writes = self.cfg.chunk_frames, RowWrites(self, mask)
             for f in range(0, context.shape[1], K):  # 3. the context, chunk by chunk, as if generated
                 chunk = torch.zeros((self.B,) + self._chunk_shape, device=self.device)  # [B, K, C, h, w]
                 chunk[mask] = context[:, f : f + K]
                 actions = torch.zeros(self.B, K, dtype=torch.long, device=self.device)
                 actions[mask] = context_actions[:, f : f + K]
-                self._commit(chunk, actions, mask, self._reference(), text)
+                prev = self._reference()
+                writes.write(chunk, actions, self.frame, mask, prev)
+                self._remember(chunk, actions, mask, prev)
+            writes.close()
 
     def _check_context(self, n_rows: int, context: torch.Tensor, actions: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Context latents [R, n, C, h, w] and actions [R, n] on the device, checked (see `reset`)."""
@@ -236,14 +240,18 @@ class Rollout:
     def _write(self, chunk: torch.Tensor, actions: torch.Tensor, start: torch.Tensor, rows: torch.Tensor, prev: torch.Tensor | None,
                text: TextCondition | None) -> None:
         """Write the keys and values of a clean chunk [B, K, C, h, w] starting at frames start [B] into the cache of `rows`."""
-        _, (k, v) = self._forward(chunk, self.sampler.context_noise, actions, start, prev, text)
-        self.cache.update(start, k, v, rows=rows)
+        self.cache = self._write_into(self.cache, chunk, actions, start, rows, prev, text)
 
-    def _commit(self, chunk: torch.Tensor, actions: torch.Tensor, rows: torch.Tensor, prev: torch.Tensor | None,
-                text: TextCondition | None) -> None:
-        """Write a clean chunk (under its reference frame `prev`) into the cache and the history for `rows`, and advance them."""
-        self._write(chunk, actions, self.frame, rows, prev, text)
-        self._remember(chunk, actions, rows, prev)
+    def _write_into(self, cache: KVCache, chunk: torch.Tensor, actions: torch.Tensor, start: torch.Tensor, rows: torch.Tensor,
+                    prev: torch.Tensor | None, text: TextCondition | None) -> KVCache:
+        """`_write` on any cache of n rows (the inputs' batch, `text` of those rows, `_rows_text`); returns the written cache."""
+        _, (k, v) = forward_at(self.generator, chunk, self.sampler.context_noise, text, None, actions, start, cache, prev)
+        cache.update(start, k, v, rows=rows)
+        return cache
+
+    def _rows_text(self, idx: torch.Tensor) -> TextCondition | tuple[torch.Tensor, torch.Tensor]:
+        """The text condition of rows `idx` alone (`_text` for a sub-batch)."""
+        return self.generator.condition_text(self.text[idx], self.text_mask[idx])
 
     def _remember(self, chunk: torch.Tensor, actions: torch.Tensor, rows: torch.Tensor, prev: torch.Tensor | None) -> None:
         """Keep a committed chunk (and its reference frame) in the history of `rows` and advance their frame counters."""
@@ -283,7 +291,8 @@ class Rollout:
             solver=self.sampler.solver,
         )
         with torch.no_grad():
-            self._commit(x0.detach(), actions, rows, prev, text)  # 3. write the cache
+            self._write(x0.detach(), actions, self.frame, rows, prev, text)  # 3. write the cache and keep the chunk
+            self._remember(x0.detach(), actions, rows, prev)
         return x0
 
     @property
@@ -347,23 +356,42 @@ class Rollout:
     def _recache(self, rows: torch.Tensor) -> None:
         """Replay the frames still in the cache of `rows`, in time order, under their current text."""
         c, K = self.cfg, self.cfg.chunk_frames
-        n = self.frame.clone()
         self.cache.reset(rows)
-        text = self._text()  # every replayed chunk is written under the same text
+        writes = RowWrites(self, rows)  # every replayed chunk is written under the same text, for `rows` only
         # stored chunk starts per row: the sink chunks, then the window's chunks, oldest first
-        sink = [s for s in range(0, c.sink_frames, K)]
-        per_row = []
-        for b in range(self.B):
-            nb = int(n[b])
-            starts = [s for s in sink if s < nb] + list(range(max(c.sink_frames, nb - c.window_frames), nb, K))
-            per_row.append(starts)
+        per_row = [[s for s in range(0, c.sink_frames, K) if s < nb] + list(range(max(c.sink_frames, nb - c.window_frames), nb, K))
+                   for nb in self.frame.tolist()]
         for k in range(max((len(s) for s in per_row), default=0)):
             has = torch.tensor([k < len(s) for s in per_row], device=self.device) & rows
             if not bool(has.any()):
                 continue
             start = torch.tensor([s[k] if k < len(s) else 0 for s in per_row], device=self.device)
-            slots = self._slots(start[:, None] + torch.arange(K, device=self.device))
-            chunk = torch.stack([self.history[b, slots[b]] for b in range(self.B)])
-            actions = torch.stack([self.history_actions[b, slots[b]] for b in range(self.B)])
-            prev = None if self.history_prev is None else torch.stack([self.history_prev[b, slots[b]] for b in range(self.B)])
-            self._write(chunk, actions, start, has, prev, text)
+            slots = self._slots(start[:, None] + torch.arange(K, device=self.device))  # [B, K]
+
+            def held(t: torch.Tensor) -> torch.Tensor:  # the chunk's frames of a per-row history [B, frames, ...]
+                return t.gather(1, slots.view(slots.shape + (1,) * (t.ndim - 2)).expand(slots.shape + t.shape[2:]))
+
+            writes.write(held(self.history), held(self.history_actions), start, has, None if self.history_prev is None else held(self.history_prev))
+        writes.close()
+
+
+class RowWrites:
+    """Cache writes for the rows of a bool mask [B] (a re-cache, a partial reset's context) that run the model on those
+    rows alone: on a copy of their cache when they are not the whole batch, put back by `close` (an event in one row
+    of 64 costs one row's passes, not the batch's). Inputs stay batch-sized; the rows' own results do not change."""
+
+    def __init__(self, rollout: Rollout, rows: torch.Tensor):
+        self.rollout, self.idx = rollout, torch.nonzero(rows).flatten()
+        self.whole = self.idx.numel() == rollout.B
+        self.cache = None if self.whole else rollout.cache.select(self.idx)
+        self.text = rollout._text() if self.whole else rollout._rows_text(self.idx)
+
+    def write(self, chunk: torch.Tensor, actions: torch.Tensor, start: torch.Tensor, rows: torch.Tensor, prev: torch.Tensor | None) -> None:
+        if self.whole:
+            return self.rollout._write(chunk, actions, start, rows, prev, self.text)
+        i = self.idx
+        self.cache = self.rollout._write_into(self.cache, chunk[i], actions[i], start[i], rows[i], None if prev is None else prev[i], self.text)
+
+    def close(self) -> None:
+        if not self.whole and self.idx.numel():
+            self.rollout.cache.assign(self.idx, self.cache)

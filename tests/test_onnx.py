@@ -181,6 +181,8 @@ def test_session_options_take_attributes_levels_and_config_keys_and_name_a_wrong
     assert opts.intra_op_num_threads == 1 and not opts.enable_mem_pattern
     assert str(opts.graph_optimization_level).endswith("ORT_ENABLE_BASIC")
     assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert session_options(1).get_session_config_entry("session.intra_op.allow_spinning") == "0"  # the default: no spinning
+    assert session_options(1, {"session.intra_op.allow_spinning": "1"}).get_session_config_entry("session.intra_op.allow_spinning") == "1"
     with pytest.raises(ValueError, match="not an onnxruntime SessionOptions attribute"):
         session_options(1, {"fast": True})
     with pytest.raises(ValueError, match="graph_optimization_level 'max'"):

@@ -187,3 +187,33 @@ def test_the_shared_text_condition_gives_the_per_pass_forward_to_the_bit(model):
     a = torch.zeros(2, 4, dtype=torch.long)
     with torch.no_grad():
         assert torch.equal(model(x, sigma, text, mask, a)[0], model(x, sigma, model.condition_text(text, mask), None, a)[0])
+
+
+@pytest.mark.parametrize("prev_frame", [False, True])
+def test_a_recache_and_a_partial_reset_run_the_model_on_their_rows_alone(prev_frame, monkeypatch):
+    torch.manual_seed(1)
+    m = VideoTransformer(TransformerConfig(**{**CFG.__dict__, "prev_frame": prev_frame})).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0, 0.1)
+    few, whole = make(m, 3), make(m, 3)
+    prompts = ["night falls", "dusk falls", "it starts to rain"]
+    for r in (few, whole):
+        r.reset([0, 1, 2], prompts, [5, 6, 7])
+        for i in range(5):  # 10 frames: the window has rolled over
+            r.generate(acts(3, i))
+    batches = []
+    real = m.forward
+    monkeypatch.setattr(m, "forward", lambda x, *a, **k: batches.append(x.shape[0]) or real(x, *a, **k))
+    few.set_prompt([1], ["the red object turns blue"])
+    assert batches == [1] * 3  # the sink chunk and the window's two, for row 1 only
+    whole.set_prompt([0, 1, 2], [prompts[0], "the red object turns blue", prompts[2]])
+    assert batches[3:] == [3] * 3
+    assert torch.allclose(few.cache.k[:, 1], whole.cache.k[:, 1], atol=1e-5) and torch.equal(few.cache.valid, whole.cache.valid)
+    batches.clear()
+    context = torch.randn(2, 4, 4, 8, 8, generator=torch.Generator().manual_seed(2))
+    few.reset([0, 2], ["snow falls", "night falls"], [8, 9], context=context)
+    assert batches == [2, 2]  # the context's two chunks, for rows 0 and 2 only
+    whole.reset([0, 1, 2], ["snow falls", "dusk falls", "night falls"], [8, 1, 9], context=torch.cat([context[:1], context]))
+    assert batches[2:] == [3, 3]
+    torch.testing.assert_close(few.generate(acts(3, 9))[[0, 2]], whole.generate(acts(3, 9))[[0, 2]], atol=1e-5, rtol=0)

@@ -107,6 +107,14 @@ class KVCache:
         tok = slot[:, :, None] * c.tokens_per_frame + torch.arange(c.tokens_per_frame, device=start_frame.device)
         return tok.flatten(1)
 
+    def select(self, idx: torch.Tensor) -> KVCache:
+        """A copy of the cache of rows `idx` [n]."""
+        return KVCache.over(self.config, self.k[:, idx], self.v[:, idx], self.valid[idx])
+
+    def assign(self, idx: torch.Tensor, other: KVCache) -> None:
+        """Rows `idx` [n] take the contents of `other` (a cache of n rows), in place."""
+        self.k[:, idx], self.v[:, idx], self.valid[idx] = other.k, other.v, other.valid
+
     def check_writable(self, start_frame: torch.Tensor) -> None:
         c = self.config
         if c.window_frames == 0 and bool((start_frame >= c.sink_frames).any()):

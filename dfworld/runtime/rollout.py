@@ -88,21 +88,35 @@ class OrtRollout(Rollout):
 
     def _run(self, graph: OnnxGraph, inputs: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor]) -> None:
         """Run a graph that reads the cache and writes the next one into the spare buffers, then swap them."""
-        cache = self.cache
-        inputs = {**inputs, "text": self.text, "text_mask": self.text_mask,
-                  "cache_k": cache.k, "cache_v": cache.v, "cache_valid": cache.valid}
-        outputs = {**outputs, **dict(zip(CACHE_OUTPUTS, (self.spare.k, self.spare.v, self.spare.valid)))}
-        graph(inputs, outputs)
-        self.cache, self.spare = self.spare, cache
+        self.cache, self.spare = self._run_on(graph, inputs, outputs, self.cache, self.spare, (self.text, self.text_mask))
+
+    @staticmethod
+    def _run_on(graph: OnnxGraph, inputs: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor], cache: KVCache,
+                spare: KVCache, text: tuple[torch.Tensor, torch.Tensor]) -> tuple[KVCache, KVCache]:
+        """Run a graph on `cache` (any batch, with inputs and `text` (tokens, mask) of its rows) into `spare`: (written, free)."""
+        inputs = {**inputs, "text": text[0], "text_mask": text[1], "cache_k": cache.k, "cache_v": cache.v, "cache_valid": cache.valid}
+        graph(inputs, {**outputs, **dict(zip(CACHE_OUTPUTS, (spare.k, spare.v, spare.valid)))})
+        return spare, cache
 
     def _text(self) -> None:
         return None  # the graphs read the rows' text (`_run`) and share its projections across their passes
 
+    def _rows_text(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.text[idx], self.text_mask[idx]  # the graphs' text inputs for a sub-batch
+
     def _write(self, chunk: torch.Tensor, actions: torch.Tensor, start: torch.Tensor, rows: torch.Tensor, prev: torch.Tensor | None,
                text: None = None) -> None:
         self.cache.check_writable(start)
-        inputs = {"latents": chunk.float(), "actions": actions.long(), "frame": start, "rows": rows, **self._prev_input(prev)}
-        self._run(self.generator.write, inputs, {})
+        self._run(self.generator.write, self._write_inputs(chunk, actions, start, rows, prev), {})
+
+    def _write_into(self, cache: KVCache, chunk: torch.Tensor, actions: torch.Tensor, start: torch.Tensor, rows: torch.Tensor,
+                    prev: torch.Tensor | None, text: tuple[torch.Tensor, torch.Tensor]) -> KVCache:
+        cache.check_writable(start)
+        spare = KVCache(self.cfg, cache.batch, self.device)  # a sub-batch's: a few rows, allocated per write
+        return self._run_on(self.generator.write, self._write_inputs(chunk, actions, start, rows, prev), {}, cache, spare, text)[0]
+
+    def _write_inputs(self, chunk, actions, start, rows, prev) -> dict[str, torch.Tensor]:
+        return {"latents": chunk.float(), "actions": actions.long(), "frame": start, "rows": rows, **self._prev_input(prev)}
 
     def _prev_input(self, prev: torch.Tensor | None) -> dict[str, torch.Tensor]:
         """The reference frames for the graphs of a `prev_frame` model (nothing for the others)."""

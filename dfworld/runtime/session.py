@@ -64,7 +64,10 @@ def session_options(threads: int | None = None, tuning: dict | None = None):
     opts.intra_op_num_threads = threads or torch.get_num_threads()
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3  # errors only
-    for key, value in (tuning or {}).items():
+    # idle intra-op threads sleep rather than spin: the env's three sessions and the torch work between their calls
+    # share the cores (at 2 threads 1.26x the env's frames/s at batch 1, 1.04x at batch 64; docs/experiments/rollout-speed.md)
+    tuning = {"session.intra_op.allow_spinning": "0", **(tuning or {})}
+    for key, value in tuning.items():
         if "." in key:
             opts.add_session_config_entry(key, str(value))
         elif key == "graph_optimization_level":
