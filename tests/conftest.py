@@ -47,9 +47,9 @@ def tiny_generator(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_tubelet_generator(tmp_path_factory):
     """The same with tubelet tokens (2x2 latent patches over 4 frames: 16 tokens per frame on average),
-    space-time rotary positions (2 pairs per spatial axis) and a reference frame per chunk."""
+    space-time rotary positions (2 pairs per spatial axis) and a reference frame per chunk, read and skipped to the output."""
     return _tiny_generator_checkpoint(tmp_path_factory.mktemp("gen_tubelet") / "checkpoint", patch=2, tubelet=4, rope_space=2,
-                                      prev_frame=True)
+                                      prev_frame=True, prev_skip=True)
 
 
 @pytest.fixture(scope="session")

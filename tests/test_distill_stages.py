@@ -168,6 +168,19 @@ def test_the_causal_stage_can_train_on_its_own_history_towards_the_real_frames(c
     assert np.isfinite(stage.train_step(0, rng)["loss_flow"])
 
 
+def test_the_causal_stage_starts_a_skip_model_from_weights_without_it_and_learns_the_gate(chain):
+    from dfworld.training.stages import stage_classes
+    from dfworld.training.stages import stage_config as compose_stage
+
+    runs, _ = chain
+    cfg = compose_stage("causal", [*wiring(tiny_pipeline(runs), "causal"), *TINY_CAUSAL, f"train.out={runs / 'causal-skip'}",
+                                   "model.prev_skip=true"])
+    stage = stage_classes("causal")[1](cfg)  # init_checkpoint: the chain's teacher, which has no reference frame or skip
+    assert stage.generator.skip_gate.item() == 0
+    assert np.isfinite(stage.train_step(0, torch.Generator().manual_seed(0))["loss_flow"])
+    assert stage.generator.skip_gate.item() != 0
+
+
 def test_the_causal_stage_weights_its_loss_towards_the_entities(chain):
     from dfworld.training.stages import stage_classes
     from dfworld.training.stages import stage_config as compose_stage

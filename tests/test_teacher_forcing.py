@@ -3,16 +3,19 @@
 import pytest
 import torch
 
+from dfworld.model.config import TransformerConfig
 from dfworld.model.kv_cache import KVCache
+from dfworld.model.transformer import SKIP_SCALE
 from tests.test_model import inputs, tiny
 
 
-@pytest.mark.parametrize("tubelet, patch, chunk, sink, window, rope_space, prev",
-                         [(1, 4, 2, 2, 4, 0, False), (2, 2, 2, 2, 4, 2, True), (4, 2, 4, 4, 8, 2, True), (1, 4, 2, 0, 4, 0, True)])
+@pytest.mark.parametrize("tubelet, patch, chunk, sink, window, rope_space, prev, skip",
+                         [(1, 4, 2, 2, 4, 0, False, False), (2, 2, 2, 2, 4, 2, True, False), (4, 2, 4, 4, 8, 2, True, False),
+                          (1, 4, 2, 0, 4, 0, True, False), (2, 2, 2, 2, 4, 2, True, True)])
 @torch.no_grad()
-def test_teacher_forcing_equals_the_cached_rollout(tubelet, patch, chunk, sink, window, rope_space, prev):
+def test_teacher_forcing_equals_the_cached_rollout(tubelet, patch, chunk, sink, window, rope_space, prev, skip):
     model = tiny(tubelet=tubelet, patch=patch, chunk_frames=chunk, sink_frames=sink, window_frames=window, rope_space=rope_space,
-                 prev_frame=prev)
+                 prev_frame=prev, prev_skip=skip)
     x, sigma, text, mask, actions = inputs(2, 24)
     noisy, _, _, _, _ = inputs(2, 24, seed=1)
     sigma = sigma[:, ::chunk].repeat_interleave(chunk, 1)  # one level per chunk
@@ -49,3 +52,21 @@ def test_a_reference_frame_model_reads_the_frame_and_needs_it():
     a, _ = model(x, sigma, text, mask, actions, prev=torch.zeros_like(x))
     b, _ = model(x, sigma, text, mask, actions, prev=torch.ones_like(x))
     assert (a - b).abs().max() > 1e-3
+
+
+@torch.no_grad()
+def test_a_skip_model_starts_as_its_source_and_copies_its_reference_frame_at_no_cost():
+    with pytest.raises(ValueError, match="needs prev_frame"):
+        TransformerConfig(prev_skip=True)
+    plain, skip = tiny(prev_frame=True), tiny(prev_frame=True, prev_skip=True)
+    missing, unexpected = skip.load_state_dict(plain.state_dict(), strict=False)
+    assert missing == ["skip_gate"] and not unexpected
+    x, sigma, text, mask, actions = inputs(1, 4)
+    ref = torch.randn_like(x)
+    skip.skip_gate.zero_()  # as a new model's: the same function as the model without it
+    assert torch.equal(plain(x, sigma, text, mask, actions, prev=ref)[0], skip(x, sigma, text, mask, actions, prev=ref)[0])
+    skip.patch_out.weight.zero_()
+    skip.patch_out.bias.zero_()  # the network outputs nothing, the gate is open
+    skip.skip_gate.fill_(1 / SKIP_SCALE)
+    v, _ = skip(x, torch.ones_like(sigma), text, mask, actions, prev=ref)
+    torch.testing.assert_close(x - v, ref)  # at level 1 the predicted frame is the reference frame

@@ -32,8 +32,14 @@ class TransformerConfig:
     # each token also reads the same patch of a reference frame, the last clean frame before its chunk
     # (DIAMOND's and GameNGen's frame stacking): what did not change is a copy (`forward(prev=...)`)
     prev_frame: bool = False
+    # the output velocity adds g (x - prev) (prev_frame models; g learned, from 0): at the first level the velocity of
+    # a frame equal to its reference frame, so a copy of what did not change costs the network nothing
+    # (docs/experiments/drift-own-history-and-skip.md)
+    prev_skip: bool = False
 
     def __post_init__(self) -> None:
+        if self.prev_skip and not self.prev_frame:
+            raise ValueError("prev_skip adds the reference frame to the output: it needs prev_frame")
         for name in ("latent_channels", "latent_size", "patch", "dim", "depth", "heads", "text_dim", "text_tokens", "n_actions",
                      "chunk_frames"):
             if getattr(self, name) < 1:

@@ -94,4 +94,5 @@ def teacher_forcing(model, x, sigma, text, actions, clean) -> torch.Tensor:
     plan = teacher_forcing_plan(Fr, cfg.chunk_frames, cfg.sink_frames, cfg.window_frames, cfg.tubelet, cfg.spatial_tokens, x.device)
     for block, text_kv in zip(model.blocks, text.kv):
         h, _ = block(h, c, text_kv, text.mask, (rope, rope_s, rope, key_sink, plan))
-    return model._output(h[:, G:], c[:, G:])
+    ref = reference_frames(x_clean, cfg.chunk_frames) if cfg.prev_skip else None
+    return model.skip(model._output(h[:, G:], c[:, G:]), x, ref)

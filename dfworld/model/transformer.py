@@ -44,6 +44,8 @@ from dfworld.model.kv_cache import KVCache
 from dfworld.model.layers import MLP, RMSNorm, modulate, rope_angles, rope_apply, timestep_embedding
 from dfworld.model.teacher_forcing import TeacherForcingPlan, block_causal_frame_mask, teacher_forcing
 
+SKIP_SCALE = 20.0  # prev_skip: the gate is learned at this scale (20 x one Adam step per step)
+
 
 class TextCondition(NamedTuple):
     """A text as the model reads it (`VideoTransformer.condition_text`)."""
@@ -162,6 +164,8 @@ class VideoTransformer(nn.Module):
         self.null_text = nn.Parameter(torch.randn(1, cfg.text_dim) * 0.02)  # the unconditional text
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
         self.norm_out = nn.LayerNorm(cfg.dim, elementwise_affine=False, eps=1e-6)
+        if cfg.prev_skip:  # zero: a model starts as it was without it
+            self.skip_gate = nn.Parameter(torch.zeros(()))
         self.ada_out = nn.Linear(cfg.dim, 2 * cfg.dim)
         self.patch_out = nn.Linear(cfg.dim, cfg.patch_dim)
         for layer in (self.ada_out, self.patch_out):
@@ -351,7 +355,11 @@ class VideoTransformer(nn.Module):
 
         # 3. output
         kv = (torch.stack(new_k), torch.stack(new_v)) if cache is not None else None
-        return self._output(h, c), kv
+        return self.skip(self._output(h, c), x, prev), kv
+
+    def skip(self, v: torch.Tensor, x: torch.Tensor, prev: torch.Tensor | None) -> torch.Tensor:
+        """The velocity v of x plus, with `prev_skip`, the gated skip from the reference frame (SKIP_SCALE lets Adam move the gate)."""
+        return v + SKIP_SCALE * self.skip_gate * (x - prev) if self.config.prev_skip else v
 
     def embed(self, x: torch.Tensor, prev: torch.Tensor | None) -> torch.Tensor:
         """Tokens [B, G, S, D] of latents x [B, F, ...]: patches, positions, and (prev_frame) the reference frame's patches."""

@@ -111,11 +111,11 @@ class CausalStage(CarriesCodecAndText):
         if config.init_checkpoint:
             ckpt = load_checkpoint(config.init_checkpoint, stage=CODEC_CARRIERS)
             source = transformer_from(ckpt, "teacher" if ckpt.config.get("stage") == "teacher" else "generator")
-            try:  # a reference-frame input the source lacks starts at zero (the model starts as the source)
+            try:  # a reference-frame input or skip the source lacks starts at zero (the model starts as the source)
                 missing, unexpected = self.generator.load_state_dict(source.state_dict(), strict=False)
             except RuntimeError as e:
                 raise ValueError(f"init_checkpoint {config.init_checkpoint!r} has another shape than model: {e}") from e
-            if unexpected or set(missing) - {"prev_in.weight", "prev_in.bias"}:
+            if unexpected or set(missing) - {"prev_in.weight", "prev_in.bias", "skip_gate"}:
                 raise ValueError(f"init_checkpoint {config.init_checkpoint!r} does not fit model: missing {missing}, "
                                  f"unexpected {unexpected}")
         self.loss = FlowMatchingLoss(self.generator)
