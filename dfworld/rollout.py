@@ -203,8 +203,8 @@ class Rollout:
         and its cache write, a re-cache); None where the compute reads `self.text` itself (OrtRollout)."""
         return self.generator.condition_text(self.text, self.text_mask)
 
-    def _forward(self, x, sigma: float, actions, start, prev, text: TextCondition):
-        return forward_at(self.generator, x, sigma, text, None, actions, start, self.cache, prev)
+    def _forward(self, x, sigma: float, actions, start, prev, text: TextCondition, cache: KVCache | None = None):
+        return forward_at(self.generator, x, sigma, text, None, actions, start, self.cache if cache is None else cache, prev)
 
     def _reference(self) -> torch.Tensor | None:
         """The next chunk's reference frame, [B, K, C, h, w]: each row's last committed frame (zeros before any).
@@ -245,7 +245,7 @@ class Rollout:
     def _write_into(self, cache: KVCache, chunk: torch.Tensor, actions: torch.Tensor, start: torch.Tensor, rows: torch.Tensor,
                     prev: torch.Tensor | None, text: TextCondition | None) -> KVCache:
         """`_write` on any cache of n rows (the inputs' batch, `text` of those rows, `_rows_text`); returns the written cache."""
-        _, (k, v) = forward_at(self.generator, chunk, self.sampler.context_noise, text, None, actions, start, cache, prev)
+        _, (k, v) = self._forward(chunk, self.sampler.context_noise, actions, start, prev, text, cache)
         cache.update(start, k, v, rows=rows)
         return cache
 
@@ -367,12 +367,14 @@ class Rollout:
                 continue
             start = torch.tensor([s[k] if k < len(s) else 0 for s in per_row], device=self.device)
             slots = self._slots(start[:, None] + torch.arange(K, device=self.device))  # [B, K]
-
-            def held(t: torch.Tensor) -> torch.Tensor:  # the chunk's frames of a per-row history [B, frames, ...]
-                return t.gather(1, slots.view(slots.shape + (1,) * (t.ndim - 2)).expand(slots.shape + t.shape[2:]))
-
-            writes.write(held(self.history), held(self.history_actions), start, has, None if self.history_prev is None else held(self.history_prev))
+            prev = None if self.history_prev is None else _held(self.history_prev, slots)
+            writes.write(_held(self.history, slots), _held(self.history_actions, slots), start, has, prev)
         writes.close()
+
+
+def _held(history: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+    """The frames at history slots [B, K] of a per-row history [B, frames, ...]: [B, K, ...]."""
+    return history.gather(1, slots.view(slots.shape + (1,) * (history.ndim - 2)).expand(slots.shape + history.shape[2:]))
 
 
 class RowWrites:
