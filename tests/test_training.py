@@ -324,3 +324,22 @@ def test_codec_evaluation(tiny):
     s = evaluate_codec(str(tiny / "codec" / "checkpoint"), episodes=2)
     assert s["frames"] == 192 and 0 < s["psnr_mean"] < 100
     assert 0 <= s["probe_time_acc"] <= 1 and 0 <= s["probe_presence_acc"] <= 1
+
+
+def test_clip_latents_are_cached_by_codec_weights_and_clip_pixels(tmp_path):
+    from dfworld.model.codec import CodecConfig, LatentCodec
+    from dfworld.training.stages.teacher import clip_latents
+
+    torch.manual_seed(0)
+    codec = LatentCodec(CodecConfig(image_size=32, latent_channels=4, block_out_channels=(8, 8), norm_num_groups=4)).eval()
+    frames = torch.randint(0, 256, (2, 4, 32, 32, 3), dtype=torch.uint8)
+    first = clip_latents(codec, frames, tmp_path, "cpu")
+    (cached,) = tmp_path.glob("latents-*-2x4.safetensors")
+    assert torch.equal(clip_latents(codec, frames, tmp_path, "cpu"), first)  # a hit: the same codec and clips
+    other = frames.clone()
+    other[0, 0, 0, 0, 0] ^= 1  # one pixel of another data set of the same shape
+    clip_latents(codec, other, tmp_path, "cpu")
+    with torch.no_grad():
+        next(codec.parameters()).add_(1.0)  # another codec
+    clip_latents(codec, frames, tmp_path, "cpu")
+    assert len(list(tmp_path.glob("latents-*-2x4.safetensors"))) == 3 and cached.is_file()

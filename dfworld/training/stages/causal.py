@@ -100,7 +100,7 @@ class CausalStage(CarriesCodecAndText):
         clips = load_clips(config.clips)
         if clips.frames.shape[1] % cfg.chunk_frames:
             raise ValueError(f"clips of {clips.frames.shape[1]} frames are not whole chunks of {cfg.chunk_frames}")
-        self.latents = clip_latents(self.codec, config.codec_checkpoint, clips.frames, self.train.out, self.device)
+        self.latents = clip_latents(self.codec, clips.frames, self.train.out, self.device)
         self.actions = clips.actions.long()
         self.entity_cells = entity_cells(clips, self.latents.shape[-1]) if config.entity_weight > 0 else None
         self.conditioner = clip_conditioner(config.text, config.text_cache, clips.prompts)

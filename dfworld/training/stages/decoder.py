@@ -73,7 +73,7 @@ class DecoderStage(Stage):
         if clips.frames.shape[2] != cfg.image_size:
             raise ValueError(f"data frames are {clips.frames.shape[2]} px but the codec's image_size is {cfg.image_size}")
         # every frame's latents, encoded once (cached per codec, as the teacher's)
-        self.latents = clip_latents(base, config.codec_checkpoint, clips.frames, self.train.out, self.device).flatten(0, 1)
+        self.latents = clip_latents(base, clips.frames, self.train.out, self.device).flatten(0, 1)
         self.opt = adamw(self.codec.fast.parameters(), config.train)
 
     def trained(self):

@@ -187,7 +187,7 @@ class DmdStage(SelfForcingStage):
 
             # the context frames, or the whole window where the real continuation is a target too
             frames = clips.frames[:, : self.clip_frames if config.real_weight else self.context]
-            self.latents = clip_latents(self.codec, config.teacher_checkpoint, frames, self.train.out, self.device)
+            self.latents = clip_latents(self.codec, frames, self.train.out, self.device)
 
     def train_step(self, step: int, rng: torch.Generator) -> dict[str, float]:
         B, K, F, C = self.train.batch_size, self.generator.config.chunk_frames, self.clip_frames, self.context

@@ -13,6 +13,7 @@ context keep the from-noise task. The same module is the critic of DMD.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import torch
 from tensordict import TensorDict
 from tqdm.auto import tqdm
 
-from dfworld.checkpoint import checkpoint_digest, load_checkpoint
+from dfworld.checkpoint import load_checkpoint
 from dfworld.configuration import to_dict
 from dfworld.losses.flow_matching import FlowMatchingLoss
 from dfworld.model.codec import LatentCodec
@@ -151,13 +152,29 @@ def wording_table(conditioner: TextConditioner, prompts: list[str], resample: bo
     return text, mask, torch.tensor([[pos[t] for t in row[:K]] for row in texts])
 
 
-def clip_latents(codec: LatentCodec, codec_checkpoint: str, frames: torch.Tensor, out: str | Path, device) -> torch.Tensor:
-    """Latents of every clip, cached in `out` per codec checkpoint and clip shape."""
+def tensor_digest(*tensors: torch.Tensor) -> str:
+    """SHA-256 (hex) of tensors' dtypes, shapes and bytes, in order."""
+    h = hashlib.sha256()
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def clip_latents(codec: LatentCodec, frames: torch.Tensor, out: str | Path, device) -> torch.Tensor:
+    """Latents of every clip, cached in `out` under the codec's weights and the clips' pixels.
+
+    The key is what the latents are a function of: the same codec in another checkpoint (a teacher,
+    a generator) and the same clips hit the cache; other clips of the same shape miss it.
+    """
     from safetensors.torch import load_file, save_file
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"latents-{checkpoint_digest(codec_checkpoint)[:16]}-{frames.shape[0]}x{frames.shape[1]}.safetensors"
+    state = codec.state_dict()
+    key = tensor_digest(*(state[k] for k in sorted(state)), frames)
+    path = out / f"latents-{key[:16]}-{frames.shape[0]}x{frames.shape[1]}.safetensors"
     if path.is_file():
         return load_file(str(path))["latents"]
     lat = encode_clips(codec, frames, device)
@@ -203,7 +220,7 @@ class TeacherStage(CarriesCodecAndText):
         self.opt = adamw(self.model.parameters(), config.train)
 
     def _latents(self, frames: torch.Tensor) -> torch.Tensor:
-        return clip_latents(self.codec, self.config.codec_checkpoint, frames, self.train.out, self.device)
+        return clip_latents(self.codec, frames, self.train.out, self.device)
 
     def trained(self):
         return {"teacher": self.model}
