@@ -10,7 +10,7 @@
     dfworld script validate FILE...   check event scripts
     dfworld script make-suite DIR     regenerate the shipped suites
     dfworld bench [--checkpoint NAME=PATH ...]  score checkpoints against EventWorld on an event suite
-    dfworld export onnx [--checkpoint PATH] [--out DIR]  the generator's chunk step, cache write and decoder as ONNX
+    dfworld export onnx [--checkpoint PATH] [--out DIR]  the generator's chunk step, context writes and decoder as ONNX
     dfworld agent train|eval|transfer  agents inside the world model or in EventWorld; the transfer test
 """
 
@@ -156,7 +156,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else cached_export_dir(bundle)
     t0 = time.perf_counter()
     export_onnx(bundle, out)
-    print(f"exported {bundle.checkpoint.path} to {out} in {time.perf_counter() - t0:.1f} s (chunk.onnx, write.onnx, decoder.onnx, export.json)")
+    print(f"exported {bundle.checkpoint.path} to {out} in {time.perf_counter() - t0:.1f} s (chunk.onnx, held<m>.onnx, decoder.onnx, export.json)")
     return 0
 
 
@@ -264,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(func=_cmd_bench)
 
     export = sub.add_parser("export", help="export a generator checkpoint for another runtime (onnx: ONNX Runtime)")
-    export.add_argument("kind", choices=("onnx",), help="onnx: chunk.onnx, write.onnx, decoder.onnx and export.json")
+    export.add_argument("kind", choices=("onnx",), help="onnx: chunk.onnx, held<m>.onnx, decoder.onnx and export.json")
     export.add_argument("--checkpoint", default=None, help="a generator checkpoint, or a shipped one by name (default: the shipped default)")
     export.add_argument("--out", default=None, help="output directory (default: the cache the onnx backend reads, ~/.cache/dfworld/onnx/<key>)")
     export.set_defaults(func=_cmd_export)

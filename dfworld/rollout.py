@@ -20,10 +20,12 @@ A text event re-encodes the row's condition and re-caches (LongLive): the frames
 cache (sink and window) are replayed under the new text in time order, which rewrites their keys
 and values. Actions are per frame. Rows reset independently.
 
-The model compute goes through `_write` / `_write_into` (a clean chunk into the cache, the whole
-batch's or a few rows' copy: a re-cache or a partial reset runs the model on its rows alone) and
-the level loop of `generate`; `dfworld.runtime.OrtRollout` replaces just those with ONNX Runtime
-graphs and keeps everything else here (per-row state, noise streams, re-cache order).
+A re-cache and a reset's context write all their chunks into the rows' emptied cache in one
+block-causal pass (`dfworld.model.teacher_forcing.held_chunks_kv`: what writing them one by one
+gives), on the rows alone (an event in one row of 64 costs one row's pass, not the batch's).
+The model compute goes through `_write_held` (those writes), `_write` (a generated chunk into the
+cache) and the level loop of `generate`; `dfworld.runtime.OrtRollout` replaces them with ONNX
+Runtime graphs and keeps everything else here (per-row state, noise streams, re-cache order).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import torch
 
 from dfworld.model.conditioning import TextConditioner
 from dfworld.model.kv_cache import KVCache, frame_slots
+from dfworld.model.teacher_forcing import held_chunks_kv, reference_frames
 from dfworld.model.transformer import TextCondition, VideoTransformer
 from dfworld.schedule import SamplerConfig, student_sigmas
 from dfworld.world.config import check_seed
@@ -133,8 +136,8 @@ class Rollout:
 
         `context`: optional clean latents of the frames the episodes continue, [len(rows), n, C, h, w]
         with n a multiple of the chunk and at most what the cache holds (sink + window), under
-        `context_actions` [len(rows), n] (default: noop); they are written into the cache chunk by
-        chunk, and generation continues after them. A single frame [len(rows), C, h, w] is held
+        `context_actions` [len(rows), n] (default: noop); they are written into the cache (in one pass,
+        as if generated chunk by chunk), and generation continues after them. A single frame [len(rows), C, h, w] is held
         still for a chunk.
         """
         if not (len(rows) == len(prompts) == len(seeds)):
@@ -156,17 +159,17 @@ class Rollout:
         for r, s in zip(rows, seeds):
             self.rngs[r].manual_seed(int(s))
             self.seeds[r] = int(s)
-        if context is not None:
-            K, writes = self.cfg.chunk_frames, RowWrites(self, mask)
-            for f in range(0, context.shape[1], K):  # 3. the context, chunk by chunk, as if generated
-                chunk = torch.zeros((self.B,) + self._chunk_shape, device=self.device)  # [B, K, C, h, w]
-                chunk[mask] = context[:, f : f + K]
-                actions = torch.zeros(self.B, K, dtype=torch.long, device=self.device)
-                actions[mask] = context_actions[:, f : f + K]
-                prev = self._reference()
-                writes.write(chunk, actions, self.frame, mask, prev)
-                self._remember(chunk, actions, mask, prev)
-            writes.close()
+        if context is not None:  # 3. the context, as if generated
+            K, n = self.cfg.chunk_frames, context.shape[1]
+            chunks = torch.zeros((self.B,) + context.shape[1:], device=self.device)  # [B, n, C, h, w]
+            chunks[mask] = context
+            actions = torch.zeros(self.B, n, dtype=torch.long, device=self.device)
+            actions[mask] = context_actions
+            prev = reference_frames(chunks, K) if self.history_prev is not None else None
+            frames = torch.arange(n, device=self.device).expand(self.B, n)
+            self._write_fresh(mask, chunks, actions, frames, mask[:, None].expand(-1, n // K), prev)
+            for f in range(0, n, K):
+                self._remember(chunks[:, f : f + K], actions[:, f : f + K], mask, None if prev is None else prev[:, f : f + K])
 
     def _check_context(self, n_rows: int, context: torch.Tensor, actions: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Context latents [R, n, C, h, w] and actions [R, n] on the device, checked (see `reset`)."""
@@ -203,8 +206,8 @@ class Rollout:
         and its cache write, a re-cache); None where the compute reads `self.text` itself (OrtRollout)."""
         return self.generator.condition_text(self.text, self.text_mask)
 
-    def _forward(self, x, sigma: float, actions, start, prev, text: TextCondition, cache: KVCache | None = None):
-        return forward_at(self.generator, x, sigma, text, None, actions, start, self.cache if cache is None else cache, prev)
+    def _forward(self, x, sigma: float, actions, start, prev, text: TextCondition):
+        return forward_at(self.generator, x, sigma, text, None, actions, start, self.cache, prev)
 
     def _reference(self) -> torch.Tensor | None:
         """The next chunk's reference frame, [B, K, C, h, w]: each row's last committed frame (zeros before any).
@@ -240,14 +243,32 @@ class Rollout:
     def _write(self, chunk: torch.Tensor, actions: torch.Tensor, start: torch.Tensor, rows: torch.Tensor, prev: torch.Tensor | None,
                text: TextCondition | None) -> None:
         """Write the keys and values of a clean chunk [B, K, C, h, w] starting at frames start [B] into the cache of `rows`."""
-        self.cache = self._write_into(self.cache, chunk, actions, start, rows, prev, text)
+        _, (k, v) = self._forward(chunk, self.sampler.context_noise, actions, start, prev, text)
+        self.cache.update(start, k, v, rows=rows)
 
-    def _write_into(self, cache: KVCache, chunk: torch.Tensor, actions: torch.Tensor, start: torch.Tensor, rows: torch.Tensor,
-                    prev: torch.Tensor | None, text: TextCondition | None) -> KVCache:
-        """`_write` on any cache of n rows (the inputs' batch, `text` of those rows, `_rows_text`); returns the written cache."""
-        _, (k, v) = self._forward(chunk, self.sampler.context_noise, actions, start, prev, text, cache)
-        cache.update(start, k, v, rows=rows)
+    def _write_held(self, cache: KVCache, chunks: torch.Tensor, actions: torch.Tensor, frames: torch.Tensor, held: torch.Tensor,
+                    prev: torch.Tensor | None, text: TextCondition | tuple[torch.Tensor, torch.Tensor]) -> KVCache:
+        """Clean chunks [n, m K, C, h, w] at frames [n, m K] into `cache` (n rows, holding nothing else) in one pass: chunk j in
+        the rows of held [n, m]. `text`: the rows' (`_rows_text`). Returns the written cache."""
+        sigma = torch.full(chunks.shape[:2], self.sampler.context_noise, device=self.device)
+        k, v = held_chunks_kv(self.generator, chunks, sigma, text, actions, frames, held, prev)
+        for buf, new in zip((cache.k, cache.v, cache.valid), cache.written_chunks(frames, k, v, held)):
+            buf.copy_(new)
         return cache
+
+    def _write_fresh(self, rows: torch.Tensor, chunks: torch.Tensor, actions: torch.Tensor, frames: torch.Tensor, held: torch.Tensor,
+                     prev: torch.Tensor | None) -> None:
+        """`_write_held` on the emptied cache of `rows` [B] (held [B, m] within them), run on those rows alone: on a copy of
+        their cache when they are not the whole batch, put back after. Inputs are batch-sized."""
+        idx = torch.nonzero(rows).flatten()
+        if not idx.numel():
+            return
+        if idx.numel() == self.B:
+            self.cache = self._write_held(self.cache, chunks, actions, frames, held, prev, self._rows_text(idx))
+            return
+        part = self._write_held(self.cache.select(idx), chunks[idx], actions[idx], frames[idx], held[idx],
+                                None if prev is None else prev[idx], self._rows_text(idx))
+        self.cache.assign(idx, part)
 
     def _rows_text(self, idx: torch.Tensor) -> TextCondition | tuple[torch.Tensor, torch.Tensor]:
         """The text condition of rows `idx` alone (`_text` for a sub-batch)."""
@@ -354,46 +375,23 @@ class Rollout:
 
     @torch.no_grad()
     def _recache(self, rows: torch.Tensor) -> None:
-        """Replay the frames still in the cache of `rows`, in time order, under their current text."""
+        """Rewrite the frames still in the cache of `rows` (in time order, one pass) under their current text."""
         c, K = self.cfg, self.cfg.chunk_frames
         self.cache.reset(rows)
-        writes = RowWrites(self, rows)  # every replayed chunk is written under the same text, for `rows` only
         # stored chunk starts per row: the sink chunks, then the window's chunks, oldest first
         per_row = [[s for s in range(0, c.sink_frames, K) if s < nb] + list(range(max(c.sink_frames, nb - c.window_frames), nb, K))
-                   for nb in self.frame.tolist()]
-        for k in range(max((len(s) for s in per_row), default=0)):
-            has = torch.tensor([k < len(s) for s in per_row], device=self.device) & rows
-            if not bool(has.any()):
-                continue
-            start = torch.tensor([s[k] if k < len(s) else 0 for s in per_row], device=self.device)
-            slots = self._slots(start[:, None] + torch.arange(K, device=self.device))  # [B, K]
-            prev = None if self.history_prev is None else _held(self.history_prev, slots)
-            writes.write(_held(self.history, slots), _held(self.history_actions, slots), start, has, prev)
-        writes.close()
+                   if on else [] for nb, on in zip(self.frame.tolist(), rows.tolist())]
+        m = max(map(len, per_row))
+        if m == 0:
+            return
+        starts = torch.tensor([s + [0] * (m - len(s)) for s in per_row], device=self.device)  # [B, m]
+        held = torch.tensor([[j < len(s) for j in range(m)] for s in per_row], device=self.device)
+        frames = (starts[:, :, None] + torch.arange(K, device=self.device)).flatten(1)  # [B, m K]
+        slots = self._slots(frames)
+        prev = None if self.history_prev is None else _held(self.history_prev, slots)
+        self._write_fresh(rows, _held(self.history, slots), _held(self.history_actions, slots), frames, held, prev)
 
 
 def _held(history: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
-    """The frames at history slots [B, K] of a per-row history [B, frames, ...]: [B, K, ...]."""
+    """The frames at history slots [B, n] of a per-row history [B, frames, ...]: [B, n, ...]."""
     return history.gather(1, slots.view(slots.shape + (1,) * (history.ndim - 2)).expand(slots.shape + history.shape[2:]))
-
-
-class RowWrites:
-    """Cache writes for the rows of a bool mask [B] (a re-cache, a partial reset's context) that run the model on those
-    rows alone: on a copy of their cache when they are not the whole batch, put back by `close` (an event in one row
-    of 64 costs one row's passes, not the batch's). Inputs stay batch-sized; the rows' own results do not change."""
-
-    def __init__(self, rollout: Rollout, rows: torch.Tensor):
-        self.rollout, self.idx = rollout, torch.nonzero(rows).flatten()
-        self.whole = self.idx.numel() == rollout.B
-        self.cache = None if self.whole else rollout.cache.select(self.idx)
-        self.text = rollout._text() if self.whole else rollout._rows_text(self.idx)
-
-    def write(self, chunk: torch.Tensor, actions: torch.Tensor, start: torch.Tensor, rows: torch.Tensor, prev: torch.Tensor | None) -> None:
-        if self.whole:
-            return self.rollout._write(chunk, actions, start, rows, prev, self.text)
-        i = self.idx
-        self.cache = self.rollout._write_into(self.cache, chunk[i], actions[i], start[i], rows[i], None if prev is None else prev[i], self.text)
-
-    def close(self) -> None:
-        if not self.whole and self.idx.numel():
-            self.rollout.cache.assign(self.idx, self.cache)

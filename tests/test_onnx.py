@@ -16,9 +16,10 @@ import torch
 import dfworld  # noqa: F401  (registers the environments)
 from dfworld.cli import main
 from dfworld.model.loading import load_bundle
+from dfworld.model.transformer import TransformerConfig
 from dfworld.rollout import Rollout
 from dfworld.runtime import ExportError, OrtRollout, load_onnx
-from dfworld.runtime.export import CACHE_ENV, GRAPHS, cached_export_dir
+from dfworld.runtime.export import CACHE_ENV, GRAPHS, cached_export_dir, graph_names
 from dfworld.schedule import SamplerConfig
 from dfworld.world.config import WorldConfig
 from dfworld.world.probes import read_frames
@@ -48,7 +49,10 @@ def test_export_writes_checked_static_graphs_and_its_record(exported, tiny_gener
     ckpt = json.loads((tiny_generator / "config.json").read_text())
     assert {k: record[k] for k in ("model", "codec", "sampler", "text")} == {k: ckpt.get(k, {}) for k in ("model", "codec", "sampler", "text")}
     assert len(record["checkpoint_sha256"]) == 64 and len(record["sigmas"]) == 4
-    for name, (inputs, outputs) in GRAPHS.items():
+    model = TransformerConfig(**record["model"])
+    assert graph_names(model) == ["chunk", "held1", "held2", "held3", "decoder"]  # sink 4 + window 8 frames: 3 chunks held
+    for name in graph_names(model):
+        inputs, outputs = GRAPHS["held" if name.startswith("held") else name]
         assert record["graphs"][name]["inputs"] == inputs  # no reference frame: the graphs of a plain model
         graph = onnx.load(str(exported / f"{name}.onnx"))
         onnx.checker.check_model(graph)
@@ -144,7 +148,7 @@ def test_an_export_of_another_checkpoint_is_refused(exported, tiny_generator, tm
     (other / "export.json").write_text(json.dumps(record))
     with pytest.raises(ExportError, match="other weights"):
         gym.make("dfworld/WorldModel-v0", checkpoint=tiny_generator, backend="onnx", onnx_dir=other)
-    (other / "write.onnx").unlink()
+    (other / "held2.onnx").unlink()
     with pytest.raises(ExportError, match="lacks"):
         load_onnx(other, bundle)
 

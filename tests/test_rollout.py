@@ -5,7 +5,7 @@ import torch
 
 from dfworld.model.conditioning import TextConditioner, VocabEncoder
 from dfworld.model.transformer import TransformerConfig, VideoTransformer
-from dfworld.rollout import Rollout
+from dfworld.rollout import Rollout, _held
 
 CFG = TransformerConfig(latent_channels=4, latent_size=8, patch=4, dim=32, depth=2, heads=2, text_dim=16, text_tokens=16,
                         attention="block_causal", chunk_frames=2, sink_frames=2, window_frames=4)
@@ -202,18 +202,43 @@ def test_a_recache_and_a_partial_reset_run_the_model_on_their_rows_alone(prev_fr
         r.reset([0, 1, 2], prompts, [5, 6, 7])
         for i in range(5):  # 10 frames: the window has rolled over
             r.generate(acts(3, i))
-    batches = []
-    real = m.forward
-    monkeypatch.setattr(m, "forward", lambda x, *a, **k: batches.append(x.shape[0]) or real(x, *a, **k))
+    passes = []  # (rows, frames) of every model pass: the cached step's and the one-pass writes' alike read `embed`
+    real = m.embed
+    monkeypatch.setattr(m, "embed", lambda x, prev: passes.append(tuple(x.shape[:2])) or real(x, prev))
     few.set_prompt([1], ["the red object turns blue"])
-    assert batches == [1] * 3  # the sink chunk and the window's two, for row 1 only
+    assert passes == [(1, 6)]  # one pass over the sink chunk and the window's two, for row 1 only
     whole.set_prompt([0, 1, 2], [prompts[0], "the red object turns blue", prompts[2]])
-    assert batches[3:] == [3] * 3
+    assert passes[1:] == [(3, 6)]
     assert torch.allclose(few.cache.k[:, 1], whole.cache.k[:, 1], atol=1e-5) and torch.equal(few.cache.valid, whole.cache.valid)
-    batches.clear()
+    passes.clear()
     context = torch.randn(2, 4, 4, 8, 8, generator=torch.Generator().manual_seed(2))
     few.reset([0, 2], ["snow falls", "night falls"], [8, 9], context=context)
-    assert batches == [2, 2]  # the context's two chunks, for rows 0 and 2 only
+    assert passes == [(2, 4)]  # the context's two chunks in one pass, for rows 0 and 2 only
     whole.reset([0, 1, 2], ["snow falls", "dusk falls", "night falls"], [8, 1, 9], context=torch.cat([context[:1], context]))
-    assert batches[2:] == [3, 3]
+    assert passes[1:] == [(3, 4)]
     torch.testing.assert_close(few.generate(acts(3, 9))[[0, 2]], whole.generate(acts(3, 9))[[0, 2]], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("extra", [{}, {"prev_frame": True, "tubelet": 2, "rope_space": 1}])
+def test_the_one_pass_recache_equals_writing_the_held_chunks_one_by_one(extra):
+    torch.manual_seed(2)
+    m = VideoTransformer(TransformerConfig(**{**CFG.__dict__, **extra})).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0, 0.1)
+    r = make(m, 2)
+    r.reset([0, 1], ["night falls", "dusk falls"], [5, 6])
+    for i in range(5):  # 10 frames: the sink chunk (0-1) and the window (6-9) are held, frames 2-5 are gone
+        r.generate(acts(2, i))
+    r.set_prompt([0, 1], ["the red object turns blue", "rain begins"])
+    one_pass = (r.cache.k.clone(), r.cache.v.clone(), r.cache.valid.clone())
+    r.cache.reset()  # the reference: each held chunk through the cached step, oldest first, into the emptied cache
+    with torch.no_grad():
+        for start in (0, 6, 8):
+            slots = r._slots(torch.tensor([start, start + 1]).expand(2, -1))
+            prev = None if r.history_prev is None else _held(r.history_prev, slots)
+            r._write(_held(r.history, slots), _held(r.history_actions, slots), torch.full((2,), start), torch.ones(2, dtype=torch.bool),
+                     prev, r._text())
+    assert torch.equal(r.cache.valid, one_pass[2]) and int(one_pass[2][0].sum()) == 6 * r.cfg.tokens_per_frame
+    torch.testing.assert_close(r.cache.k, one_pass[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(r.cache.v, one_pass[1], atol=1e-5, rtol=0)

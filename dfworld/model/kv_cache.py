@@ -124,6 +124,15 @@ class KVCache:
         """(k, v, valid) after writing a chunk's keys and values [L, B, H, K*N, Dh] at start_frame [B]; out of place."""
         return cache_write(self.k, self.v, self.valid, self.slot_index(start_frame), k, v, rows)
 
+    def written_chunks(self, frames: torch.Tensor, k: torch.Tensor, v: torch.Tensor, held: torch.Tensor):
+        """(k, v, valid) after writing n chunks' keys and values [L, B, H, n*K*N, Dh] at frames [B, n*K], chunk j in the
+        rows of the bool mask held[:, j] [B, n]; out of place."""
+        K, T = self.config.chunk_frames, self.config.chunk_frames * self.config.tokens_per_frame
+        out = (self.k, self.v, self.valid)
+        for j in range(held.shape[1]):
+            out = cache_write(*out, self.slot_index(frames[:, j * K]), k[..., j * T : (j + 1) * T, :], v[..., j * T : (j + 1) * T, :], held[:, j])
+        return out
+
     def update(self, start_frame: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: torch.Tensor | None = None) -> None:
         """Write a chunk's keys and values [L, B, H, K*N, Dh] at start_frame [B] (only `rows`, if given), in place."""
         self.check_writable(start_frame)

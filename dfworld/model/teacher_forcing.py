@@ -96,3 +96,36 @@ def teacher_forcing(model, x, sigma, text, actions, clean) -> torch.Tensor:
         h, _ = block(h, c, text_kv, text.mask, (rope, rope_s, rope, key_sink, plan))
     ref = reference_frames(x_clean, cfg.chunk_frames) if cfg.prev_skip else None
     return model.skip(model._output(h[:, G:], c[:, G:]), x, ref)
+
+
+def chunk_causal_mask(held: torch.Tensor, tokens: int) -> torch.Tensor:
+    """[B, 1, T, T] bool over n chunks of `tokens` tokens each (held [B, n]): a chunk sees itself and the held chunks before it."""
+    i = torch.arange(held.shape[1], device=held.device)
+    m = ((i[None, :] < i[:, None]) & held[:, None, :]) | (i[None, :] == i[:, None])  # [B, n, n]
+    return m.repeat_interleave(tokens, 1).repeat_interleave(tokens, 2)[:, None]
+
+
+def held_chunks_kv(model, x, sigma, text, actions, frames, held, prev=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keys and values [L, B, H, F N, Dh] of clean chunks x [B, F, C, h, w] in one pass: what writing them one by one,
+    oldest first, into a cache that holds nothing else gives (a re-cache, an episode's context).
+
+    `frames` [B, F]: each frame's absolute index (each chunk's frames consecutive, chunks in time order, gaps
+    allowed: the sink, then the window). Chunk j of a row attends itself and the chunks before it where `held`
+    [B, F / K] is true; the keys and values of chunks not held are computed but mean nothing. `sigma` [B, F],
+    `text` the model's `condition_text`, `prev` each frame's reference frame (models with `prev_frame`).
+    """
+    cfg = model.config
+    c, a = model._condition(sigma, text, actions)
+    h = model.embed(x, prev) + a[:, :, None]  # [B, G, S, D]
+    rope = model._rope(frames)
+    rope_s = key_sink = None
+    if cfg.sink_frames > 0:  # as the cached step: sink keys seen from the sink-shifted query, the rest at absolute times
+        rope_s = model._rope(model._sink_query_positions(frames))
+        key_sink = model._tokens(frames < cfg.sink_frames)[:, None, :, None]
+    mask = chunk_causal_mask(held, cfg.chunk_frames * cfg.tokens_per_frame)
+    ks, vs = [], []
+    for block, text_kv in zip(model.blocks, text.kv):
+        h, (k, v) = block(h, c, text_kv, text.mask, (rope, rope_s, rope, key_sink, mask))
+        ks.append(k)
+        vs.append(v)
+    return torch.stack(ks), torch.stack(vs)

@@ -1,6 +1,6 @@
 """ONNX export of a generator checkpoint: the fused chunk step, the cache write, and the decoder.
 
-Three graphs with a dynamic batch axis (and text length); the KV cache is an explicit input and
+Graphs with a dynamic batch axis (and text length); the KV cache is an explicit input and
 output of fixed size ([L, B, H, S, Dh], S = (sink + window) x N tokens per frame), and no graph
 holds an If, Loop or Scan node, so the shapes and the control flow are static (what CUDA graphs
 need). K is the chunk's frames, C, h, w a latent frame's channels and size:
@@ -11,8 +11,11 @@ need). K is the chunk's frames, C, h, w a latent frame's channels and size:
        actions [B, K] i64, frame [B] i64 (the chunk's first frame), cache_k, cache_v
        [L, B, H, S, Dh] f32, cache_valid [B, S] bool, rows [B] bool
   out: latents [B, K, C, h, w] f32, cache_k_out, cache_v_out, cache_valid_out
-- `write.onnx`: the cache write of a given clean chunk (the context frame, the re-cache).
-  in:  latents [B, K, C, h, w] and the inputs of chunk.onnx from text on; out: the cache outputs
+- `held<m>.onnx`, m = 1 .. (sink + window) / K: m clean chunks written in one pass into a cache
+  that holds nothing else for those rows (an episode's context, a re-cache; rows are emptied first).
+  in:  latents [B, m K, C, h, w] f32, text, text_mask, actions [B, m K] i64, frames [B, m K] i64
+       (each frame's index), held [B, m] bool (chunk j is written in the rows where held[:, j]),
+       cache_k, cache_v, cache_valid; out: the cache outputs
 - `decoder.onnx`: the codec decoder. in: latents [N, C, h, w] f32; out: frames [N, H, W, 3] u8
 
 Rows where `rows` is false keep their cache. `export.json` records the checkpoint's configs
@@ -39,12 +42,13 @@ from torch import nn
 from dfworld.checkpoint import checkpoint_digest
 from dfworld.model.kv_cache import KVCache
 from dfworld.model.loading import GeneratorBundle
+from dfworld.model.teacher_forcing import held_chunks_kv
 from dfworld.model.transformer import TransformerConfig, VideoTransformer
 from dfworld.rollout import denoise, forward_at
 from dfworld.schedule import student_sigmas
 
 EXPORT_FORMAT = "dfworld-onnx"
-EXPORT_VERSION = 3  # bump when the graphs' inputs, outputs or semantics change
+EXPORT_VERSION = 4  # bump when the graphs' inputs, outputs or semantics change
 OPSET = 17
 CONFIG_SECTIONS = ("model", "codec", "sampler", "text")  # the checkpoint configs an export depends on
 CACHE_ENV = "DFWORLD_ONNX_CACHE"
@@ -54,18 +58,28 @@ CACHE_OUTPUTS = ["cache_k_out", "cache_v_out", "cache_valid_out"]
 CONDITION_INPUTS = ["text", "text_mask", "actions", "frame", *CACHE_INPUTS, "rows"]
 GRAPHS = {  # name: (inputs, outputs)
     "chunk": (["noise", *CONDITION_INPUTS], ["latents", *CACHE_OUTPUTS]),
-    "write": (["latents", *CONDITION_INPUTS], CACHE_OUTPUTS),
+    "held": (["latents", "text", "text_mask", "actions", "frames", "held", *CACHE_INPUTS], CACHE_OUTPUTS),  # one per m: held<m>
     "decoder": (["latents"], ["frames"]),
 }
 
 
+def held_chunks(config: TransformerConfig) -> int:
+    """The most chunks a row's cache holds (the sink's and the window's): the largest held<m> graph."""
+    return (config.sink_frames + config.window_frames) // config.chunk_frames
+
+
+def graph_names(config: TransformerConfig) -> list[str]:
+    """The graphs of an export of this model."""
+    return ["chunk", *(f"held{m}" for m in range(1, held_chunks(config) + 1)), "decoder"]
+
+
 def graph_io(name: str, config: TransformerConfig) -> tuple[list[str], list[str]]:
-    """A graph's input and output names for this model: a `prev_frame` model's chunk and write graphs also read `prev`."""
-    inputs, outputs = GRAPHS[name]
+    """A graph's input and output names for this model: a `prev_frame` model's chunk and held graphs also read `prev`."""
+    inputs, outputs = GRAPHS["held" if name.startswith("held") else name]
     return (inputs + ["prev"] if config.prev_frame and name != "decoder" else inputs), outputs
 
 
-_BATCH_AXES = {"prev": 0, "noise": 0, "latents": 0, "text": 0, "text_mask": 0, "actions": 0, "frame": 0, "rows": 0,
+_BATCH_AXES = {"prev": 0, "noise": 0, "latents": 0, "text": 0, "text_mask": 0, "actions": 0, "frame": 0, "rows": 0, "held": 0, "frames": 0,
                "cache_k": 1, "cache_v": 1, "cache_valid": 0, "cache_k_out": 1, "cache_v_out": 1, "cache_valid_out": 0}
 
 log = logging.getLogger(__name__)
@@ -87,6 +101,20 @@ class WriteGraph(nn.Module):
         cache = KVCache.over(self.model.config, cache_k, cache_v, cache_valid)
         _, (k, v) = forward_at(self.model, latents, self.context_noise, text, text_mask, actions, frame, cache, prev)
         return cache.written(frame, k, v, rows)
+
+
+class HeldGraph(nn.Module):
+    """m clean chunks into the rows' (otherwise empty) cache in one pass, at `context_noise` (`Rollout._write_held`)."""
+
+    def __init__(self, model: VideoTransformer, context_noise: float):
+        super().__init__()
+        self.model, self.context_noise = model, context_noise
+
+    def forward(self, latents, text, text_mask, actions, frames, held, cache_k, cache_v, cache_valid, prev=None):
+        cache = KVCache.over(self.model.config, cache_k, cache_v, cache_valid)
+        sigma = torch.full(latents.shape[:2], self.context_noise)
+        k, v = held_chunks_kv(self.model, latents, sigma, self.model.condition_text(text, text_mask), actions, frames, held, prev)
+        return cache.written_chunks(frames, k, v, held)
 
 
 class ChunkGraph(nn.Module):
@@ -158,7 +186,8 @@ def read_export(onnx_dir: str | Path) -> dict:
     if record.get("format") != EXPORT_FORMAT or record.get("version") != EXPORT_VERSION:
         raise ExportError(f"{str(onnx_dir)!r} is a {record.get('format')!r} export version {record.get('version')!r}; "
                           f"this dfworld reads {EXPORT_FORMAT!r} version {EXPORT_VERSION}: export it again")
-    missing = [f"{name}.onnx" for name in GRAPHS if not (onnx_dir / f"{name}.onnx").is_file()]
+    names = record.get("graphs") or {}
+    missing = [f"{name}.onnx" for name in ("chunk", "held1", "decoder", *names) if not (onnx_dir / f"{name}.onnx").is_file()]
     if missing:
         raise ExportError(f"{str(onnx_dir)!r} lacks {missing}: export it again")
     return record
@@ -201,6 +230,19 @@ def _example_inputs(bundle: GeneratorBundle, levels: int, B: int = 2, L: int = 3
         "frame": torch.full((B,), c.sink_frames + c.chunk_frames, dtype=torch.long),
         "cache_k": cache.k, "cache_v": cache.v, "cache_valid": cache.valid,
         "rows": torch.ones(B, dtype=torch.bool),
+    }
+
+
+def _held_inputs(c: TransformerConfig, m: int, B: int = 2) -> dict[str, torch.Tensor]:
+    """Example inputs of held<m>: m chunks from frame 0."""
+    K = c.chunk_frames
+    frames = torch.arange(m * K).expand(B, -1).contiguous()
+    return {
+        "latents": torch.randn(B, m * K, c.latent_channels, c.latent_size, c.latent_size),
+        "prev": torch.randn(B, m * K, c.latent_channels, c.latent_size, c.latent_size),
+        "actions": torch.zeros(B, m * K, dtype=torch.long),
+        "frames": frames,
+        "held": torch.ones(B, m, dtype=torch.bool),
     }
 
 
@@ -263,19 +305,17 @@ def export_onnx(bundle: GeneratorBundle, out: str | Path) -> Path:
     sigmas = student_sigmas(sampler.timesteps, sampler.shift).tolist()
     model = copy.deepcopy(bundle.generator).cpu().eval()  # exported modules carry no training state
     codec = copy.deepcopy(bundle.codec).cpu().eval()
-    graphs = {
-        "chunk": ChunkGraph(model, sigmas, sampler.context_noise, sampler.solver),
-        "write": WriteGraph(model, sampler.context_noise),
-        "decoder": DecoderGraph(codec),
-    }
     example = _example_inputs(bundle, len(sigmas))
-    example_dec = {"latents": example["latents"].flatten(0, 1)}
+    graphs = {"chunk": (ChunkGraph(model, sigmas, sampler.context_noise, sampler.solver), example)}
+    for m in range(1, held_chunks(model.config) + 1):
+        graphs[f"held{m}"] = (HeldGraph(model, sampler.context_noise), {**example, **_held_inputs(model.config, m)})
+    graphs["decoder"] = (DecoderGraph(codec), {"latents": example["latents"].flatten(0, 1)})
     tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     log.info("exporting %s to ONNX in %s", ckpt.path, out)
-    for name, module in graphs.items():
-        _export_graph(module, name, example_dec if name == "decoder" else example, tmp / f"{name}.onnx", model.config)
+    for name, (module, inputs) in graphs.items():
+        _export_graph(module, name, inputs, tmp / f"{name}.onnx", model.config)
     record = {
         "format": EXPORT_FORMAT,
         "version": EXPORT_VERSION,
@@ -283,7 +323,7 @@ def export_onnx(bundle: GeneratorBundle, out: str | Path) -> Path:
         "stage": ckpt.config.get("stage"),
         **checkpoint_identity(bundle),
         "sigmas": sigmas,
-        "graphs": {name: dict(zip(("file", "inputs", "outputs"), (f"{name}.onnx", *graph_io(name, model.config)))) for name in GRAPHS},
+        "graphs": {name: dict(zip(("file", "inputs", "outputs"), (f"{name}.onnx", *graph_io(name, model.config)))) for name in graphs},
         "opset": OPSET,
         "exporter": f"torch.onnx.export (TorchScript, dynamo=False), torch {torch.__version__}",
     }

@@ -6,7 +6,7 @@ level by level exactly as the torch sampler draws them) and the re-cache order s
 only the two model calls are replaced:
 
 - a step runs `chunk.onnx` once (every denoising level plus the cache write);
-- a cache write (the context frame at reset, each chunk of a re-cache) runs `write.onnx`.
+- an episode's context or a re-cache (m chunks into the rows' emptied cache, one pass) runs `held<m>.onnx`.
 
 The cache is two sets of fixed-size buffers on the device; a graph reads one and writes the
 other, and they swap (no copies, and on CUDA the cache stays on the GPU). Training paths
@@ -26,20 +26,20 @@ from dfworld.model.kv_cache import KVCache
 from dfworld.model.loading import GeneratorBundle
 from dfworld.model.transformer import TransformerConfig
 from dfworld.rollout import Rollout
-from dfworld.runtime.export import CACHE_OUTPUTS, GRAPHS, check_export, read_export
+from dfworld.runtime.export import CACHE_OUTPUTS, check_export, held_chunks, read_export
 from dfworld.runtime.session import OnnxGraph, open_graphs
 from dfworld.schedule import SamplerConfig
 
 
 class OnnxGenerator:
-    """The exported generator: its config and its chunk and write graphs.
+    """The exported generator: its config, its chunk graph and its held<m> graphs (`held[m]`).
 
     It stands where `Rollout` takes the torch model (which it reads only through `.config`);
     `OrtRollout` calls its graphs.
     """
 
-    def __init__(self, config: TransformerConfig, sigmas: list[float], chunk: OnnxGraph, write: OnnxGraph):
-        self.config, self.sigmas, self.chunk, self.write = config, sigmas, chunk, write
+    def __init__(self, config: TransformerConfig, sigmas: list[float], chunk: OnnxGraph, held: dict[int, OnnxGraph]):
+        self.config, self.sigmas, self.chunk, self.held = config, sigmas, chunk, held
         self.device, self.provider = chunk.device, chunk.provider
 
 
@@ -71,10 +71,12 @@ def load_onnx(
     record = read_export(onnx_dir)
     if bundle is not None:
         check_export(record, bundle, onnx_dir)
-    graphs = open_graphs({name: onnx_dir / f"{name}.onnx" for name in GRAPHS}, torch.device(device), threads, tuning)
     model = build(TransformerConfig, record["model"], f"{onnx_dir}/export.json: model")
     codec = build(CodecConfig, record["codec"], f"{onnx_dir}/export.json: codec")
-    return OnnxGenerator(model, record["sigmas"], graphs["chunk"], graphs["write"]), OnnxDecoder(codec, graphs["decoder"])
+    names = ["chunk", "decoder", *(f"held{m}" for m in range(1, held_chunks(model) + 1))]
+    graphs = open_graphs({name: onnx_dir / f"{name}.onnx" for name in names}, torch.device(device), threads, tuning)
+    held = {m: graphs[f"held{m}"] for m in range(1, held_chunks(model) + 1)}
+    return OnnxGenerator(model, record["sigmas"], graphs["chunk"], held), OnnxDecoder(codec, graphs["decoder"])
 
 
 class OrtRollout(Rollout):
@@ -104,19 +106,15 @@ class OrtRollout(Rollout):
     def _rows_text(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.text[idx], self.text_mask[idx]  # the graphs' text inputs for a sub-batch
 
-    def _write(self, chunk: torch.Tensor, actions: torch.Tensor, start: torch.Tensor, rows: torch.Tensor, prev: torch.Tensor | None,
-               text: None = None) -> None:
-        self.cache.check_writable(start)
-        self._run(self.generator.write, self._write_inputs(chunk, actions, start, rows, prev), {})
-
-    def _write_into(self, cache: KVCache, chunk: torch.Tensor, actions: torch.Tensor, start: torch.Tensor, rows: torch.Tensor,
+    def _write_held(self, cache: KVCache, chunks: torch.Tensor, actions: torch.Tensor, frames: torch.Tensor, held: torch.Tensor,
                     prev: torch.Tensor | None, text: tuple[torch.Tensor, torch.Tensor]) -> KVCache:
-        cache.check_writable(start)
-        spare = KVCache(self.cfg, cache.batch, self.device)  # a sub-batch's: a few rows, allocated per write
-        return self._run_on(self.generator.write, self._write_inputs(chunk, actions, start, rows, prev), {}, cache, spare, text)[0]
-
-    def _write_inputs(self, chunk, actions, start, rows, prev) -> dict[str, torch.Tensor]:
-        return {"latents": chunk.float(), "actions": actions.long(), "frame": start, "rows": rows, **self._prev_input(prev)}
+        inputs = {"latents": chunks.float(), "actions": actions.long(), "frames": frames.long(), "held": held, **self._prev_input(prev)}
+        own = cache is self.cache  # the batch's cache writes into the spare buffers; a sub-batch's into new ones
+        spare = self.spare if own else KVCache(self.cfg, cache.batch, self.device)
+        written, free = self._run_on(self.generator.held[held.shape[1]], inputs, {}, cache, spare, text)
+        if own:
+            self.spare = free
+        return written
 
     def _prev_input(self, prev: torch.Tensor | None) -> dict[str, torch.Tensor]:
         """The reference frames for the graphs of a `prev_frame` model (nothing for the others)."""
