@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from dfworld.bench.fidelity import episode_fidelity, faithful_frames, fidelity_headline, frame_checks
+from dfworld.bench.fidelity import CHECKS, by_check, episode_fidelity, faithful_frames, fidelity_headline, frame_checks
 from dfworld.world.config import WorldConfig
 from dfworld.world.episodes import match_pickups, play_episode
 from dfworld.world.events import parse_event
@@ -59,3 +59,16 @@ def test_the_simulator_is_faithful_to_itself_and_a_shifted_copy_is_not():
     late = read_frames(np.concatenate([rec.frames[:1].repeat(8, 0), rec.frames[:-8]]), world)  # eight frames behind
     behind = fidelity_headline([episode_fidelity(late, real, events, pickups, [], 4)])
     assert behind["faithful"] < 0.9 and behind["pickup_recall"] in (None, 0.0)
+
+
+def test_each_check_is_scored_alone_by_horizon():
+    world = WorldConfig()
+    ep = Episode("e", 5, 48, "train", [ScriptItem(t, action=3) for t in range(0, 48, 8)])
+    rec = play_episode(ep, EventWorld(world))
+    real = read_frames(rec.frames, world)
+    late = read_frames(np.concatenate([rec.frames[:1].repeat(8, 0), rec.frames[:-8]]), world)  # eight frames behind
+    stats = episode_fidelity(late, real, [], [], [], 4)
+    checks = by_check([stats])
+    assert set(checks) == set(CHECKS) and checks["scene"]["all"] == 1.0  # the scene never changes: only positions lag
+    assert checks["agent"]["faithful_0_15"] < 1.0 and checks["agent"]["faithful_240+"] is None  # a 48-frame episode
+    assert np.array_equal(stats.per_frame, np.logical_and.reduce([stats.checks[k] for k in CHECKS]))

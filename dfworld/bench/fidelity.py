@@ -15,6 +15,8 @@ simulator's: a generated pick-up at step k matches a real one at step k' (frame 
 |k - k'| <= 1, each real pick-up matched once. precision = matched / generated, recall =
 matched / real.
 
+Each check's own pass rate by horizon (`by_check`) says which part fails first.
+
 Everything reduces to additive sums per episode (`FidelityStats`), so a fraction over any set of
 episodes, bootstrap resamples included, is a sum then a ratio.
 """
@@ -70,14 +72,22 @@ def frame_checks(gen: FrameReading, real: FrameReading, chance: frozenset[str], 
     }
 
 
+CHECKS = ("scene", "objects", "agent", "coin")
+
+
+def check_frames(gen: list[FrameReading], real: list[FrameReading], events: list[tuple[int, Event]],
+                 first_pickup: int | None) -> dict[str, np.ndarray]:
+    """Per check (`CHECKS`), [F] bool: which generated frames pass it."""
+    chance = chance_colors(events, len(real))
+    rows = [frame_checks(g, r, c, first_pickup is None or f < first_pickup) for f, (g, r, c) in enumerate(zip(gen, real, chance))]
+    return {k: np.array([row[k] for row in rows], bool) for k in CHECKS}
+
+
 def faithful_frames(gen: list[FrameReading], real: list[FrameReading], events: list[tuple[int, Event]],
                     first_pickup: int | None) -> np.ndarray:
-    """[F] bool: which generated frames are faithful to the real ones."""
-    chance = chance_colors(events, len(real))
-    return np.array([
-        all(frame_checks(g, r, c, first_pickup is None or f < first_pickup).values())
-        for f, (g, r, c) in enumerate(zip(gen, real, chance))
-    ], bool)
+    """[F] bool: which generated frames are faithful to the real ones (every check passes)."""
+    checks = check_frames(gen, real, events, first_pickup)
+    return np.logical_and.reduce([checks[k] for k in CHECKS]) if len(real) else np.zeros(0, bool)
 
 
 @dataclass
@@ -87,6 +97,7 @@ class FidelityStats:
     per_frame: np.ndarray  # [F] float: 1 where faithful
     kinds: dict[str, list[float]] = field(default_factory=dict)  # event kind -> [faithful frames, frames] in its windows
     pickups: tuple[int, int, int] = (0, 0, 0)  # matched, generated, real
+    checks: dict[str, np.ndarray] = field(default_factory=dict)  # check -> [F] float: 1 where that check passes
 
     def sums(self) -> dict[str, float]:
         out = {"faithful": float(self.per_frame.sum()), "faithful_n": float(len(self.per_frame))}
@@ -101,7 +112,8 @@ def episode_fidelity(gen: list[FrameReading], real: list[FrameReading], events: 
                      real_pickup_frames: list[int], generated_pickup_steps: list[int] | None, chunk: int) -> FidelityStats:
     """Score one episode; `generated_pickup_steps` None for the reference itself (then it scores 1 everywhere)."""
     first = min(real_pickup_frames) if real_pickup_frames else None
-    flags = faithful_frames(gen, real, events, first).astype(float)
+    checks = {k: v.astype(float) for k, v in check_frames(gen, real, events, first).items()}
+    flags = np.logical_and.reduce([checks[k] for k in CHECKS]).astype(float) if len(real) else np.zeros(0)
     ends = [t for t, _ in events[1:]] + [len(real)]
     kinds: dict[str, list[float]] = {}
     for (t, ev), end in zip(events, ends):
@@ -110,7 +122,7 @@ def episode_fidelity(gen: list[FrameReading], real: list[FrameReading], events: 
         k[1] += float(len(flags[t:end]))
     real_steps = [f // chunk for f in real_pickup_frames]
     gen_steps = real_steps if generated_pickup_steps is None else generated_pickup_steps
-    return FidelityStats(flags, kinds, (match_pickups(gen_steps, real_steps), len(gen_steps), len(real_steps)))
+    return FidelityStats(flags, kinds, (match_pickups(gen_steps, real_steps), len(gen_steps), len(real_steps)), checks)
 
 
 def fidelity_headline(stats: list[FidelityStats]) -> dict[str, float | None]:
@@ -150,3 +162,17 @@ def by_kind(stats: list[FidelityStats]) -> dict[str, float]:
             t[0] += a
             t[1] += n
     return {k: a / n for k, (a, n) in sorted(tot.items()) if n}
+
+
+def by_check(stats: list[FidelityStats]) -> dict[str, dict[str, float | None]]:
+    """Each check's pass rate, overall ("all") and per horizon: which part of the faithful test fails first."""
+    out: dict[str, dict[str, float | None]] = {}
+    for k in CHECKS:
+        parts = [e.checks[k] for e in stats if k in e.checks]
+        row = {"all": float(np.concatenate(parts).mean()) if parts and sum(map(len, parts)) else None}
+        for a, b in HORIZONS:
+            span = [p[a:b] for p in parts]
+            n = sum(map(len, span))
+            row[horizon_name(a, b)] = float(sum(x.sum() for x in span) / n) if n else None
+        out[k] = row
+    return out

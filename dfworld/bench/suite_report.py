@@ -13,7 +13,17 @@ from pathlib import Path
 
 import numpy as np
 
-from dfworld.bench.fidelity import FIDELITY_METRICS, FidelityStats, by_kind, episode_fidelity, fidelity_curve, fidelity_headline
+from dfworld.bench.fidelity import (
+    FIDELITY_METRICS,
+    HORIZONS,
+    FidelityStats,
+    by_check,
+    by_kind,
+    episode_fidelity,
+    fidelity_curve,
+    fidelity_headline,
+    horizon_name,
+)
 from dfworld.bench.metrics import (
     BEFORE_FRAMES,
     REACTION_FRAMES,
@@ -209,6 +219,12 @@ def markdown(config: dict, summary: dict) -> str:
         lines += ["", "| source | " + " | ".join(f"faithful after {k}" for k in kinds) + " |", "|---|" + "---|" * len(kinds)]
         for name, s in gens.items():
             lines.append(f"| {name} | " + " | ".join(_fmt(s["faithful_by_kind"].get(k), None, 3) for k in kinds) + " |")
+    spans = [horizon_name(a, b) for a, b in HORIZONS]
+    rows = [(name, k, row) for name, s in gens.items() for k, row in s.get("checks_by_horizon", {}).items()]
+    if rows:
+        lines += ["", "Each check of the faithful test alone, the fraction of frames passing it (which fails first):", "",
+                  "| source | check | all | " + " | ".join(spans) + " |", "|---|---|---|" + "---|" * len(spans)]
+        lines += [f"| {name} | {k} | " + " | ".join(_fmt(row.get(m), None, 3) for m in ["all", *spans]) + " |" for name, k, row in rows]
     if gens:
         lines += ["", "| checkpoint | text-event step (ms) | action step (ms) | rows per step |", "|---|---|---|---|"]
         for name, s in gens.items():
@@ -283,6 +299,7 @@ def write_report(out: Path, parts, episodes: list[Episode], sources: list[str], 
             "events": int(sum(e.sums[_SUMS.index("events")] for e in stats)),
             "curves": curves(stats),
             "faithful_by_kind": by_kind([e.fidelity for e in stats]),
+            "checks_by_horizon": by_check([e.fidelity for e in stats]),
         }
         per_episode[source] = [{"episode": ep.id, **headline([e])} for ep, e in zip(episodes, stats)]
     out.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@
 `OrtRollout` is a `Rollout` (same constructor order, reset, generate, set_prompt, prompts, frame,
 B, recent, state, ...): per-row state, the noise streams (one torch.Generator per row, drawn
 level by level exactly as the torch sampler draws them) and the re-cache order stay in torch;
-only the two model calls are replaced:
+only the model calls are replaced:
 
 - a step runs `chunk.onnx` once (every denoising level plus the cache write);
 - an episode's context or a re-cache (m chunks into the rows' emptied cache, one pass) runs `held<m>.onnx`.
