@@ -20,12 +20,12 @@ A text event re-encodes the row's condition and re-caches (LongLive): the frames
 cache (sink and window) are replayed under the new text in time order, which rewrites their keys
 and values. Actions are per frame. Rows reset independently.
 
-A re-cache and a reset's context write all their chunks into the rows' emptied cache in one
-block-causal pass (`dfworld.model.teacher_forcing.held_chunks_kv`: what writing them one by one
-gives), on the rows alone (an event in one row of 64 costs one row's pass, not the batch's).
-The model compute goes through `_write_held` (those writes), `_write` (a generated chunk into the
-cache) and the level loop of `generate`; `dfworld.runtime.OrtRollout` replaces them with ONNX
-Runtime graphs and keeps everything else here (per-row state, noise streams, re-cache order).
+A re-cache and a reset's context write their chunks into the rows' emptied cache, oldest first, on
+the rows alone (an event in one row of 64 costs one row's passes, not the batch's): here one cached
+pass per chunk, the reference the recorded frames pin down; `OrtRollout` in one block-causal pass
+over them all (`dfworld.model.teacher_forcing.held_chunks_kv`, the same keys and values to 1e-5).
+The model compute goes through `_write_held` (those writes), `_write` (a generated chunk) and the
+level loop of `generate`; `OrtRollout` replaces them with ONNX Runtime graphs, all else stays here.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import torch
 
 from dfworld.model.conditioning import TextConditioner
 from dfworld.model.kv_cache import KVCache, frame_slots
-from dfworld.model.teacher_forcing import held_chunks_kv, reference_frames
+from dfworld.model.teacher_forcing import reference_frames
 from dfworld.model.transformer import TextCondition, VideoTransformer
 from dfworld.schedule import SamplerConfig, student_sigmas
 from dfworld.world.config import check_seed
@@ -248,12 +248,15 @@ class Rollout:
 
     def _write_held(self, cache: KVCache, chunks: torch.Tensor, actions: torch.Tensor, frames: torch.Tensor, held: torch.Tensor,
                     prev: torch.Tensor | None, text: TextCondition | tuple[torch.Tensor, torch.Tensor]) -> KVCache:
-        """Clean chunks [n, m K, C, h, w] at frames [n, m K] into `cache` (n rows, holding nothing else) in one pass: chunk j in
-        the rows of held [n, m]. `text`: the rows' (`_rows_text`). Returns the written cache."""
-        sigma = torch.full(chunks.shape[:2], self.sampler.context_noise, device=self.device)
-        k, v = held_chunks_kv(self.generator, chunks, sigma, text, actions, frames, held, prev)
-        for buf, new in zip((cache.k, cache.v, cache.valid), cache.written_chunks(frames, k, v, held)):
-            buf.copy_(new)
+        """Clean chunks [n, m K, C, h, w] at frames [n, m K] into `cache` (n rows, holding nothing else), oldest first: chunk
+        j in the rows of held [n, m], each through the cached step. `text`: the rows' (`_rows_text`). Returns the cache."""
+        K = self.cfg.chunk_frames
+        for j in range(held.shape[1]):
+            part = slice(j * K, (j + 1) * K)
+            start = frames[:, j * K]
+            _, (k, v) = forward_at(self.generator, chunks[:, part], self.sampler.context_noise, text, None, actions[:, part], start, cache,
+                                   None if prev is None else prev[:, part])
+            cache.update(start, k, v, rows=held[:, j])
         return cache
 
     def _write_fresh(self, rows: torch.Tensor, chunks: torch.Tensor, actions: torch.Tensor, frames: torch.Tensor, held: torch.Tensor,

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from dfworld.model.conditioning import TextConditioner, VocabEncoder
+from dfworld.model.kv_cache import KVCache
 from dfworld.model.transformer import TransformerConfig, VideoTransformer
 from dfworld.rollout import Rollout, _held
 
@@ -206,21 +207,23 @@ def test_a_recache_and_a_partial_reset_run_the_model_on_their_rows_alone(prev_fr
     real = m.embed
     monkeypatch.setattr(m, "embed", lambda x, prev: passes.append(tuple(x.shape[:2])) or real(x, prev))
     few.set_prompt([1], ["the red object turns blue"])
-    assert passes == [(1, 6)]  # one pass over the sink chunk and the window's two, for row 1 only
+    assert passes == [(1, 2)] * 3  # the sink chunk and the window's two, for row 1 only
     whole.set_prompt([0, 1, 2], [prompts[0], "the red object turns blue", prompts[2]])
-    assert passes[1:] == [(3, 6)]
+    assert passes[3:] == [(3, 2)] * 3
     assert torch.allclose(few.cache.k[:, 1], whole.cache.k[:, 1], atol=1e-5) and torch.equal(few.cache.valid, whole.cache.valid)
     passes.clear()
     context = torch.randn(2, 4, 4, 8, 8, generator=torch.Generator().manual_seed(2))
     few.reset([0, 2], ["snow falls", "night falls"], [8, 9], context=context)
-    assert passes == [(2, 4)]  # the context's two chunks in one pass, for rows 0 and 2 only
+    assert passes == [(2, 2)] * 2  # the context's two chunks, for rows 0 and 2 only
     whole.reset([0, 1, 2], ["snow falls", "dusk falls", "night falls"], [8, 1, 9], context=torch.cat([context[:1], context]))
-    assert passes[1:] == [(3, 4)]
+    assert passes[2:] == [(3, 2)] * 2
     torch.testing.assert_close(few.generate(acts(3, 9))[[0, 2]], whole.generate(acts(3, 9))[[0, 2]], atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("extra", [{}, {"prev_frame": True, "tubelet": 2, "rope_space": 1}])
-def test_the_one_pass_recache_equals_writing_the_held_chunks_one_by_one(extra):
+def test_the_one_pass_write_equals_the_rollouts_chunk_by_chunk_recache(extra):
+    from dfworld.model.teacher_forcing import held_chunks_kv
+
     torch.manual_seed(2)
     m = VideoTransformer(TransformerConfig(**{**CFG.__dict__, **extra})).eval()
     with torch.no_grad():
@@ -230,15 +233,20 @@ def test_the_one_pass_recache_equals_writing_the_held_chunks_one_by_one(extra):
     r.reset([0, 1], ["night falls", "dusk falls"], [5, 6])
     for i in range(5):  # 10 frames: the sink chunk (0-1) and the window (6-9) are held, frames 2-5 are gone
         r.generate(acts(2, i))
-    r.set_prompt([0, 1], ["the red object turns blue", "rain begins"])
-    one_pass = (r.cache.k.clone(), r.cache.v.clone(), r.cache.valid.clone())
-    r.cache.reset()  # the reference: each held chunk through the cached step, oldest first, into the emptied cache
+    r.set_prompt([0, 1], ["the red object turns blue", "rain begins"])  # the torch rollout: one cached pass per chunk
+    frames = torch.tensor([0, 1, 6, 7, 8, 9]).expand(2, -1)
+    slots = r._slots(frames)
+    prev = None if r.history_prev is None else _held(r.history_prev, slots)
+    held = torch.tensor([[True, True, True], [True, True, False]])  # row 1: as if its last chunk were not there
     with torch.no_grad():
-        for start in (0, 6, 8):
-            slots = r._slots(torch.tensor([start, start + 1]).expand(2, -1))
-            prev = None if r.history_prev is None else _held(r.history_prev, slots)
-            r._write(_held(r.history, slots), _held(r.history_actions, slots), torch.full((2,), start), torch.ones(2, dtype=torch.bool),
-                     prev, r._text())
-    assert torch.equal(r.cache.valid, one_pass[2]) and int(one_pass[2][0].sum()) == 6 * r.cfg.tokens_per_frame
-    torch.testing.assert_close(r.cache.k, one_pass[0], atol=1e-5, rtol=0)
-    torch.testing.assert_close(r.cache.v, one_pass[1], atol=1e-5, rtol=0)
+        sigma = torch.full(frames.shape, r.sampler.context_noise)
+        k, v = held_chunks_kv(m, _held(r.history, slots), sigma, r._text(), _held(r.history_actions, slots), frames, held, prev)
+    empty = KVCache(m.config, 2)
+    one_k, one_v, one_valid = empty.written_chunks(frames, k, v, held)
+    assert int(one_valid[0].sum()) == 6 * m.config.tokens_per_frame and int(one_valid[1].sum()) == 4 * m.config.tokens_per_frame
+    assert torch.equal(one_valid[0], r.cache.valid[0])
+    torch.testing.assert_close(one_k[:, 0], r.cache.k[:, 0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(one_v[:, 0], r.cache.v[:, 0], atol=1e-5, rtol=0)
+    # row 1's first two chunks do not see the missing third: they match the rollout's too
+    first = torch.cat([r.cache.slot_index(torch.tensor([s, s]))[1] for s in (0, 6)])
+    torch.testing.assert_close(one_k[:, 1][:, :, first], r.cache.k[:, 1][:, :, first], atol=1e-5, rtol=0)

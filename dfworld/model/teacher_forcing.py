@@ -8,6 +8,8 @@ the block-causal forward (it writes the cache), a noisy frame of chunk j attends
 the cache would hold when chunk j is generated and the noisy frames of its own chunk. Rather than
 one dense mask over both copies (4x the attention of one copy, and the mask's memory traffic),
 `TeacherForcingPlan` runs each chunk of each copy against just the keys it may see.
+`held_chunks_kv` is the same geometry for the chunks a cache holds: their keys and values in one
+pass (the ONNX rollout's re-cache and context writes).
 """
 
 from __future__ import annotations
