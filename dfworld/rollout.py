@@ -136,8 +136,8 @@ class Rollout:
 
         `context`: optional clean latents of the frames the episodes continue, [len(rows), n, C, h, w]
         with n a multiple of the chunk and at most what the cache holds (sink + window), under
-        `context_actions` [len(rows), n] (default: noop); they are written into the cache (in one pass,
-        as if generated chunk by chunk), and generation continues after them. A single frame [len(rows), C, h, w] is held
+        `context_actions` [len(rows), n] (default: noop); they are written into the cache chunk by
+        chunk, as if generated, and generation continues after them. A single frame [len(rows), C, h, w] is held
         still for a chunk.
         """
         if not (len(rows) == len(prompts) == len(seeds)):
@@ -378,7 +378,7 @@ class Rollout:
 
     @torch.no_grad()
     def _recache(self, rows: torch.Tensor) -> None:
-        """Rewrite the frames still in the cache of `rows` (in time order, one pass) under their current text."""
+        """Rewrite the frames still in the cache of `rows`, in time order, under their current text."""
         c, K = self.cfg, self.cfg.chunk_frames
         self.cache.reset(rows)
         # stored chunk starts per row: the sink chunks, then the window's chunks, oldest first
