@@ -86,8 +86,12 @@ def check_frames(gen: list[FrameReading], real: list[FrameReading], events: list
 def faithful_frames(gen: list[FrameReading], real: list[FrameReading], events: list[tuple[int, Event]],
                     first_pickup: int | None) -> np.ndarray:
     """[F] bool: which generated frames are faithful to the real ones (every check passes)."""
-    checks = check_frames(gen, real, events, first_pickup)
-    return np.logical_and.reduce([checks[k] for k in CHECKS]) if len(real) else np.zeros(0, bool)
+    return passes_all(check_frames(gen, real, events, first_pickup))
+
+
+def passes_all(checks: dict[str, np.ndarray]) -> np.ndarray:
+    """[F] bool: the frames that pass every check of `check_frames`' result."""
+    return np.logical_and.reduce([np.asarray(checks[k], bool) for k in CHECKS])
 
 
 @dataclass
@@ -112,8 +116,8 @@ def episode_fidelity(gen: list[FrameReading], real: list[FrameReading], events: 
                      real_pickup_frames: list[int], generated_pickup_steps: list[int] | None, chunk: int) -> FidelityStats:
     """Score one episode; `generated_pickup_steps` None for the reference itself (then it scores 1 everywhere)."""
     first = min(real_pickup_frames) if real_pickup_frames else None
-    checks = {k: v.astype(float) for k, v in check_frames(gen, real, events, first).items()}
-    flags = np.logical_and.reduce([checks[k] for k in CHECKS]).astype(float) if len(real) else np.zeros(0)
+    checks = check_frames(gen, real, events, first)
+    flags = passes_all(checks).astype(float)
     ends = [t for t, _ in events[1:]] + [len(real)]
     kinds: dict[str, list[float]] = {}
     for (t, ev), end in zip(events, ends):
@@ -122,7 +126,8 @@ def episode_fidelity(gen: list[FrameReading], real: list[FrameReading], events: 
         k[1] += float(len(flags[t:end]))
     real_steps = [f // chunk for f in real_pickup_frames]
     gen_steps = real_steps if generated_pickup_steps is None else generated_pickup_steps
-    return FidelityStats(flags, kinds, (match_pickups(gen_steps, real_steps), len(gen_steps), len(real_steps)), checks)
+    return FidelityStats(flags, kinds, (match_pickups(gen_steps, real_steps), len(gen_steps), len(real_steps)),
+                         {k: v.astype(float) for k, v in checks.items()})
 
 
 def fidelity_headline(stats: list[FidelityStats]) -> dict[str, float | None]:

@@ -1,4 +1,4 @@
-"""ONNX export of a generator checkpoint: the fused chunk step, the cache write, and the decoder.
+"""ONNX export of a generator checkpoint: the fused chunk step, the context writes, and the decoder.
 
 Graphs with a dynamic batch axis (and text length); the KV cache is an explicit input and
 output of fixed size ([L, B, H, S, Dh], S = (sink + window) x N tokens per frame), and no graph

@@ -26,7 +26,7 @@ from dfworld.model.kv_cache import KVCache
 from dfworld.model.loading import GeneratorBundle
 from dfworld.model.transformer import TransformerConfig
 from dfworld.rollout import Rollout
-from dfworld.runtime.export import CACHE_OUTPUTS, check_export, held_chunks, read_export
+from dfworld.runtime.export import CACHE_OUTPUTS, check_export, graph_names, held_chunks, read_export
 from dfworld.runtime.session import OnnxGraph, open_graphs
 from dfworld.schedule import SamplerConfig
 
@@ -73,8 +73,7 @@ def load_onnx(
         check_export(record, bundle, onnx_dir)
     model = build(TransformerConfig, record["model"], f"{onnx_dir}/export.json: model")
     codec = build(CodecConfig, record["codec"], f"{onnx_dir}/export.json: codec")
-    names = ["chunk", "decoder", *(f"held{m}" for m in range(1, held_chunks(model) + 1))]
-    graphs = open_graphs({name: onnx_dir / f"{name}.onnx" for name in names}, torch.device(device), threads, tuning)
+    graphs = open_graphs({name: onnx_dir / f"{name}.onnx" for name in graph_names(model)}, torch.device(device), threads, tuning)
     held = {m: graphs[f"held{m}"] for m in range(1, held_chunks(model) + 1)}
     return OnnxGenerator(model, record["sigmas"], graphs["chunk"], held), OnnxDecoder(codec, graphs["decoder"])
 
