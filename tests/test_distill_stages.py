@@ -380,3 +380,33 @@ def test_context_scoring_changes_what_teacher_and_critic_see(chain, tmp_path):
     assert [r["frame"] for r in w] == [r["frame"] for r in c]  # the same rollouts
     assert [r["loss_critic"] for r in w] != [r["loss_critic"] for r in c]
     assert main(stream_args(runs, "stream", tmp_path / "x", "train.steps=1", "scoring=nope")) == 2
+
+
+def fidelity_args(runs: Path, out: Path, *extra) -> list[str]:
+    return ["train", "stage=fidelity", f"generator_checkpoint={runs / 'delta' / 'checkpoint'}", f"train.out={out}", *TINY,
+            "frames=16", "switch_gaps=[8]", "train.max_minutes=0", "train.decay=constant", "train.checkpoint_every=2", *extra]
+
+
+def test_the_fidelity_stage_trains_to_the_simulators_frames_and_resumes_exactly(chain, tmp_path):
+    runs, _ = chain
+    assert main(fidelity_args(runs, tmp_path / "a", "train.steps=4")) == 0
+    assert main(fidelity_args(runs, tmp_path / "b", "train.steps=2")) == 0
+    assert main(fidelity_args(runs, tmp_path / "b", "train.steps=4")) == 0
+    a, b = history(tmp_path / "a"), history(tmp_path / "b")
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert [r["step"] for r in b] == [1, 2, 3, 4] and strip(a) == strip(b)
+    assert all(np.isfinite(r["loss_fidelity"]) and r["loss_fidelity"] > 0 for r in a)
+    bundle = load_bundle(tmp_path / "a" / "checkpoint")  # a generator WorldModel-v0 loads, with the one level it was tuned at
+    assert bundle.checkpoint.config["stage"] == "fidelity" and list(bundle.sampler.timesteps) == [1000.0]
+    start = load_checkpoint(runs / "delta" / "checkpoint").weights
+    tuned = load_checkpoint(tmp_path / "a" / "checkpoint").weights
+    assert any(not torch.equal(start[k], tuned[k]) for k in start if k.startswith("generator."))
+
+
+def test_the_fidelity_stage_refuses_episodes_that_are_not_whole_chunks(chain, tmp_path, capsys):
+    runs, _ = chain
+    assert main(fidelity_args(runs, tmp_path / "x", "frames=18")) == 2
+    assert "multiples of the chunk" in capsys.readouterr().err
+    assert main(fidelity_args(runs, tmp_path / "y", "switch_gaps=[]")) == 2
+    assert "switch gap" in capsys.readouterr().err
+    assert not (tmp_path / "x" / "checkpoint").exists() and not (tmp_path / "y" / "checkpoint").exists()

@@ -72,7 +72,7 @@ def load_codec(path: str | Path) -> LatentCodec:
     return codec_from(load_checkpoint(path))
 
 
-GENERATOR_STAGES = ("causal", "ode", "dmd", "stream", "delta", "generator")
+GENERATOR_STAGES = ("causal", "ode", "dmd", "stream", "delta", "fidelity", "generator")
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""The stages of the chain, one per file: codec, decoder (a fast one for the codec), teacher, causal, ode, dmd, stream, delta.
+"""The stages of the chain, one per file: codec, decoder (a fast one for the codec), teacher, causal, ode, dmd, stream, delta,
+fidelity.
 
 Each file holds its config dataclass (`dfworld train stage=<name>`, configs/stage/<name>.yaml)
 and its `Stage` for `dfworld.training.loop.Loop`. The distillation stages share
@@ -21,6 +22,7 @@ STAGES = {
     "dmd": ("dfworld.training.stages.dmd", "DmdStageConfig", "DmdStage"),
     "stream": ("dfworld.training.stages.stream", "StreamStageConfig", "StreamStage"),
     "delta": ("dfworld.training.stages.delta", "DeltaStageConfig", "DeltaStage"),
+    "fidelity": ("dfworld.training.stages.fidelity", "FidelityStageConfig", "FidelityStage"),
 }
 
 

@@ -63,6 +63,7 @@ class SequencePlan:
     events: dict[int, str]  # frame -> event text
     prompt: str  # the condition at frame 0
     start_frames: np.ndarray  # [n, H, W, 3] uint8: the episode's real start (dfworld.world.episodes.real_start)
+    frames: np.ndarray  # [horizon, H, W, 3] uint8: the simulator's frames after it, under the actions and events
 
 
 def plan_sequence(seed: int, horizon: int, gaps: tuple[int, ...], chunk: int, world) -> SequencePlan:
@@ -78,7 +79,7 @@ def plan_sequence(seed: int, horizon: int, gaps: tuple[int, ...], chunk: int, wo
     ep, _ = plan_episode(f"stream-{seed}", int(rng.integers(2**31)), horizon, times, rng, world)
     rec = play_episode(ep, world)
     events = {e.t: e.text for e in rec.events if e.applied}
-    return SequencePlan(rec.actions.astype(np.int64), events, rec.initial_prompt, rec.context)
+    return SequencePlan(rec.actions.astype(np.int64), events, rec.initial_prompt, rec.context, rec.frames)
 
 
 class StreamStage(SelfForcingStage):

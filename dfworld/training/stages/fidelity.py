@@ -1,0 +1,132 @@
+"""Stage `fidelity`: the generator trained on its own rollouts against the simulator's frames.
+
+Every distillation stage scores a rollout against a teacher, and the teacher does not know an
+episode's future: DMD, streaming long tuning and Delta Forcing match the generator to what the
+teacher finds plausible, and drift from the simulator's continuation is not what they measure. A
+world model of a known simulator has that continuation: each step plays `batch_size` fresh
+EventWorld episodes (the stream stage's plans: a random walk of actions, an event every
+`switch_gaps` frames at a chunk start), starts each from its real start frames as the env and the
+bench do, rolls the generator out over `frames` frames under the episode's actions and events with
+its own sampler, and trains it to the simulator's frames (their codec latents) with gradient through
+its own history (`dfworld.training.unroll`): a chunk's loss reaches the chunks that drew its context,
+so the generator learns what its errors do to the frames after them. This is the autoregressive
+fine-tuning of learned simulators (several steps unrolled against the truth), not a part of Delta
+Forcing's recipe; docs/experiments/fidelity-stage.md measures it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from dfworld.checkpoint import load_checkpoint
+from dfworld.configuration import build, to_dict
+from dfworld.model.loading import GENERATOR_STAGES, TextConfig, codec_from, conditioner_from, transformer_from
+from dfworld.schedule import SamplerConfig
+from dfworld.training.distributed import rank, step_seed
+from dfworld.training.loop import TrainConfig, adamw, optimize, set_lr
+from dfworld.training.stages.base import CarriesCodecAndText, pad_text
+from dfworld.training.stages.stream import plan_sequence
+from dfworld.training.unroll import Event, unroll
+
+
+@dataclass(frozen=True)
+class FidelityStageConfig:
+    """`dfworld train stage=fidelity`."""
+
+    generator_checkpoint: str = "runs/delta/checkpoint"  # the generator to tune (any generator stage)
+    frames: int = 32  # generated frames per episode after its real start (whole chunks; the window rolls over at 12)
+    switch_gaps: tuple[int, ...] = (8, 12, 16, 20, 24)  # frames between an episode's events (multiples of the chunk)
+    # the sampler trained through and written with the checkpoint: one level, what the shipped default runs (issue 25)
+    sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(timesteps=(1000.0,)))
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(out="runs/fidelity", steps=100000, batch_size=8, lr=1e-4, warmup=20, decay="cosine",
+                                            final_lr=0.1, ema=0.99, max_minutes=20.0, checkpoint_every=50)
+    )
+
+    def __post_init__(self) -> None:
+        if self.frames < 1 or not self.switch_gaps or min(self.switch_gaps) < 1:
+            raise ValueError(f"frames ({self.frames}) and every switch gap ({list(self.switch_gaps)}) must be positive")
+
+
+class FidelityStage(CarriesCodecAndText):
+    name = "fidelity"
+
+    def __init__(self, config: FidelityStageConfig):
+        from dfworld.world.config import WorldConfig
+        from dfworld.world.simulator import EventWorld
+
+        self.setup(config)
+        start = load_checkpoint(config.generator_checkpoint, stage=GENERATOR_STAGES)
+        self.source = start.config
+        self.generator = transformer_from(start, "generator").to(self.device).train()
+        cfg, K = self.generator.config, self.generator.config.chunk_frames
+        if cfg.attention != "block_causal":
+            raise ValueError(f"{config.generator_checkpoint}: the generator must be block_causal")
+        if config.frames % K or any(g % K for g in config.switch_gaps):
+            raise ValueError(f"frames ({config.frames}) and switch_gaps {list(config.switch_gaps)} must be multiples of the chunk ({K})")
+        self.codec = codec_from(start).to(self.device).requires_grad_(False)
+        self.conditioner = conditioner_from(start)
+        self.text_config = build(TextConfig, start.config.get("text", {}), f"{config.generator_checkpoint}: text")
+        size = self.codec.config.image_size
+        self.world = EventWorld(WorldConfig(height=size, width=size))
+        self.opt = adamw(self.generator.parameters(), config.train)
+
+    def trained(self):
+        return {"generator": self.generator}
+
+    def optimizers(self):
+        return {"generator": self.opt}
+
+    def _text(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        text, mask = self.conditioner(prompts, self.device)
+        return pad_text(text, mask, self.generator.config.text_tokens)
+
+    def episodes(self, step: int):
+        """This step's episodes (the same on a resume): real start latents [B, n, ...], the simulator's latents [B, F, ...],
+        actions [B, F], prompts, and the events before each chunk."""
+        B, K, F = self.train.batch_size, self.generator.config.chunk_frames, self.config.frames
+        plans = [plan_sequence(step_seed(self.train.seed, step, rank() * B + r), F, self.config.switch_gaps, K, self.world)
+                 for r in range(B)]
+        with torch.no_grad():
+            pixels = torch.from_numpy(np.stack([np.concatenate([p.start_frames, p.frames]) for p in plans])).to(self.device)
+            z = self.codec.encode(pixels.flatten(0, 1)).unflatten(0, pixels.shape[:2])
+        n = plans[0].start_frames.shape[0]
+        events = []
+        for j in range(1, F // K):
+            texts = [p.events.get(j * K) for p in plans]
+            if any(texts):
+                rows = torch.tensor([t is not None for t in texts], device=self.device)
+                text, mask = self._text([t or p.prompt for t, p in zip(texts, plans)])
+                events.append(Event(j, rows, text, mask))
+        actions = torch.from_numpy(np.stack([p.actions for p in plans])).to(self.device)
+        return z[:, :n], z[:, n:], actions, [p.prompt for p in plans], events
+
+    def train_step(self, step: int, rng: torch.Generator) -> dict[str, float]:
+        B, cfg = self.train.batch_size, self.generator.config
+        context, target, actions, prompts, events = self.episodes(step)
+        text, mask = self._text(prompts)
+        chunks, levels = self.config.frames // cfg.chunk_frames, len(self.config.sampler.timesteps)
+        per = 1 if self.config.sampler.repeat_noise else chunks  # repeat_noise: every chunk of a row draws its noise alike
+        noise = torch.randn((B, per, levels, cfg.chunk_frames) + target.shape[2:], generator=rng).to(self.device)
+        out = unroll(self.generator, self.config.sampler, text, mask, context, torch.zeros(context.shape[:2], dtype=torch.long,
+                     device=self.device), actions, noise, events)
+        err = (out - target).square().mean((2, 3, 4))  # [B, F]
+        loss = err.mean()
+        set_lr(self.opt, step, self.train, progress=self.progress)
+        norm = optimize(loss, self.opt, self.generator, self.train.grad_clip)
+        per_chunk = err.detach().unflatten(1, (chunks, cfg.chunk_frames)).mean((0, 2))
+        return {"loss_fidelity": loss.item(), "loss_first_chunk": float(per_chunk[0]), "loss_last_chunk": float(per_chunk[-1]),
+                "grad_norm": norm, "lr": self.opt.param_groups[0]["lr"]}
+
+    def checkpoint_config(self):
+        return {
+            "model": to_dict(self.generator.config),
+            "codec": to_dict(self.codec.config),
+            "text": to_dict(self.text_config),
+            "sampler": to_dict(self.config.sampler),
+            **({"teacher": self.source["teacher"]} if "teacher" in self.source else {}),
+            "stage_config": to_dict(self.config),
+        }
