@@ -1,20 +1,21 @@
 """The generator checkpoints shipped inside the package, and how a checkpoint argument resolves.
 
 `dfworld pipeline` writes them (its `ship` stage) and every entry point reads them by name:
-`default` is the Delta Forcing generator (the delta stage), `dmd` and `stream` the baselines of
-the earlier stages, kept for the benchmarks.
+`default` is the Delta Forcing generator tuned on its own rollouts against EventWorld (the delta
+stage, then the fidelity stage), `dmd` and `stream` the baselines of the earlier stages, kept for
+the benchmarks.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-SHIPPED = {"default": "delta", "dmd": "dmd", "stream": "stream"}  # shipped name -> the stage it comes from
+SHIPPED = {"default": "fidelity", "dmd": "dmd", "stream": "stream"}  # shipped name -> the stage it comes from
 SHIP_LIMIT_MB = 30.0  # the shipped checkpoints together, at most
 
 
 def shipped_checkpoint(name: str = "default") -> Path:
-    """The directory of a shipped generator checkpoint: default (Delta Forcing), dmd or stream."""
+    """The directory of a shipped generator checkpoint: default (Delta Forcing, then fidelity), dmd or stream."""
     from importlib import resources
 
     if name not in SHIPPED:

@@ -29,7 +29,7 @@ TINY = ["train.batch_size=2", "train.log_every=1", "train.device=cpu"]
 TINY_STREAM = [*TINY, "critic.batch_size=2", "horizon=32", "switch_gaps=[8,12]", "train.checkpoint_every=5"]
 
 
-CHAIN = ("data", "codec", "decoder", "teacher", "causal", "dmd", "stream", "delta", "ship")
+CHAIN = ("data", "codec", "decoder", "teacher", "causal", "dmd", "stream", "delta", "fidelity", "ship")
 TINY_CAUSAL = [
     "text.encoder=vocab", "text.dim=16", "text.max_tokens=16", "model.text_dim=16", "model.text_tokens=16", "model.dim=32",
     "model.depth=1", "model.heads=2", "model.patch=4", "model.tubelet=1", "model.rope_space=1", "train.batch_size=2",
@@ -52,6 +52,7 @@ def tiny_pipeline(runs: Path, stages=CHAIN, dmd_start="causal") -> PipelineConfi
             "dmd": [*TINY, "critic.batch_size=2", "train.steps=4"],
             "stream": [*TINY_STREAM, "train.steps=12"],
             "delta": [*TINY_STREAM, "train.steps=12"],
+            "fidelity": [*TINY, "frames=16", "long_frames=24", "switch_gaps=[8]", "train.steps=3", "train.max_minutes=0"],
         },
     )
 
@@ -71,7 +72,7 @@ def history(run: Path) -> list[dict]:
 def test_pipeline_trains_every_stage_and_the_generators_load(chain):
     runs, report = chain
     assert [s for s in report] == list(CHAIN)
-    for stage in ("causal", "dmd", "stream", "delta"):
+    for stage in ("causal", "dmd", "stream", "delta", "fidelity"):
         assert report[stage]["status"] == "finished" and report[stage]["wall_seconds"] > 0
         bundle = load_bundle(runs / stage / "checkpoint")
         assert bundle.generator.config.attention == "block_causal"
@@ -89,7 +90,7 @@ def test_pipeline_trains_every_stage_and_the_generators_load(chain):
 def test_ship_copies_the_generators_with_their_records(chain):
     runs, report = chain
     assert set(report["ship"]["sizes_mb"]) == {"default", "dmd", "stream"}
-    for name, stage in (("default", "delta"), ("dmd", "dmd"), ("stream", "stream")):
+    for name, stage in (("default", "fidelity"), ("dmd", "dmd"), ("stream", "stream")):
         path = runs / "shipped" / name
         bundle = load_bundle(path)
         assert bundle.checkpoint.config["stage"] == stage and bundle.checkpoint.modules() == ["codec", "generator"]
@@ -102,7 +103,8 @@ def test_ship_copies_the_generators_with_their_records(chain):
         assert (path / "text_cache.safetensors").is_file() == (name == "default")  # the baselines encode on first use
         assert bundle.codec.fast is not None  # stage decoder's, trained on their codec
         trained_levels = load_checkpoint(runs / stage / "checkpoint").config["sampler"]["timesteps"]
-        assert len(trained_levels) > 1 and list(bundle.sampler.timesteps) == ([1000.0] if name == "default" else trained_levels)
+        assert list(bundle.sampler.timesteps) == ([1000.0] if name == "default" else trained_levels)
+        assert len(trained_levels) == 1 if name == "default" else len(trained_levels) > 1  # the default is tuned at the level it runs
         assert (record.get("trained_sampler", {}).get("timesteps") == trained_levels) == (name == "default")
     with pytest.raises(ValueError, match="default_sampler.*timestep"):
         PipelineConfig(default_sampler={"timestep": [1000.0]})
@@ -384,7 +386,8 @@ def test_context_scoring_changes_what_teacher_and_critic_see(chain, tmp_path):
 
 def fidelity_args(runs: Path, out: Path, *extra) -> list[str]:
     return ["train", "stage=fidelity", f"generator_checkpoint={runs / 'delta' / 'checkpoint'}", f"train.out={out}", *TINY,
-            "frames=16", "switch_gaps=[8]", "train.max_minutes=0", "train.decay=constant", "train.checkpoint_every=2", *extra]
+            "frames=16", "long_frames=24", "long_from=0.75", "switch_gaps=[8]", "train.max_minutes=0", "train.decay=constant",
+            "train.checkpoint_every=2", *extra]
 
 
 def test_the_fidelity_stage_trains_to_the_simulators_frames_and_resumes_exactly(chain, tmp_path):
@@ -395,6 +398,7 @@ def test_the_fidelity_stage_trains_to_the_simulators_frames_and_resumes_exactly(
     a, b = history(tmp_path / "a"), history(tmp_path / "b")
     strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
     assert [r["step"] for r in b] == [1, 2, 3, 4] and strip(a) == strip(b)
+    assert [r["frames"] for r in a] == [16, 16, 16, 24]  # the curriculum: longer episodes from 3/4 of the run on
     assert all(np.isfinite(r["loss_fidelity"]) and r["loss_fidelity"] > 0 for r in a)
     bundle = load_bundle(tmp_path / "a" / "checkpoint")  # a generator WorldModel-v0 loads, with the one level it was tuned at
     assert bundle.checkpoint.config["stage"] == "fidelity" and list(bundle.sampler.timesteps) == [1000.0]
@@ -409,4 +413,22 @@ def test_the_fidelity_stage_refuses_episodes_that_are_not_whole_chunks(chain, tm
     assert "multiples of the chunk" in capsys.readouterr().err
     assert main(fidelity_args(runs, tmp_path / "y", "switch_gaps=[]")) == 2
     assert "switch gap" in capsys.readouterr().err
+    assert main(fidelity_args(runs, tmp_path / "y", "long_from=1.5")) == 2
+    assert "long_from" in capsys.readouterr().err
     assert not (tmp_path / "x" / "checkpoint").exists() and not (tmp_path / "y" / "checkpoint").exists()
+
+
+def test_the_fidelity_stage_weights_its_loss_towards_the_entities(chain, tmp_path):
+    from dfworld.training.stages import stage_classes
+    from dfworld.training.stages import stage_config as compose_stage
+
+    runs, _ = chain
+    base = [f"generator_checkpoint={runs / 'delta' / 'checkpoint'}", *TINY, "frames=16", "switch_gaps=[8]"]
+    stages = {w: stage_classes("fidelity")[1](compose_stage("fidelity", [*base, f"train.out={tmp_path / str(w)}", f"entity_weight={w}"]))
+              for w in (0.0, 3.0)}
+    _, target, plain, *_ = stages[0.0].episodes(0)
+    _, same, weight, *_ = stages[3.0].episodes(0)
+    assert torch.equal(target, same) and bool((plain == 1).all())
+    assert set(weight.unique().tolist()) == {1.0, 4.0} and 0 < float((weight > 1).float().mean()) < 0.5  # a few cells of each frame
+    with pytest.raises(ValueError, match="entity_weight"):
+        compose_stage("fidelity", [*base, "entity_weight=-1"])

@@ -1,8 +1,9 @@
 """`dfworld pipeline`: the whole training chain, from data to the generator checkpoints.
 
-Stages run in order (data, codec, teacher, causal, dmd, stream, delta, ship; `ode` is the other
-start for dmd: `dmd_start`; `decoder`, a fast decoder for the codec, on request after codec), each
-wired to the outputs of the ones before it; `ship` copies the delta, dmd and stream generators
+Stages run in order (data, codec, teacher, causal, dmd, stream, delta, fidelity, ship; `ode` is the
+other start for dmd: `dmd_start`; `decoder`, a fast decoder for the codec, on request after codec),
+each wired to the outputs of the ones before it; `fidelity` tunes the delta generator on its own
+rollouts against EventWorld's frames; `ship` copies the fidelity, dmd and stream generators
 (inference weights, codec, text cache, configs, and a training record) into the package's
 checkpoints (`dfworld.shipped`), with the fast decoder of stage `decoder` where it was trained on
 their codec. Every stage runs its config dataclass's defaults unless `overrides` says otherwise. A
@@ -23,8 +24,8 @@ from dfworld.shipped import SHIP_LIMIT_MB, SHIPPED
 from dfworld.training.stages import stage_classes
 from dfworld.training.stages import stage_config as compose_stage
 
-STAGE_ORDER = ("data", "codec", "decoder", "teacher", "causal", "ode", "dmd", "stream", "delta", "ship")
-DEFAULT_STAGES = ("data", "codec", "teacher", "causal", "dmd", "stream", "delta", "ship")  # decoder: on request
+STAGE_ORDER = ("data", "codec", "decoder", "teacher", "causal", "ode", "dmd", "stream", "delta", "fidelity", "ship")
+DEFAULT_STAGES = ("data", "codec", "teacher", "causal", "dmd", "stream", "delta", "fidelity", "ship")  # decoder: on request
 DMD_STARTS = ("causal", "ode")
 CAUSAL_CLIPS = ("n=4096", "frames=32")  # the causal stage's clips: twice the teacher's length, twice as many
 
@@ -75,6 +76,8 @@ def wiring(cfg: PipelineConfig, stage: str) -> list[str]:
         out.append(f"generator_checkpoint={ck[cfg.dmd_start]}")
     if stage in ("stream", "delta"):
         out.append(f"generator_checkpoint={ck['dmd']}")
+    if stage == "fidelity":
+        out.append(f"generator_checkpoint={ck['delta']}")
     return out
 
 

@@ -30,6 +30,7 @@ from dfworld.training.loop import TrainConfig, adamw, optimize, set_lr
 from dfworld.training.stages.base import CarriesCodecAndText, pad_text
 from dfworld.training.stages.stream import plan_sequence
 from dfworld.training.unroll import Event, unroll
+from dfworld.world.render import entity_boxes_mask
 
 
 @dataclass(frozen=True)
@@ -38,17 +39,28 @@ class FidelityStageConfig:
 
     generator_checkpoint: str = "runs/delta/checkpoint"  # the generator to tune (any generator stage)
     frames: int = 32  # generated frames per episode after its real start (whole chunks; the window rolls over at 12)
+    # a curriculum: from `long_from` of the run on (0-1), episodes of `long_frames` frames (0: `frames` throughout)
+    long_frames: int = 48
+    long_from: float = 0.5
     switch_gaps: tuple[int, ...] = (8, 12, 16, 20, 24)  # frames between an episode's events (multiples of the chunk)
+    # weight 1 + entity_weight on the latent cells an object, the agent or the coin covers in the simulator's frame:
+    # what the faithful test reads is a few cells of a mostly static frame
+    entity_weight: float = 0.0
     # the sampler trained through and written with the checkpoint: one level, what the shipped default runs (issue 25)
     sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(timesteps=(1000.0,)))
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(out="runs/fidelity", steps=100000, batch_size=8, lr=1e-4, warmup=20, decay="cosine",
-                                            final_lr=0.1, ema=0.99, max_minutes=20.0, checkpoint_every=50)
+                                            final_lr=0.1, ema=0.99, max_minutes=50.0, checkpoint_every=50)
     )
 
     def __post_init__(self) -> None:
-        if self.frames < 1 or not self.switch_gaps or min(self.switch_gaps) < 1:
-            raise ValueError(f"frames ({self.frames}) and every switch gap ({list(self.switch_gaps)}) must be positive")
+        if self.frames < 1 or self.long_frames < 0 or not self.switch_gaps or min(self.switch_gaps) < 1:
+            raise ValueError(f"frames ({self.frames}) and every switch gap ({list(self.switch_gaps)}) must be positive, "
+                             f"long_frames ({self.long_frames}) at least 0")
+        if not 0 <= self.long_from <= 1:
+            raise ValueError(f"long_from ({self.long_from}) must be a fraction of the run in [0, 1]")
+        if self.entity_weight < 0:
+            raise ValueError(f"entity_weight ({self.entity_weight}) must be >= 0")
 
 
 class FidelityStage(CarriesCodecAndText):
@@ -65,8 +77,9 @@ class FidelityStage(CarriesCodecAndText):
         cfg, K = self.generator.config, self.generator.config.chunk_frames
         if cfg.attention != "block_causal":
             raise ValueError(f"{config.generator_checkpoint}: the generator must be block_causal")
-        if config.frames % K or any(g % K for g in config.switch_gaps):
-            raise ValueError(f"frames ({config.frames}) and switch_gaps {list(config.switch_gaps)} must be multiples of the chunk ({K})")
+        if config.frames % K or config.long_frames % K or any(g % K for g in config.switch_gaps):
+            raise ValueError(f"frames ({config.frames}), long_frames ({config.long_frames}) and switch_gaps {list(config.switch_gaps)} "
+                             f"must be multiples of the chunk ({K})")
         self.codec = codec_from(start).to(self.device).requires_grad_(False)
         self.conditioner = conditioner_from(start)
         self.text_config = build(TextConfig, start.config.get("text", {}), f"{config.generator_checkpoint}: text")
@@ -80,20 +93,30 @@ class FidelityStage(CarriesCodecAndText):
     def optimizers(self):
         return {"generator": self.opt}
 
+    @property
+    def episode_frames(self) -> int:
+        """Generated frames per episode at this point of the run (the curriculum)."""
+        c = self.config
+        return c.long_frames if c.long_frames and self.progress >= c.long_from else c.frames
+
     def _text(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         text, mask = self.conditioner(prompts, self.device)
         return pad_text(text, mask, self.generator.config.text_tokens)
 
     def episodes(self, step: int):
         """This step's episodes (the same on a resume): real start latents [B, n, ...], the simulator's latents [B, F, ...],
-        actions [B, F], prompts, and the events before each chunk."""
-        B, K, F = self.train.batch_size, self.generator.config.chunk_frames, self.config.frames
+        the loss weight of their cells [B, F, h, w], actions [B, F], prompts, and the events before each chunk."""
+        B, K, F = self.train.batch_size, self.generator.config.chunk_frames, self.episode_frames
         plans = [plan_sequence(step_seed(self.train.seed, step, rank() * B + r), F, self.config.switch_gaps, K, self.world)
                  for r in range(B)]
         with torch.no_grad():
             pixels = torch.from_numpy(np.stack([np.concatenate([p.start_frames, p.frames]) for p in plans])).to(self.device)
             z = self.codec.encode(pixels.flatten(0, 1)).unflatten(0, pixels.shape[:2])
-        n = plans[0].start_frames.shape[0]
+        n, h = plans[0].start_frames.shape[0], z.shape[-1]
+        weight = torch.ones(z.shape[:1] + (F,) + z.shape[-2:], device=self.device)
+        if self.config.entity_weight > 0:
+            boxes = torch.from_numpy(np.stack([entity_boxes_mask(p.states, self.world.config) for p in plans])).float()
+            weight = weight + self.config.entity_weight * (torch.nn.functional.adaptive_max_pool2d(boxes, h) > 0).to(self.device)
         events = []
         for j in range(1, F // K):
             texts = [p.events.get(j * K) for p in plans]
@@ -102,24 +125,24 @@ class FidelityStage(CarriesCodecAndText):
                 text, mask = self._text([t or p.prompt for t, p in zip(texts, plans)])
                 events.append(Event(j, rows, text, mask))
         actions = torch.from_numpy(np.stack([p.actions for p in plans])).to(self.device)
-        return z[:, :n], z[:, n:], actions, [p.prompt for p in plans], events
+        return z[:, :n], z[:, n:], weight, actions, [p.prompt for p in plans], events
 
     def train_step(self, step: int, rng: torch.Generator) -> dict[str, float]:
         B, cfg = self.train.batch_size, self.generator.config
-        context, target, actions, prompts, events = self.episodes(step)
+        context, target, weight, actions, prompts, events = self.episodes(step)
         text, mask = self._text(prompts)
-        chunks, levels = self.config.frames // cfg.chunk_frames, len(self.config.sampler.timesteps)
+        chunks, levels = target.shape[1] // cfg.chunk_frames, len(self.config.sampler.timesteps)
         per = 1 if self.config.sampler.repeat_noise else chunks  # repeat_noise: every chunk of a row draws its noise alike
         noise = torch.randn((B, per, levels, cfg.chunk_frames) + target.shape[2:], generator=rng).to(self.device)
         out = unroll(self.generator, self.config.sampler, text, mask, context, torch.zeros(context.shape[:2], dtype=torch.long,
                      device=self.device), actions, noise, events)
-        err = (out - target).square().mean((2, 3, 4))  # [B, F]
+        err = ((out - target).square().mean(2) * weight).sum((2, 3)) / weight.sum((2, 3))  # [B, F], entity cells weighted
         loss = err.mean()
         set_lr(self.opt, step, self.train, progress=self.progress)
         norm = optimize(loss, self.opt, self.generator, self.train.grad_clip)
         per_chunk = err.detach().unflatten(1, (chunks, cfg.chunk_frames)).mean((0, 2))
-        return {"loss_fidelity": loss.item(), "loss_first_chunk": float(per_chunk[0]), "loss_last_chunk": float(per_chunk[-1]),
-                "grad_norm": norm, "lr": self.opt.param_groups[0]["lr"]}
+        return {"frames": target.shape[1], "loss_fidelity": loss.item(), "loss_first_chunk": float(per_chunk[0]),
+                "loss_last_chunk": float(per_chunk[-1]), "grad_norm": norm, "lr": self.opt.param_groups[0]["lr"]}
 
     def checkpoint_config(self):
         return {

@@ -64,6 +64,7 @@ class SequencePlan:
     prompt: str  # the condition at frame 0
     start_frames: np.ndarray  # [n, H, W, 3] uint8: the episode's real start (dfworld.world.episodes.real_start)
     frames: np.ndarray  # [horizon, H, W, 3] uint8: the simulator's frames after it, under the actions and events
+    states: dict[str, np.ndarray]  # their true states, each [horizon, ...] (EventWorld.state_arrays)
 
 
 def plan_sequence(seed: int, horizon: int, gaps: tuple[int, ...], chunk: int, world) -> SequencePlan:
@@ -79,7 +80,7 @@ def plan_sequence(seed: int, horizon: int, gaps: tuple[int, ...], chunk: int, wo
     ep, _ = plan_episode(f"stream-{seed}", int(rng.integers(2**31)), horizon, times, rng, world)
     rec = play_episode(ep, world)
     events = {e.t: e.text for e in rec.events if e.applied}
-    return SequencePlan(rec.actions.astype(np.int64), events, rec.initial_prompt, rec.context, rec.frames)
+    return SequencePlan(rec.actions.astype(np.int64), events, rec.initial_prompt, rec.context, rec.frames, rec.states)
 
 
 class StreamStage(SelfForcingStage):
