@@ -1,16 +1,24 @@
-"""The shipped generators generate bit-identical frames across refactors.
+"""The shipped generators generate the recorded frames across refactors: to the bit on the CPU that recorded them.
 
 `tests/data/shipped_frames.npz` holds the frames each shipped checkpoint generated through
 `WorldModel-v0` (one thread, a fixed seed, actions and a text event; a reset from noise, one
 from a given image and one from the seed's real start) when it was recorded; a change that moves
 or renames code must leave them unchanged to the bit. Re-record only when the shipped checkpoints
-or the installed kernels change (`python tests/test_shipped_frames.py`); last recorded 2026-12-02 for the
-context-conditioned chain shipped that day (the self-attention's fused SDPA kernel landed with it).
+or the installed kernels change (`python tests/test_shipped_frames.py`, and `ATEN_CPU_CAPABILITY=avx2 python
+tests/test_shipped_frames.py` for the AVX2 recording on an AVX512 CPU); last recorded 2026-12-03 for the default
+tuned by stage fidelity (dmd and stream unchanged, re-recorded on the same CPU).
 
 The CPU's kernels differ by vector unit (torch's `get_cpu_capability()`: an AVX2-only CPU rounds a
 few frames one level apart from an AVX512 one), so each capability has its own recording,
 `shipped_frames.npz` (AVX512, the first) and `shipped_frames_<capability>.npz`; recording writes
 the one of the machine it runs on. A CPU with none recorded fails, naming the file to record.
+
+Beyond the vector unit, CPUs of the same capability still round a few pixels one level apart (2026-12-03: the
+recordings of an AMD AVX512 CPU against an Intel Xeon's: dmd and stream at most 1 level, on 0.01-0.03% of the
+pixels; the Intel's own AVX512 against its AVX2 path: at most 1 level on at most 0.05%). Each recording names the CPU
+it was made on (`cpu`, /proc/cpuinfo's model name): there the frames must match to the bit; on another CPU at most
+one level apart on at most 0.5% of the pixels, ten times that drift (any change of weights or of the computation
+moves them by far more: the fidelity-tuned default against the one before, up to 255 levels in 34 of 35 frames).
 
 The frames are generated at the four levels every shipped student was distilled for
 (`RECORDED_SAMPLER`), whatever schedule a checkpoint ships with: since 2026-12-03 the default runs
@@ -37,6 +45,20 @@ def reference() -> Path:
     cap = torch.backends.cpu.get_cpu_capability()
     return DATA / ("shipped_frames.npz" if cap == "AVX512" else f"shipped_frames_{cap}.npz")
 NAMES = ("default", "dmd", "stream")
+TOLERANCE = (1, 0.005)  # on another CPU than the recording's: most levels apart, fraction of pixels that differ
+
+
+def cpu_name() -> str:
+    """This CPU's model name (what a recording is tied to for the exact match)."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 RECORDED_SAMPLER = {"timesteps": [1000.0, 750.0, 500.0, 250.0]}
 
 
@@ -68,13 +90,21 @@ def episode_frames(name: str) -> np.ndarray:
 def test_the_shipped_generator_makes_the_recorded_frames_to_the_bit(name):
     path = reference()
     assert path.is_file(), f"no recording for this CPU ({path.name}): record it with `python tests/test_shipped_frames.py`"
-    want = np.load(path)[name]
+    recording = np.load(path)
+    want = recording[name]
     got = episode_frames(name)
     assert got.shape == want.shape and got.dtype == want.dtype
-    differ = int((got != want).any(axis=(1, 2, 3)).sum())
-    assert differ == 0, f"{name}: {differ} of {len(want)} frames differ from the recording (max |diff| {np.abs(got.astype(int) - want).max()})"
+    diff = np.abs(got.astype(int) - want)
+    frames = int((diff > 0).any(axis=(1, 2, 3)).sum())
+    where = f"{frames} of {len(want)} frames differ (max |diff| {diff.max()}, {(diff > 0).mean():.5f} of the pixels)"
+    recorded_on = str(recording["cpu"]) if "cpu" in recording.files else ""
+    if recorded_on == cpu_name():
+        assert diff.max() == 0, f"{name}: recorded on this CPU, {where}"
+    else:
+        levels, fraction = TOLERANCE
+        assert diff.max() <= levels and (diff > 0).mean() <= fraction, f"{name}: recorded on {recorded_on!r}, {where}"
 
 
 if __name__ == "__main__":
-    np.savez_compressed(reference(), **{n: episode_frames(n) for n in NAMES})
+    np.savez_compressed(reference(), cpu=np.array(cpu_name()), **{n: episode_frames(n) for n in NAMES})
     print(f"recorded {reference()}")
