@@ -62,7 +62,7 @@ class WorldModelEnv(gym.Env):
 
     ## Arguments
     - `checkpoint`: a generator checkpoint directory, or a shipped one by name: "default" (Delta
-      Forcing, used when none is given), "dmd" or "stream" (the baselines).
+      Forcing, then stage fidelity; used when none is given), "dmd" or "stream" (the baselines).
     - `render_mode`: None or "rgb_array". `device`: "cpu" or "cuda". `coins_to_win`: 3.
     - `backend`: "torch" (default) or "onnx": the generator and decoder run as ONNX Runtime graphs
       (CUDA execution provider with I/O binding on a "cuda" device, the CPU provider otherwise;

@@ -19,6 +19,20 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(0)
 
 
+def random_model(config, std: float = 0.1):
+    """A VideoTransformer of `config` in eval mode, every weight drawn N(0, std) from seed 0 (outputs far from zero)."""
+    import torch
+
+    from dfworld.model.transformer import VideoTransformer
+
+    torch.manual_seed(0)
+    m = VideoTransformer(config).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0, std)
+    return m
+
+
 def _tiny_generator_checkpoint(path, codec_kw=None, **model_kw):
     """A small randomly initialised block-causal generator checkpoint (32x32 frames, vocab text)."""
     import torch

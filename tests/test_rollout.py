@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import random_model
 
 from dfworld.model.conditioning import TextConditioner, VocabEncoder
 from dfworld.model.kv_cache import KVCache
@@ -14,12 +15,7 @@ CFG = TransformerConfig(latent_channels=4, latent_size=8, patch=4, dim=32, depth
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    m = VideoTransformer(CFG).eval()
-    with torch.no_grad():
-        for p in m.parameters():
-            p.normal_(0, 0.1)
-    return m
+    return random_model(CFG)
 
 
 def make(model, batch):

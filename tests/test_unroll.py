@@ -2,9 +2,10 @@
 
 import pytest
 import torch
+from conftest import random_model
 
 from dfworld.model.conditioning import TextConditioner, VocabEncoder
-from dfworld.model.transformer import TransformerConfig, VideoTransformer
+from dfworld.model.transformer import TransformerConfig
 from dfworld.rollout import Rollout
 from dfworld.schedule import SamplerConfig
 from dfworld.training.unroll import Event, unroll
@@ -15,12 +16,7 @@ CFG = TransformerConfig(latent_channels=4, latent_size=8, patch=4, dim=32, depth
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    m = VideoTransformer(CFG).eval()
-    with torch.no_grad():
-        for p in m.parameters():
-            p.normal_(0, 0.1)
-    return m
+    return random_model(CFG)
 
 
 def rollout_noise(seeds, levels, solver):

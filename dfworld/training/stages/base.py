@@ -51,6 +51,18 @@ class CarriesCodecAndText(Stage):
     codec: torch.nn.Module
     conditioner: object  # dfworld.model.conditioning.TextConditioner
 
+    def generator_checkpoint_config(self, teacher: dict | None) -> dict:
+        """The config of a generator checkpoint (`load_bundle`): the generator's, codec's, text's and sampler's, the
+        teacher it descends from (if any) and the stage's own."""
+        return {
+            "model": to_dict(self.generator.config),
+            "codec": to_dict(self.codec.config),
+            "text": to_dict(self.text_config),
+            "sampler": to_dict(self.config.sampler),
+            **({"teacher": teacher} if teacher is not None else {}),
+            "stage_config": to_dict(self.config),
+        }
+
     def extra_weights(self):
         return {f"codec.{k}": v for k, v in self.codec.state_dict().items()}
 
@@ -87,11 +99,5 @@ class DistillStage(CarriesCodecAndText):
         return pad_text(text, mask, self.teacher.config.text_tokens)
 
     def checkpoint_config(self):
-        return {
-            "model": to_dict(self.generator.config),
-            "codec": to_dict(self.codec.config),
-            "text": to_dict(self.text_config),
-            "sampler": to_dict(self.config.sampler),
-            "teacher": {"checkpoint": self.config.teacher_checkpoint, "shift": self.shift, "clip_frames": self.clip_frames},
-            "stage_config": to_dict(self.config),
-        }
+        return self.generator_checkpoint_config({"checkpoint": self.config.teacher_checkpoint, "shift": self.shift,
+                                                 "clip_frames": self.clip_frames})
