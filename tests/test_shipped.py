@@ -17,14 +17,18 @@ from dfworld.shipped import SHIPPED, shipped_checkpoint
 
 def test_the_shipped_checkpoints_fit_and_carry_their_training_record():
     total = 0
-    for name, stage in zip(SHIPPED, ("delta", "dmd", "stream")):
+    for name, stage in zip(SHIPPED, ("fidelity", "dmd", "stream")):
         path = shipped_checkpoint(name)
         total += sum(f.stat().st_size for f in path.iterdir())
         bundle = load_bundle(path)
         assert bundle.checkpoint.config["stage"] == stage
         record = bundle.checkpoint.config["record"]
-        assert record["command"].startswith("dfworld pipeline") and record["commit"] and "CPU cores" in record["machine"]
-        assert record["pipeline"][stage]["wall_seconds"] > 0 and record["step"] > 0
+        assert record["commit"] and "CPU cores" in record["machine"] and record["step"] > 0
+        if stage == "fidelity":  # tuned from the shipped delta by stage runs, each named in the record
+            assert record["command"].count("stage=fidelity") == len(record["pipeline"]["fidelity"]["runs"]) == 3
+            assert record["start"]["stage"] == "delta" and record["pipeline"]["delta"]["wall_seconds"] > 0
+        else:
+            assert record["command"].startswith("dfworld pipeline") and record["pipeline"][stage]["wall_seconds"] > 0
     assert total <= 30 * 2**20
 
 
