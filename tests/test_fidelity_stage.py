@@ -63,3 +63,24 @@ def test_the_fidelity_stage_weights_its_loss_towards_the_entities(chain, tmp_pat
     assert set(weight.unique().tolist()) == {1.0, 4.0} and 0 < float((weight > 1).float().mean()) < 0.5  # a few cells of each frame
     with pytest.raises(ValueError, match="entity_weight"):
         compose_stage("fidelity", [*base, "entity_weight=-1"])
+
+
+def test_add_skip_opens_the_reference_frame_skip_from_zero_and_trains_it(chain, tmp_path):
+    from dfworld.training.stages import stage_classes
+    from dfworld.training.stages import stage_config as compose_stage
+
+    runs, _ = chain
+    start = runs / "delta" / "checkpoint"
+    assert load_checkpoint(start).config["model"]["prev_skip"] is False
+    base = [f"generator_checkpoint={start}", *TINY, "frames=8", "switch_gaps=[8]"]
+    plain, skip = (stage_classes("fidelity")[1](compose_stage("fidelity", [*base, f"train.out={tmp_path / n}", f"add_skip={a}"]))
+                   for n, a in (("p", "false"), ("s", "true")))
+    assert skip.generator.config.prev_skip and skip.generator.skip_gate.item() == 0.0
+    rng = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    assert plain.train_step(0, rng())["loss_fidelity"] == pytest.approx(skip.train_step(0, rng())["loss_fidelity"], rel=1e-6)
+    assert skip.generator.skip_gate.item() != 0.0  # the gate is trained with the rest
+    assert main(fidelity_args(runs, tmp_path / "run", "train.steps=2", "add_skip=true")) == 0
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoint")
+    assert ckpt.config["model"]["prev_skip"] is True and "generator.skip_gate" in ckpt.weights
+    assert all("skip_gate" in r for r in history(tmp_path / "run"))
+    assert load_bundle(tmp_path / "run" / "checkpoint").checkpoint.config["stage"] == "fidelity"

@@ -53,6 +53,20 @@ def transformer_from(ckpt: Checkpoint, name: str, config_key: str = "model") -> 
     return model.eval()
 
 
+# the parts a model may have beyond the weights it starts from: zero-initialised, so it starts as its source was
+ADDED_AT_ZERO = frozenset({"prev_in.weight", "prev_in.bias", "skip_gate"})
+
+
+def load_widened(model: VideoTransformer, source: VideoTransformer, where: str) -> None:
+    """Load `source`'s weights into `model`, which may also have the zero-initialised parts `ADDED_AT_ZERO`."""
+    try:
+        missing, unexpected = model.load_state_dict(source.state_dict(), strict=False)
+    except RuntimeError as e:
+        raise ValueError(f"{where} has another shape than model: {e}") from e
+    if unexpected or set(missing) - ADDED_AT_ZERO:
+        raise ValueError(f"{where} does not fit model: missing {missing}, unexpected {unexpected}")
+
+
 def conditioner_from(ckpt: Checkpoint) -> TextConditioner:
     """The text conditioner of a checkpoint, with its cached embeddings."""
     text = _build(TextConfig, ckpt.config.get("text", {}), f"{ckpt.path}: text")

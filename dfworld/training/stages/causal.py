@@ -25,7 +25,7 @@ from tensordict import TensorDict
 from dfworld.checkpoint import load_checkpoint
 from dfworld.configuration import to_dict
 from dfworld.losses.flow_matching import FlowMatchingLoss
-from dfworld.model.loading import TextConfig, transformer_from
+from dfworld.model.loading import TextConfig, load_widened, transformer_from
 from dfworld.model.transformer import TransformerConfig, VideoTransformer
 from dfworld.rollout import Rollout
 from dfworld.schedule import SamplerConfig, add_noise, sample_sigma
@@ -111,13 +111,7 @@ class CausalStage(CarriesCodecAndText):
         if config.init_checkpoint:
             ckpt = load_checkpoint(config.init_checkpoint, stage=CODEC_CARRIERS)
             source = transformer_from(ckpt, "teacher" if ckpt.config.get("stage") == "teacher" else "generator")
-            try:  # a reference-frame input or skip the source lacks starts at zero (the model starts as the source)
-                missing, unexpected = self.generator.load_state_dict(source.state_dict(), strict=False)
-            except RuntimeError as e:
-                raise ValueError(f"init_checkpoint {config.init_checkpoint!r} has another shape than model: {e}") from e
-            if unexpected or set(missing) - {"prev_in.weight", "prev_in.bias", "skip_gate"}:
-                raise ValueError(f"init_checkpoint {config.init_checkpoint!r} does not fit model: missing {missing}, "
-                                 f"unexpected {unexpected}")
+            load_widened(self.generator, source, f"init_checkpoint {config.init_checkpoint!r}")
         self.loss = FlowMatchingLoss(self.generator)
         self.opt = adamw(self.generator.parameters(), config.train)
 

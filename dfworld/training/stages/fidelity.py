@@ -16,14 +16,15 @@ Forcing's recipe; docs/experiments/fidelity-stage.md measures it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
 from dfworld.checkpoint import load_checkpoint
 from dfworld.configuration import build
-from dfworld.model.loading import GENERATOR_STAGES, TextConfig, codec_from, conditioner_from, transformer_from
+from dfworld.model.loading import GENERATOR_STAGES, TextConfig, codec_from, conditioner_from, load_widened, transformer_from
+from dfworld.model.transformer import SKIP_SCALE, VideoTransformer
 from dfworld.schedule import SamplerConfig
 from dfworld.training.distributed import rank, step_seed
 from dfworld.training.loop import TrainConfig, adamw, optimize, set_lr
@@ -51,6 +52,9 @@ class FidelityStageConfig:
     # weight 1 + entity_weight on the latent cells an object, the agent or the coin covers in the simulator's frame:
     # what the faithful test reads is a few cells of a mostly static frame
     entity_weight: float = 3.0
+    # give a generator without `model.prev_skip` the output skip from its reference frame (the gate from 0, so the run
+    # starts from the generator as it was): a copy of what did not change then costs the network nothing
+    add_skip: bool = False
     # the sampler trained through and written with the checkpoint: one level, what the shipped default runs (issue 25)
     sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(timesteps=(1000.0,)))
     train: TrainConfig = field(
@@ -78,7 +82,13 @@ class FidelityStage(CarriesCodecAndText):
         self.setup(config)
         start = load_checkpoint(config.generator_checkpoint, stage=GENERATOR_STAGES)
         self.source = start.config
-        self.generator = transformer_from(start, "generator").to(self.device).train()
+        self.generator = transformer_from(start, "generator")
+        if config.add_skip and not self.generator.config.prev_skip:
+            if not self.generator.config.prev_frame:
+                raise ValueError(f"add_skip: {config.generator_checkpoint} reads no reference frame (model.prev_frame false)")
+            source, self.generator = self.generator, VideoTransformer(replace(self.generator.config, prev_skip=True))
+            load_widened(self.generator, source, f"generator_checkpoint {config.generator_checkpoint!r}")
+        self.generator.to(self.device).train()
         cfg, K = self.generator.config, self.generator.config.chunk_frames
         if cfg.attention != "block_causal":
             raise ValueError(f"{config.generator_checkpoint}: the generator must be block_causal")
@@ -146,8 +156,9 @@ class FidelityStage(CarriesCodecAndText):
         set_lr(self.opt, step, self.train, progress=self.progress)
         norm = optimize(loss, self.opt, self.generator, self.train.grad_clip)
         per_chunk = err.detach().unflatten(1, (chunks, cfg.chunk_frames)).mean((0, 2))
+        skip = {"skip_gate": SKIP_SCALE * self.generator.skip_gate.item()} if cfg.prev_skip else {}  # g of the skip, as applied
         return {"frames": target.shape[1], "loss_fidelity": loss.item(), "loss_first_chunk": float(per_chunk[0]),
-                "loss_last_chunk": float(per_chunk[-1]), "grad_norm": norm, "lr": self.opt.param_groups[0]["lr"]}
+                "loss_last_chunk": float(per_chunk[-1]), "grad_norm": norm, "lr": self.opt.param_groups[0]["lr"], **skip}
 
     def checkpoint_config(self):
         return self.generator_checkpoint_config(self.source.get("teacher"))
