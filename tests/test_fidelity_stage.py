@@ -78,8 +78,13 @@ def test_add_skip_opens_the_reference_frame_skip_from_zero_and_trains_it(chain, 
     assert skip.generator.config.prev_skip and skip.generator.skip_gate.item() == 0.0
     rng = lambda: torch.Generator().manual_seed(0)  # noqa: E731
     assert plain.train_step(0, rng())["loss_fidelity"] == pytest.approx(skip.train_step(0, rng())["loss_fidelity"], rel=1e-6)
-    assert skip.generator.skip_gate.item() != 0.0  # the gate is trained with the rest
-    assert main(fidelity_args(runs, tmp_path / "run", "train.steps=2", "add_skip=true")) == 0
+    assert skip.generator.skip_gate.item() != 0.0  # the gate is trained with the rest, at skip_lr_scale times the rate
+    assert skip.opt.param_groups[1]["lr"] == pytest.approx(10 * skip.opt.param_groups[0]["lr"]) and len(plain.opt.param_groups) == 1
+    assert main(fidelity_args(runs, tmp_path / "run", "train.steps=3", "add_skip=true")) == 0
+    assert main(fidelity_args(runs, tmp_path / "resumed", "train.steps=2", "add_skip=true")) == 0
+    assert main(fidelity_args(runs, tmp_path / "resumed", "train.steps=3", "add_skip=true")) == 0
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert strip(history(tmp_path / "run")) == strip(history(tmp_path / "resumed"))
     ckpt = load_checkpoint(tmp_path / "run" / "checkpoint")
     assert ckpt.config["model"]["prev_skip"] is True and "generator.skip_gate" in ckpt.weights
     assert all("skip_gate" in r for r in history(tmp_path / "run"))

@@ -220,13 +220,14 @@ def run_progress(step: int, seconds: float, cfg: TrainConfig) -> float:
 
 
 def set_lr(opt: torch.optim.Optimizer, step: int, cfg: TrainConfig, lr: float | None = None, progress: float = 0.0) -> None:
-    """Linear warm-up over `cfg.warmup` steps, then `cfg.decay` over the run's `progress` (0 to 1)."""
+    """Linear warm-up over `cfg.warmup` steps, then `cfg.decay` over the run's `progress` (0 to 1); a param group's
+    `lr_scale` (1 if absent) multiplies its rate."""
     peak = cfg.lr if lr is None else lr
     scale = min(1.0, (step + 1) / cfg.warmup) if cfg.warmup > 0 else 1.0
     if cfg.decay == "cosine":
         scale *= cfg.final_lr + (1 - cfg.final_lr) * 0.5 * (1 + math.cos(math.pi * min(1.0, max(0.0, progress))))
     for g in opt.param_groups:
-        g["lr"] = peak * scale
+        g["lr"] = peak * scale * g.get("lr_scale", 1.0)
 
 
 def optimize(loss: torch.Tensor, opt: torch.optim.Optimizer, module: nn.Module, clip: float) -> float:

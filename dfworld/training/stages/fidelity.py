@@ -55,6 +55,7 @@ class FidelityStageConfig:
     # give a generator without `model.prev_skip` the output skip from its reference frame (the gate from 0, so the run
     # starts from the generator as it was): a copy of what did not change then costs the network nothing
     add_skip: bool = False
+    skip_lr_scale: float = 10.0  # the skip gate's learning rate over train.lr (the causal stage's 1e-3 by default)
     # the sampler trained through and written with the checkpoint: one level, what the shipped default runs (issue 25)
     sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(timesteps=(1000.0,)))
     train: TrainConfig = field(
@@ -68,8 +69,8 @@ class FidelityStageConfig:
                              f"long_frames ({self.long_frames}) at least 0")
         if not 0 <= self.long_from <= 1:
             raise ValueError(f"long_from ({self.long_from}) must be a fraction of the run in [0, 1]")
-        if self.entity_weight < 0:
-            raise ValueError(f"entity_weight ({self.entity_weight}) must be >= 0")
+        if self.entity_weight < 0 or self.skip_lr_scale <= 0:
+            raise ValueError(f"entity_weight ({self.entity_weight}) must be >= 0 and skip_lr_scale ({self.skip_lr_scale}) positive")
 
 
 class FidelityStage(CarriesCodecAndText):
@@ -100,7 +101,9 @@ class FidelityStage(CarriesCodecAndText):
         self.text_config = build(TextConfig, start.config.get("text", {}), f"{config.generator_checkpoint}: text")
         size = self.codec.config.image_size
         self.world = EventWorld(WorldConfig(height=size, width=size))
-        self.opt = adamw(self.generator.parameters(), config.train)
+        gate = [p for n, p in self.generator.named_parameters() if n == "skip_gate"]
+        rest = [p for n, p in self.generator.named_parameters() if n != "skip_gate"]
+        self.opt = adamw([{"params": rest}, *([{"params": gate, "lr_scale": config.skip_lr_scale}] if gate else [])], config.train)
 
     def trained(self):
         return {"generator": self.generator}
