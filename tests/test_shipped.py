@@ -25,7 +25,7 @@ def test_the_shipped_checkpoints_fit_and_carry_their_training_record():
         record = bundle.checkpoint.config["record"]
         assert record["commit"] and "CPU cores" in record["machine"] and record["step"] > 0
         if stage == "fidelity":  # tuned from the shipped delta by stage runs, each named in the record
-            assert record["command"].count("stage=fidelity") == len(record["pipeline"]["fidelity"]["runs"]) == 3
+            assert record["command"].count("stage=fidelity") == len(record["pipeline"]["fidelity"]["runs"]) == 4
             assert record["start"]["stage"] == "delta" and record["pipeline"]["delta"]["wall_seconds"] > 0
         else:
             assert record["command"].startswith("dfworld pipeline") and record["pipeline"][stage]["wall_seconds"] > 0
