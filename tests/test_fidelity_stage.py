@@ -46,6 +46,8 @@ def test_the_fidelity_stage_refuses_episodes_that_are_not_whole_chunks(chain, tm
     assert "switch gap" in capsys.readouterr().err
     assert main(fidelity_args(runs, tmp_path / "y", "long_from=1.5")) == 2
     assert "long_from" in capsys.readouterr().err
+    assert main(fidelity_args(runs, tmp_path / "y", "seek_fraction=2")) == 2
+    assert "seek_fraction" in capsys.readouterr().err
     assert not (tmp_path / "x" / "checkpoint").exists() and not (tmp_path / "y" / "checkpoint").exists()
 
 

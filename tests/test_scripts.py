@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 
 from dfworld.world.episodes import play_episode
@@ -110,3 +111,23 @@ def test_files_and_names(tmp_path):
     with pytest.raises(FileNotFoundError, match="neither a shipped suite"):
         resolve_script("nonsense")
     assert json.loads(path.read_text().splitlines()[0])["version"] == 1
+
+
+def test_a_coin_seekers_episodes_collect_coins_and_replay_the_same():
+    from dfworld.training.stages.stream import plan_sequence
+    from dfworld.world.config import ACTIONS, WorldConfig
+    from dfworld.world.simulator import EventWorld
+    from dfworld.world.suite import toward_coin
+
+    world = EventWorld(WorldConfig(height=64, width=64))
+    world.reset(3)
+    state = world.state
+    always = np.random.default_rng(0)
+    dx, dy = state.coin[0] - state.agent[0], state.coin[1] - state.agent[1]
+    move = ACTIONS[toward_coin(state, always, greedy=1.0)]
+    assert move == ({True: "right", False: "left"}[dx > 0] if abs(dx) >= abs(dy) else {True: "down", False: "up"}[dy > 0])
+    coins = {seek: [int(plan_sequence(s, 48, (8, 16), 4, world, seek).states["coins"][-1]) for s in range(16)] for seek in (False, True)}
+    assert sum(coins[True]) >= 3 * max(1, sum(coins[False]))  # an agent's pick-ups, which a random walk rarely meets
+    a, b = plan_sequence(5, 48, (8, 16), 4, world, True), plan_sequence(5, 48, (8, 16), 4, world, True)
+    assert np.array_equal(a.frames, b.frames) and np.array_equal(a.actions, b.actions)
+    assert all(len(set(a.actions[k : k + 4].tolist())) == 1 for k in range(0, 48, 4))  # chosen once a chunk

@@ -49,19 +49,36 @@ def sample_event(state: WorldState, rng: np.random.Generator) -> Event:
     return options[kind][int(rng.integers(len(options[kind])))]
 
 
+def toward_coin(state: WorldState, rng: np.random.Generator, greedy: float = 0.8) -> int:
+    """A coin seeker's action: with probability `greedy` a step along the longer axis towards the coin, else a random one."""
+    if rng.random() >= greedy:
+        return int(rng.integers(len(ACTIONS)))
+    dx, dy = state.coin[0] - state.agent[0], state.coin[1] - state.agent[1]
+    if dx == dy == 0:
+        return ACTIONS.index("noop")
+    if abs(dx) >= abs(dy):
+        return ACTIONS.index("right" if dx > 0 else "left")
+    return ACTIONS.index("down" if dy > 0 else "up")
+
+
 def plan_episode(
-    eid: str, seed: int, frames: int, event_times: list[int], rng: np.random.Generator, world: EventWorld
+    eid: str, seed: int, frames: int, event_times: list[int], rng: np.random.Generator, world: EventWorld,
+    seek_every: int = 0,
 ) -> tuple[Episode, list[Event]]:
-    """Draw an episode's actions, and an applicable event at each of `event_times` (canonical text)."""
+    """Draw an episode's actions, and an applicable event at each of `event_times` (canonical text).
+
+    The actions are a random walk, or with `seek_every` > 0 a coin seeker's (`toward_coin`, chosen every `seek_every`
+    frames from the state it meets), whose episodes collect coins as an agent's do."""
     ep = Episode(eid, seed, frames)
     t = 0
-    while t < frames:  # 1. the action random walk, changing every 8 or 16 frames
+    while t < frames and not seek_every:  # 1. the action random walk, changing every 8 or 16 frames
         ep.items.append(ScriptItem(t, action=int(rng.choice(len(ACTIONS), p=_ACTION_P))))
         t += int(rng.choice((8, 16)))
-    actions = ep.actions()
+    actions = ep.actions() if not seek_every else None
     world.reset(seed)  # 2. simulate, choosing each event for the state it meets
     events: list[Event] = []
     pending = sorted(event_times)
+    move = 0
     for f in range(frames):
         while pending and pending[0] == f:
             pending.pop(0)
@@ -70,7 +87,12 @@ def plan_episode(
                 raise RuntimeError(f"planned event {ev} did not apply: {res.reason}")
             events.append(ev)
             ep.items.append(ScriptItem(f, event=ev.text()))
-        world.step(int(actions[f]))
+        if actions is not None:
+            move = int(actions[f])
+        elif f % seek_every == 0:
+            move = toward_coin(world.state, rng)
+            ep.items.append(ScriptItem(f, action=move))
+        world.step(move)
     ep.items.sort(key=lambda it: (it.t, it.event is not None))
     return ep, events
 

@@ -49,6 +49,9 @@ class FidelityStageConfig:
     long_frames: int = 48
     long_from: float = 1 / 3
     switch_gaps: tuple[int, ...] = (8, 12, 16, 20, 24)  # frames between an episode's events (multiples of the chunk)
+    # the share of each batch's episodes whose actions seek the coin (chosen each chunk from the state), so that
+    # pick-ups (the coin gone, a new one elsewhere: the env's reward) are trained as often as an agent meets them
+    seek_fraction: float = 0.0
     # weight 1 + entity_weight on the latent cells an object, the agent or the coin covers in the simulator's frame:
     # what the faithful test reads is a few cells of a mostly static frame
     entity_weight: float = 3.0
@@ -67,6 +70,8 @@ class FidelityStageConfig:
         if self.frames < 1 or self.long_frames < 0 or not self.switch_gaps or min(self.switch_gaps) < 1:
             raise ValueError(f"frames ({self.frames}) and every switch gap ({list(self.switch_gaps)}) must be positive, "
                              f"long_frames ({self.long_frames}) at least 0")
+        if not 0 <= self.seek_fraction <= 1:
+            raise ValueError(f"seek_fraction ({self.seek_fraction}) must be a fraction in [0, 1]")
         if not 0 <= self.long_from <= 1:
             raise ValueError(f"long_from ({self.long_from}) must be a fraction of the run in [0, 1]")
         if self.entity_weight < 0 or self.skip_lr_scale <= 0:
@@ -125,7 +130,8 @@ class FidelityStage(CarriesCodecAndText):
         """This step's episodes (the same on a resume): real start latents [B, n, ...], the simulator's latents [B, F, ...],
         the loss weight of their cells [B, F, h, w], actions [B, F], prompts, and the events before each chunk."""
         B, K, F = self.train.batch_size, self.generator.config.chunk_frames, self.episode_frames
-        plans = [plan_sequence(step_seed(self.train.seed, step, rank() * B + r), F, self.config.switch_gaps, K, self.world)
+        seekers = round(self.config.seek_fraction * B)  # the first rows seek the coin
+        plans = [plan_sequence(step_seed(self.train.seed, step, rank() * B + r), F, self.config.switch_gaps, K, self.world, r < seekers)
                  for r in range(B)]
         with torch.no_grad():
             pixels = torch.from_numpy(np.stack([np.concatenate([p.start_frames, p.frames]) for p in plans])).to(self.device)

@@ -67,8 +67,9 @@ class SequencePlan:
     states: dict[str, np.ndarray]  # their true states, each [horizon, ...] (EventWorld.state_arrays)
 
 
-def plan_sequence(seed: int, horizon: int, gaps: tuple[int, ...], chunk: int, world) -> SequencePlan:
-    """An EventWorld event script of `horizon` frames, switches every `gaps` frames (at least a chunk before the end), played."""
+def plan_sequence(seed: int, horizon: int, gaps: tuple[int, ...], chunk: int, world, seek: bool = False) -> SequencePlan:
+    """An EventWorld event script of `horizon` frames, switches every `gaps` frames (at least a chunk before the end), played;
+    `seek`: the actions a coin seeker's, chosen every chunk (`plan_episode`'s `seek_every`), else a random walk."""
     from dfworld.world.episodes import play_episode
     from dfworld.world.suite import plan_episode
 
@@ -77,7 +78,7 @@ def plan_sequence(seed: int, horizon: int, gaps: tuple[int, ...], chunk: int, wo
     while t <= horizon - chunk:
         times.append(t)
         t += int(rng.choice(gaps))
-    ep, _ = plan_episode(f"stream-{seed}", int(rng.integers(2**31)), horizon, times, rng, world)
+    ep, _ = plan_episode(f"stream-{seed}", int(rng.integers(2**31)), horizon, times, rng, world, seek_every=chunk if seek else 0)
     rec = play_episode(ep, world)
     events = {e.t: e.text for e in rec.events if e.applied}
     return SequencePlan(rec.actions.astype(np.int64), events, rec.initial_prompt, rec.context, rec.frames, rec.states)
