@@ -165,7 +165,7 @@ class Rollout:
             chunks[mask] = context
             actions = torch.zeros(self.B, n, dtype=torch.long, device=self.device)
             actions[mask] = context_actions
-            prev = reference_frames(chunks, K) if self.history_prev is not None else None
+            prev = reference_frames(chunks, K, self.cfg.prev_chunk) if self.history_prev is not None else None
             frames = torch.arange(n, device=self.device).expand(self.B, n)
             self._write_fresh(mask, chunks, actions, frames, mask[:, None].expand(-1, n // K), prev)
             for f in range(0, n, K):
@@ -210,16 +210,19 @@ class Rollout:
         return forward_at(self.generator, x, sigma, text, None, actions, start, self.cache, prev)
 
     def _reference(self) -> torch.Tensor | None:
-        """The next chunk's reference frame, [B, K, C, h, w]: each row's last committed frame (zeros before any).
+        """The next chunk's reference frames, [B, K, C, h, w]: each row's last committed frame held for the chunk, or
+        with `prev_chunk` its last committed chunk frame by frame (zeros before any).
 
         None for a model without `prev_frame`, which reads none.
         """
         if self.history_prev is None:
             return None
-        last = self.history.gather(1, self._slots((self.frame - 1).clamp(min=0))[:, None, None, None, None]
-                                   .expand((-1, 1) + self.history.shape[2:]))  # [B, 1, C, h, w]
-        last = torch.where((self.frame > 0)[:, None, None, None, None], last, torch.zeros_like(last))
-        return last.expand((-1, self.cfg.chunk_frames) + self.history.shape[2:])
+        K = self.cfg.chunk_frames
+        n = K if self.cfg.prev_chunk else 1  # prev_chunk: the previous chunk's frames, else its last one held for the chunk
+        frames = (self.frame[:, None] - n + torch.arange(n, device=self.device)).clamp(min=0)
+        last = self.history.gather(1, self._slots(frames)[:, :, None, None, None].expand((-1, n) + self.history.shape[2:]))
+        last = torch.where((self.frame > 0)[:, None, None, None, None], last, torch.zeros_like(last))  # [B, n, C, h, w]
+        return last.expand((-1, K) + self.history.shape[2:])
 
     def _noise(self, shape, rows: torch.Tensor) -> torch.Tensor:
         """Per-row noise; rows not generating draw nothing, so their random streams are untouched."""

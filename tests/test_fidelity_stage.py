@@ -91,3 +91,22 @@ def test_add_skip_opens_the_reference_frame_skip_from_zero_and_trains_it(chain, 
     assert ckpt.config["model"]["prev_skip"] is True and "generator.skip_gate" in ckpt.weights
     assert all("skip_gate" in r for r in history(tmp_path / "run"))
     assert load_bundle(tmp_path / "run" / "checkpoint").checkpoint.config["stage"] == "fidelity"
+
+
+def test_prev_chunk_switches_the_reference_to_the_last_chunk_with_the_same_weights(chain, tmp_path):
+    """The switch itself; that a prev_chunk model reads its previous chunk is tests/test_unroll.py's and test_teacher_forcing.py's."""
+    from dfworld.training.stages import stage_classes
+    from dfworld.training.stages import stage_config as compose_stage
+
+    runs, _ = chain
+    start = runs / "delta" / "checkpoint"
+    base = [f"generator_checkpoint={start}", *TINY, "frames=8", "switch_gaps=[8]"]
+    plain, whole = (stage_classes("fidelity")[1](compose_stage("fidelity", [*base, f"train.out={tmp_path / n}", f"prev_chunk={a}"]))
+                    for n, a in (("p", "false"), ("c", "true")))
+    assert whole.generator.config.prev_chunk and not plain.generator.config.prev_chunk
+    a, b = plain.generator.state_dict(), whole.generator.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert main(fidelity_args(runs, tmp_path / "run", "train.steps=2", "prev_chunk=true")) == 0
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoint")
+    assert ckpt.config["model"]["prev_chunk"] is True
+    assert load_bundle(tmp_path / "run" / "checkpoint").generator.config.prev_chunk

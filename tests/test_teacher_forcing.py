@@ -9,13 +9,15 @@ from dfworld.model.transformer import SKIP_SCALE
 from tests.test_model import inputs, tiny
 
 
-@pytest.mark.parametrize("tubelet, patch, chunk, sink, window, rope_space, prev, skip",
-                         [(1, 4, 2, 2, 4, 0, False, False), (2, 2, 2, 2, 4, 2, True, False), (4, 2, 4, 4, 8, 2, True, False),
-                          (1, 4, 2, 0, 4, 0, True, False), (2, 2, 2, 2, 4, 2, True, True)])
+@pytest.mark.parametrize("tubelet, patch, chunk, sink, window, rope_space, prev, skip, whole",
+                         [(1, 4, 2, 2, 4, 0, False, False, False), (2, 2, 2, 2, 4, 2, True, False, False), (4, 2, 4, 4, 8, 2, True, False, False),
+                          (1, 4, 2, 0, 4, 0, True, False, False), (2, 2, 2, 2, 4, 2, True, True, False), (4, 2, 4, 4, 8, 2, True, True, True)])
 @torch.no_grad()
-def test_teacher_forcing_equals_the_cached_rollout(tubelet, patch, chunk, sink, window, rope_space, prev, skip):
+def test_teacher_forcing_equals_the_cached_rollout(tubelet, patch, chunk, sink, window, rope_space, prev, skip, whole):
     model = tiny(tubelet=tubelet, patch=patch, chunk_frames=chunk, sink_frames=sink, window_frames=window, rope_space=rope_space,
-                 prev_frame=prev, prev_skip=skip)
+                 prev_frame=prev, prev_skip=skip, prev_chunk=whole)
+    if skip:
+        model.skip_gate.fill_(0.01)  # open: the skip's reference frame is part of what is compared
     x, sigma, text, mask, actions = inputs(2, 24)
     noisy, _, _, _, _ = inputs(2, 24, seed=1)
     sigma = sigma[:, ::chunk].repeat_interleave(chunk, 1)  # one level per chunk
@@ -26,7 +28,8 @@ def test_teacher_forcing_equals_the_cached_rollout(tubelet, patch, chunk, sink, 
     for s in range(0, 24, chunk):
         sf = torch.full((2,), s)
         sl = slice(s, s + chunk)
-        ref = (x[:, s - 1 : s] if s else torch.zeros_like(x[:, :1])).expand(-1, chunk, -1, -1, -1) if prev else None
+        n = chunk if whole else 1  # the reference: the previous chunk frame by frame, or its last frame held
+        ref = (x[:, s - n : s] if s else torch.zeros_like(x[:, :n])).expand(-1, chunk, -1, -1, -1) if prev else None
         out, _ = model(noisy[:, sl], sigma[:, sl], text, mask, actions[:, sl], start_frame=sf, cache=cache, prev=ref)
         assert (out - tf[:, sl]).abs().max().item() <= 1e-4, f"chunk at frame {s}"
         _, (k, v) = model(x[:, sl], ctx[:, sl], text, mask, actions[:, sl], start_frame=sf, cache=cache, prev=ref)

@@ -1,5 +1,7 @@
 """The rollout with gradient through its own history: the same frames as `Rollout`, and a graph across chunks."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from conftest import random_model
@@ -19,6 +21,15 @@ def model():
     return random_model(CFG)
 
 
+@pytest.fixture(scope="module")
+def chunk_model():
+    """A model whose reference is its previous chunk frame by frame, with the skip open (model.prev_chunk)."""
+    m = random_model(replace(CFG, prev_chunk=True, prev_skip=True))
+    with torch.no_grad():
+        m.skip_gate.fill_(0.01)
+    return m
+
+
 def rollout_noise(seeds, levels, solver):
     """Each row's chunk noise as the rollout draws it with repeat_noise: [B, 1, levels, K, C, h, w]."""
     shape = (CFG.chunk_frames, CFG.latent_channels, CFG.latent_size, CFG.latent_size)
@@ -31,7 +42,9 @@ def rollout_noise(seeds, levels, solver):
 
 
 @pytest.mark.parametrize("sampler", [SamplerConfig(), SamplerConfig(timesteps=(1000.0,)), SamplerConfig(timesteps=(1000.0, 500.0), solver="euler")])
-def test_unroll_gives_the_rollouts_frames_through_an_event_after_the_window_rolled_over(model, sampler):
+@pytest.mark.parametrize("which", ["model", "chunk_model"])
+def test_unroll_gives_the_rollouts_frames_through_an_event_after_the_window_rolled_over(which, sampler, request):
+    model = request.getfixturevalue(which)
     cond = TextConditioner("vocab", 16, 16, encoder=VocabEncoder(16, 16))
     B, K, chunks, seeds = 2, CFG.chunk_frames, 6, [5, 6]
     g = torch.Generator().manual_seed(1)

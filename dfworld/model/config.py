@@ -36,10 +36,16 @@ class TransformerConfig:
     # a frame equal to its reference frame, so a copy of what did not change costs the network nothing
     # (docs/experiments/drift-own-history-and-skip.md)
     prev_skip: bool = False
+    # the reference is the previous chunk's frames, frame by frame, instead of its last frame repeated (prev_frame models):
+    # each token then reads the local motion of what moves, as DIAMOND's stack of past frames gives it; the skip still
+    # copies the last frame (docs/experiments/fidelity-stage.md, run 6)
+    prev_chunk: bool = False
 
     def __post_init__(self) -> None:
         if self.prev_skip and not self.prev_frame:
             raise ValueError("prev_skip adds the reference frame to the output: it needs prev_frame")
+        if self.prev_chunk and not self.prev_frame:
+            raise ValueError("prev_chunk chooses the reference frames: it needs prev_frame")
         for name in ("latent_channels", "latent_size", "patch", "dim", "depth", "heads", "text_dim", "text_tokens", "n_actions",
                      "chunk_frames"):
             if getattr(self, name) < 1:

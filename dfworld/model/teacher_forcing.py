@@ -59,9 +59,12 @@ def teacher_forcing_plan(frames: int, chunk: int, sink: int, window: int, tubele
     return TeacherForcingPlan(clean + noisy)
 
 
-def reference_frames(clean: torch.Tensor, chunk: int) -> torch.Tensor:
-    """[B, F, ...]: for every frame, the last clean frame before its chunk (zeros in the first chunk)."""
+def reference_frames(clean: torch.Tensor, chunk: int, previous_chunk: bool = False) -> torch.Tensor:
+    """[B, F, ...]: for every frame, the last clean frame before its chunk, or with `previous_chunk` the frame
+    `chunk` frames before it (the previous chunk, frame by frame); zeros in the first chunk."""
     B, Fr = clean.shape[:2]
+    if previous_chunk:
+        return torch.cat([torch.zeros_like(clean[:, :chunk]), clean[:, : Fr - chunk]], 1)
     last = torch.cat([torch.zeros_like(clean[:, :1]), clean[:, chunk - 1 : Fr - 1 : chunk]], 1)  # [B, F/K, ...]
     return last.repeat_interleave(chunk, 1)
 
@@ -83,7 +86,7 @@ def teacher_forcing(model, x, sigma, text, actions, clean) -> torch.Tensor:
     G = Fr // cfg.tubelet
     both = torch.cat([x_clean, x], 1)  # [B, 2F, ...]: the clean copy, then the noisy one
     c, a = model._condition(torch.cat([sigma_clean, sigma], 1), text, torch.cat([actions, actions], 1))
-    h = model.embed(both, reference_frames(x_clean, cfg.chunk_frames).repeat(1, 2, 1, 1, 1) if cfg.prev_frame else None)
+    h = model.embed(both, reference_frames(x_clean, cfg.chunk_frames, cfg.prev_chunk).repeat(1, 2, 1, 1, 1) if cfg.prev_frame else None)
     h = h + a[:, :, None]  # [B, 2G, S, D]
     frames = model._frame_positions(torch.zeros(B, dtype=torch.long, device=x.device), Fr)
     frames = torch.cat([frames, frames], 1)  # both copies sit at the same times
@@ -96,7 +99,7 @@ def teacher_forcing(model, x, sigma, text, actions, clean) -> torch.Tensor:
     plan = teacher_forcing_plan(Fr, cfg.chunk_frames, cfg.sink_frames, cfg.window_frames, cfg.tubelet, cfg.spatial_tokens, x.device)
     for block, text_kv in zip(model.blocks, text.kv):
         h, _ = block(h, c, text_kv, text.mask, (rope, rope_s, rope, key_sink, plan))
-    ref = reference_frames(x_clean, cfg.chunk_frames) if cfg.prev_skip else None
+    ref = reference_frames(x_clean, cfg.chunk_frames, cfg.prev_chunk) if cfg.prev_skip else None
     return model.skip(model._output(h[:, G:], c[:, G:]), x, ref)
 
 

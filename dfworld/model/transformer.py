@@ -359,7 +359,12 @@ class VideoTransformer(nn.Module):
 
     def skip(self, v: torch.Tensor, x: torch.Tensor, prev: torch.Tensor | None) -> torch.Tensor:
         """The velocity v of x plus, with `prev_skip`, the gated skip from the reference frame (SKIP_SCALE lets Adam move the gate)."""
-        return v + SKIP_SCALE * self.skip_gate * (x - prev) if self.config.prev_skip else v
+        if not self.config.prev_skip:
+            return v
+        if self.config.prev_chunk:  # the reference is the previous chunk: the skip copies its last frame
+            K = self.config.chunk_frames
+            prev = prev.unflatten(1, (-1, K))[:, :, -1:].expand(-1, -1, K, *prev.shape[2:]).flatten(1, 2)
+        return v + SKIP_SCALE * self.skip_gate * (x - prev)
 
     def embed(self, x: torch.Tensor, prev: torch.Tensor | None) -> torch.Tensor:
         """Tokens [B, G, S, D] of latents x [B, F, ...]: patches, positions, and (prev_frame) the reference frame's patches."""

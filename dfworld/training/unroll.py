@@ -75,7 +75,7 @@ def unroll(
     device = context.device
     empty = KVCache(cfg, B, device)
     cond = model.condition_text(text, text_mask)
-    prev_ctx = reference_frames(context, K) if cfg.prev_frame else None
+    prev_ctx = reference_frames(context, K, cfg.prev_chunk) if cfg.prev_frame else None
     held: list[_Chunk] = []
     cache = empty
     for s in range(0, n, K):  # 1. the context, chunk by chunk, as the rollout's reset writes it
@@ -98,8 +98,8 @@ def unroll(
             cache = KVCache.over(cfg, torch.where(r[None, :, None, None, None], fresh.k, cache.k),
                                  torch.where(r[None, :, None, None, None], fresh.v, cache.v), torch.where(r[:, None], fresh.valid, cache.valid))
         a = actions[:, j * K : (j + 1) * K]
-        last = held[-1].latents[:, -1:]
-        prev = last.expand(-1, K, -1, -1, -1) if cfg.prev_frame else None
+        last = held[-1].latents if cfg.prev_chunk else held[-1].latents[:, -1:].expand(-1, K, -1, -1, -1)
+        prev = last if cfg.prev_frame else None
         first = torch.full((B,), start, dtype=torch.long, device=device)
         chunk_noise = noise[:, min(j, noise.shape[1] - 1)]
         x0 = denoise(lambda x, sigma: forward_at(model, x, sigma, cond, None, a, first, cache, prev)[0],  # 3. the chunk's levels

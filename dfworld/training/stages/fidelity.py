@@ -58,6 +58,9 @@ class FidelityStageConfig:
     # give a generator without `model.prev_skip` the output skip from its reference frame (the gate from 0, so the run
     # starts from the generator as it was): a copy of what did not change then costs the network nothing
     add_skip: bool = False
+    # switch a generator's reference from its last committed frame to its last committed chunk, frame by frame
+    # (`model.prev_chunk`; the same weights): each token then reads how what moves near it moved
+    prev_chunk: bool = False
     skip_lr_scale: float = 10.0  # the skip gate's learning rate over train.lr (the causal stage's 1e-3 by default)
     # the sampler trained through and written with the checkpoint: one level, what the shipped default runs (issue 25)
     sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(timesteps=(1000.0,)))
@@ -94,6 +97,11 @@ class FidelityStage(CarriesCodecAndText):
                 raise ValueError(f"add_skip: {config.generator_checkpoint} reads no reference frame (model.prev_frame false)")
             source, self.generator = self.generator, VideoTransformer(replace(self.generator.config, prev_skip=True))
             load_widened(self.generator, source, f"generator_checkpoint {config.generator_checkpoint!r}")
+        if config.prev_chunk and not self.generator.config.prev_chunk:
+            if not self.generator.config.prev_frame:
+                raise ValueError(f"prev_chunk: {config.generator_checkpoint} reads no reference frame (model.prev_frame false)")
+            source, self.generator = self.generator, VideoTransformer(replace(self.generator.config, prev_chunk=True))
+            self.generator.load_state_dict(source.state_dict())
         self.generator.to(self.device).train()
         cfg, K = self.generator.config, self.generator.config.chunk_frames
         if cfg.attention != "block_causal":
