@@ -61,7 +61,9 @@ def build(cls: type[T], data: Any, where: str = "config", complete: bool = False
     """Instantiate dataclass `cls` from a mapping, checking keys and types recursively.
 
     `complete`: every field must be given (a checkpoint's config: a field left out would silently
-    take today's default, which need not be what the checkpoint was trained with).
+    take today's default, which need not be what the checkpoint was trained with), except the ones
+    the class names in `ADDED_LATER`: fields added after checkpoints were written, whose default is
+    what every model before them did.
     """
     if isinstance(data, cls):
         return data
@@ -71,7 +73,7 @@ def build(cls: type[T], data: Any, where: str = "config", complete: bool = False
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     if unknown := sorted(set(data) - set(fields)):
         raise ConfigError(f"{where}: unknown key(s) {unknown}; {cls.__name__} has {sorted(fields)}")
-    if complete and (missing := sorted(set(fields) - set(data))):
+    if complete and (missing := sorted(set(fields) - set(data) - set(getattr(cls, "ADDED_LATER", ())))):
         raise ConfigError(f"{where}: missing key(s) {missing} of {cls.__name__}")
     kwargs = {k: _check(v, hints[k], f"{where}.{k}", complete) for k, v in data.items()}
     try:

@@ -85,6 +85,14 @@ def test_a_config_that_does_not_describe_the_model_is_refused(ckpt, mutate, matc
         load_bundle(ckpt)
 
 
+def test_a_checkpoint_written_before_a_later_model_field_loads_with_what_it_did(ckpt):
+    from dfworld.model.config import TransformerConfig
+
+    cfg = config(ckpt)
+    write_config(ckpt, {**cfg, "model": {k: v for k, v in cfg["model"].items() if k not in TransformerConfig.ADDED_LATER}})
+    assert load_bundle(ckpt).generator.config.prev_chunk is False  # before prev_chunk, the last frame was the reference
+
+
 def test_a_binary_config_is_refused(ckpt):
     (ckpt / "config.json").write_bytes(np.random.default_rng(0).bytes(256))
     with pytest.raises(CheckpointError, match="not valid JSON"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 
 ATTENTION_MODES = ("full", "block_causal")
@@ -40,6 +41,9 @@ class TransformerConfig:
     # each token then reads the local motion of what moves, as DIAMOND's stack of past frames gives it; the skip still
     # copies the last frame (docs/experiments/fidelity-stage.md, run 6)
     prev_chunk: bool = False
+
+    # fields a checkpoint written before them lacks (their defaults are what those models do): see configuration.build
+    ADDED_LATER: typing.ClassVar[tuple[str, ...]] = ("prev_chunk",)
 
     def __post_init__(self) -> None:
         if self.prev_skip and not self.prev_frame:
