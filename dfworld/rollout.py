@@ -12,20 +12,17 @@ chunk of frames for every row:
 3. the clean chunk is run once more at `context_noise` to write its keys and values into the
    cache, and kept in a latent history laid out like the cache.
 
-A model with `prev_frame` also reads, for every chunk, its reference frame: the last clean frame
-before it (zeros for an episode's first chunk); each held chunk's reference is kept beside the
-history, so a re-cache writes it exactly as it was written the first time.
+A `prev_frame` model also reads each chunk's reference (the clean frame(s) before it, zeros at an
+episode's start), kept beside the history so a re-cache writes it exactly as the first time.
 
 A text event re-encodes the row's condition and re-caches (LongLive): the frames still in the
 cache (sink and window) are replayed under the new text in time order, which rewrites their keys
 and values. Actions are per frame. Rows reset independently.
 
 A re-cache and a reset's context write their chunks into the rows' emptied cache, oldest first, on
-the rows alone (an event in one row of 64 costs one row's passes, not the batch's): here one cached
-pass per chunk, the reference the recorded frames pin down; `OrtRollout` in one block-causal pass
-over them all (`dfworld.model.teacher_forcing.held_chunks_kv`, the same keys and values to 1e-5).
-The model compute goes through `_write_held` (those writes), `_write` (a generated chunk) and the
-level loop of `generate`; `OrtRollout` replaces them with ONNX Runtime graphs, all else stays here.
+those rows alone: one cached pass per chunk here, one block-causal pass in `OrtRollout`
+(`teacher_forcing.held_chunks_kv`, the same keys and values to 1e-5). Model compute goes through
+`_write_held`, `_write` and `generate`'s level loop; `OrtRollout` runs them in ONNX Runtime.
 """
 
 from __future__ import annotations
