@@ -116,7 +116,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.what == "codec":
         from dfworld.bench.codec_quality import evaluate_codec
 
-        summary = evaluate_codec(args.checkpoint or "runs/codec/checkpoint", seed=args.seed or 777, decoder=args.decoder or "full")
+        summary = evaluate_codec(args.checkpoint or "runs/codec/checkpoint", seed=args.seed or 777, decoder=args.decoder or None)
     else:
         from dfworld.bench.teacher_quality import evaluate_teacher
 
@@ -239,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="cpu", help="cpu or cuda")
     ev.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ev.add_argument("--decoder", default="", choices=("", "fast", "full"),
-                    help="the codec decoder of the frames scored: full (default) or fast (where the checkpoint carries one)")
+                    help="the codec decoder of the frames scored: fast or full (default: the envs', fast where the checkpoint carries one)")
     ev.add_argument("--timesteps", type=float, nargs="+", metavar="T",
                     help="a generator's sampler levels, e.g. 1000 500 (default: the checkpoint's own)")
     ev.set_defaults(func=_cmd_eval)
@@ -258,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     bench.add_argument("--restart", action="store_true", help="discard the finished parts in --out instead of resuming")
     bench.add_argument("--decoder", default="", choices=("", "fast", "full"),
-                       help="the codec decoder: full (default, the envs') or fast (where the checkpoint carries one)")
+                       help="the codec decoder: fast or full (default: the envs', fast where the checkpoint carries one)")
     bench.add_argument("--timesteps", type=float, nargs="+", metavar="T",
                        help="the sampler's levels for every checkpoint, e.g. 1000 500 (default: each checkpoint's own)")
     bench.set_defaults(func=_cmd_bench)

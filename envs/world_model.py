@@ -74,8 +74,9 @@ class WorldModelEnv(gym.Env):
       process's setting restored after; ONNX Runtime's); None: torch's own setting. Default 1: on
       the 2-core machine it is 1.4-1.5x slower than 2 when idle, and 4-42x faster than 2 beside one
       busy process (benchmarks/bench_threads.py, BENCHMARKS.md).
-    - `decoder`: "full" (the codec's VAE decoder; None) or "fast" (the small decoder distilled from
-      it, where the checkpoint carries one: faster, and not yet read the same by the probes).
+    - `decoder`: None (the default: the checkpoint's fast decoder where it carries one, as the
+      shipped default does, else the codec's VAE decoder), "fast" or "full" (the VAE's). The probes
+      read the shipped default's fast-decoded frames as its full-decoded ones (BENCHMARKS.md).
     - `sampler`: SamplerConfig fields replacing the checkpoint's, e.g. `{"timesteps": [1000, 500]}`
       (two denoising passes per chunk where it was distilled for four: faster, and less faithful).
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import short_script
+from safetensors.torch import load_file
 
 from dfworld.checkpoint import load_checkpoint
 from dfworld.cli import main
@@ -29,7 +30,7 @@ TINY = ["train.batch_size=2", "train.log_every=1", "train.device=cpu"]
 TINY_STREAM = [*TINY, "critic.batch_size=2", "horizon=32", "switch_gaps=[8,12]", "train.checkpoint_every=5"]
 
 
-CHAIN = ("data", "codec", "decoder", "teacher", "causal", "dmd", "stream", "delta", "fidelity", "ship")
+CHAIN = ("data", "codec", "teacher", "causal", "dmd", "stream", "delta", "fidelity", "decoder", "ship")
 TINY_CAUSAL = [
     "text.encoder=vocab", "text.dim=16", "text.max_tokens=16", "model.text_dim=16", "model.text_tokens=16", "model.dim=32",
     "model.depth=1", "model.heads=2", "model.patch=4", "model.tubelet=1", "model.rope_space=1", "train.batch_size=2",
@@ -45,7 +46,8 @@ def tiny_pipeline(runs: Path, stages=CHAIN, dmd_start="causal") -> PipelineConfi
             "data": ["n=12", "frames=8", "world.height=32", "world.width=32"],
             "codec": ["codec.image_size=32", "codec.block_out_channels=[8,8]", "codec.norm_num_groups=4", "train.steps=3",
                       "train.batch_size=4", "train.device=cpu"],
-            "decoder": ["channels=[8,8]", "blocks=[1,0]", "train.steps=3", "train.batch_size=4", "train.device=cpu"],
+            "decoder": ["channels=[8,8]", "blocks=[1,0]", "train.steps=3", "train.batch_size=4", "train.device=cpu",
+                        "generated_episodes=2", "generated_frames=16", "switch_gaps=[8]"],
             "teacher": [*TINY_TEACHER, "train.device=cpu"],
             "causal": TINY_CAUSAL,
             "ode": [*TINY, "pairs=4", "pair_batch=2", "train.steps=3"],
@@ -85,6 +87,9 @@ def test_pipeline_trains_every_stage_and_the_generators_load(chain):
         assert rows and {"w", "relative_step", "history", "direction", "since_switch"} <= set(rows[0])
         assert any(r["since_switch"] >= 0 for r in rows)  # switches happened inside the rollouts
     assert all(r["w"] == 1.0 for r in map(json.loads, (runs / "stream" / "trust_region.jsonl").read_text().splitlines()))
+    # the fast decoder learned the fidelity generator's own rollouts (2 of 16 frames) beside the real frames
+    assert load_file(str(next((runs / "decoder").glob("generated-*.safetensors"))))["latents"].shape[0] == 32
+    assert all("psnr_generated" in r for r in history(runs / "decoder") if "loss_decoder" in r)
 
 
 def test_ship_copies_the_generators_with_their_records(chain):
@@ -102,6 +107,7 @@ def test_ship_copies_the_generators_with_their_records(chain):
         assert all(torch.equal(trained[k], v) for k, v in bundle.generator.state_dict().items())
         assert (path / "text_cache.safetensors").is_file() == (name == "default")  # the baselines encode on first use
         assert bundle.codec.fast is not None  # stage decoder's, trained on their codec
+        assert record["fast_decoder"]["stage_config"]["generator_checkpoint"] == str(runs / "fidelity" / "checkpoint")
         trained_levels = load_checkpoint(runs / stage / "checkpoint").config["sampler"]["timesteps"]
         assert list(bundle.sampler.timesteps) == ([1000.0] if name == "default" else trained_levels)
         assert len(trained_levels) == 1 if name == "default" else len(trained_levels) > 1  # the default is tuned at the level it runs

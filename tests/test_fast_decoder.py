@@ -26,6 +26,7 @@ def test_the_codec_decodes_with_the_decoder_it_is_told_to():
         fast = codec.use_decoder("fast").decode(z)
     assert full.shape == fast.shape == (2, 3, 32, 32, 3) and fast.dtype == torch.uint8
     assert not torch.equal(full, fast)  # an untrained fast decoder draws something else
+    assert codec.use_decoder(None).decoder == "fast" and LatentCodec(CodecConfig(**TINY_CODEC)).use_decoder(None).decoder == "full"
     with pytest.raises(ValueError, match="unknown decoder 'tiny'"):
         codec.use_decoder("tiny")
     with pytest.raises(ValueError, match="carries no fast decoder"):
@@ -34,10 +35,10 @@ def test_the_codec_decodes_with_the_decoder_it_is_told_to():
         CodecConfig(**TINY_CODEC, fast_channels=(8, 8, 8))
 
 
-def test_the_envs_decode_with_the_fast_decoder_when_asked(tiny_fast_generator, tiny_generator):
-    assert build_sampler(tiny_fast_generator, 1).codec.decoder == "full"  # the default, until the probes read both alike
-    assert build_sampler(tiny_fast_generator, 1, decoder="fast").codec.decoder == "fast"
-    assert build_sampler(tiny_generator, 1).codec.decoder == "full"
+def test_the_envs_decode_with_the_fast_decoder_where_the_checkpoint_carries_one(tiny_fast_generator, tiny_generator):
+    assert build_sampler(tiny_fast_generator, 1).codec.decoder == "fast"  # the default where carried
+    assert build_sampler(tiny_fast_generator, 1, decoder="full").codec.decoder == "full"
+    assert build_sampler(tiny_generator, 1).codec.decoder == "full"  # none carried: the VAE's
     obs = {}
     for name in ("fast", "full"):
         env = gym.make("dfworld/WorldModel-v0", checkpoint=str(tiny_fast_generator), decoder=name)
@@ -109,3 +110,26 @@ def test_attach_refuses_a_decoder_of_another_codec_and_writes_nothing(decoder_ru
     with pytest.raises(ValueError, match="no fast decoder for the codec"):
         attach_fast_decoder(tiny_generator, decoder_run / "decoder" / "checkpoint", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_stage_decoder_learns_a_generators_own_rollouts_and_refuses_another_codec(decoder_run, tiny_generator, tmp_path):
+    from dfworld.configuration import build
+    from dfworld.training.loop import Loop
+    from dfworld.training.stages.decoder import DecoderStage, DecoderStageConfig, generated_latents
+
+    def config(codec, out):
+        return build(DecoderStageConfig, {
+            "codec_checkpoint": str(codec), "generator_checkpoint": str(tiny_generator), "clips": str(decoder_run / "clips"),
+            "channels": [8, 8], "blocks": [1, 0], "generated_episodes": 3, "generated_frames": 8, "switch_gaps": [4],
+            "train": {"out": str(out), "steps": 4, "batch_size": 8, "log_every": 1, "warmup": 1, "max_minutes": 0, "device": "cpu"}})
+
+    with pytest.raises(ValueError, match="carries another codec"):
+        DecoderStage(config(decoder_run / "codec" / "checkpoint", tmp_path / "other"))
+    assert not list((tmp_path / "other").glob("generated-*"))
+    cfg = config(tiny_generator, tmp_path / "own")
+    Loop(DecoderStage(cfg)).run()
+    rows = [json.loads(r) for r in (tmp_path / "own" / "history.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["psnr_generated"]) and np.isfinite(r["psnr_vs_full"]) for r in rows if "loss_decoder" in r)
+    pool = generated_latents(str(tiny_generator), codec_from(load_checkpoint(tiny_generator)), cfg, tmp_path / "own", "cpu")
+    assert pool.shape[0] == 3 * 8 and torch.isfinite(pool).all()
+    assert len(list((tmp_path / "own").glob("generated-*"))) == 1  # made once, read back from the cache

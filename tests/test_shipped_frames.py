@@ -5,8 +5,8 @@
 from a given image and one from the seed's real start) when it was recorded; a change that moves
 or renames code must leave them unchanged to the bit. Re-record only when the shipped checkpoints
 or the installed kernels change (`python tests/test_shipped_frames.py`, and `ATEN_CPU_CAPABILITY=avx2 python
-tests/test_shipped_frames.py` for the AVX2 recording on an AVX512 CPU); last recorded 2026-12-04 for the default
-tuned by stage fidelity with the reference-frame skip (dmd and stream unchanged, their frames the same to the bit).
+tests/test_shipped_frames.py` for the AVX2 recording on an AVX512 CPU); last recorded 2026-12-04 (an AMD EPYC) when the
+default gained its fast decoder, which the envs decode with (dmd and stream unchanged, recorded again on this CPU).
 
 The CPU's kernels differ by vector unit (torch's `get_cpu_capability()`: an AVX2-only CPU rounds a
 few frames one level apart from an AVX512 one), so each capability has its own recording,

@@ -24,8 +24,9 @@ def psnr_uint8(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 @torch.inference_mode()
-def evaluate_codec(checkpoint: str, episodes: int = 20, seed: int = 777, batch: int = 256, decoder: str = "full") -> dict:
-    """PSNR and probe scores of reconstructions through `decoder` (full, or the fast one the codec carries)."""
+def evaluate_codec(checkpoint: str, episodes: int = 20, seed: int = 777, batch: int = 256, decoder: str | None = None) -> dict:
+    """PSNR and probe scores of reconstructions through `decoder` (full, or the fast one the codec carries; None: the
+    envs' default, fast where carried)."""
     codec = codec_from(load_checkpoint(checkpoint)).use_decoder(decoder)
     world = WorldConfig(height=codec.config.image_size, width=codec.config.image_size)
     frames, states = sample_episodes(world, episodes, seed=seed)
@@ -35,4 +36,4 @@ def evaluate_codec(checkpoint: str, episodes: int = 20, seed: int = 777, batch: 
     p = psnr_uint8(frames, recon)
     score = score_readings(read_frames(recon, world), states)
     probes = {f"probe_{k}": v for k, v in score.items() if k != "frames"}
-    return {"frames": len(frames), "decoder": decoder, "psnr_mean": float(p.mean()), "psnr_p5": float(np.percentile(p, 5)), **probes}
+    return {"frames": len(frames), "decoder": codec.decoder, "psnr_mean": float(p.mean()), "psnr_p5": float(np.percentile(p, 5)), **probes}

@@ -102,7 +102,7 @@ class BenchConfig:
     seed: int = 0  # added to each episode's seed to seed the generator's rows
     device: str = "cpu"  # cpu or cuda
     restart: bool = False  # discard the finished parts in out/parts instead of resuming
-    decoder: str = ""  # the codec decoder of every checkpoint: full ("", the envs' default) or fast
+    decoder: str = ""  # the codec decoder of every checkpoint: fast or full ("": the envs' default, fast where carried)
     timesteps: tuple[float, ...] = ()  # the sampler's levels for every checkpoint (empty: each checkpoint's own)
 
 

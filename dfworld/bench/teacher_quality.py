@@ -129,7 +129,7 @@ def evaluate_teacher(
     repeat = sampler.repeat_noise if not is_teacher else noise != "fresh"
     model = transformer_from(ckpt, "teacher" if is_teacher else "generator").to(device)
     codec = codec_from(ckpt).to(device)
-    codec.use_decoder(decoder or "full")  # the envs' default
+    codec.use_decoder(decoder or None)  # the envs' default: fast where the checkpoint carries one
     cond = conditioner_from(ckpt)
     data = load_clips(clips)
     n = min(n, len(data.prompts))

@@ -79,8 +79,11 @@ class LatentCodec(nn.Module):
             self.fast = FastDecoder(config.latent_channels, config.fast_channels, config.fast_blocks or (1,) * len(config.fast_channels))
         self.decoder = "full"  # which decoder `decode` uses (use_decoder)
 
-    def use_decoder(self, name: str) -> LatentCodec:
-        """Decode with the "full" (VAE) decoder or the "fast" one this codec carries; returns the codec."""
+    def use_decoder(self, name: str | None) -> LatentCodec:
+        """Decode with the "full" (VAE) decoder or the "fast" one this codec carries (None: the fast one where it
+        carries one, the envs' default); returns the codec."""
+        if name is None:
+            name = "full" if self.fast is None else "fast"
         if name not in DECODERS:
             raise ValueError(f"unknown decoder {name!r}; use one of {DECODERS}")
         if name == "fast" and self.fast is None:

@@ -8,9 +8,10 @@ runs the generator is decided here, once:
 - `onnx`: `dfworld.runtime.OrtRollout` and the decoder graph in ONNX Runtime (the `cpu` or `gpu`
   extra), exported on first use into the export cache unless `onnx_dir` holds an export.
 
-The decoder is the codec's full VAE decoder unless `decoder="fast"` asks for the small distilled
-one a checkpoint may carry (dfworld.model.fast_decoder; not the default while it loses probe
-readings: docs/experiments/rollout-speed.md).
+The decoder is the small one distilled from the codec's (dfworld.model.fast_decoder) where the
+checkpoint carries one, as the shipped default does: the probes read its frames as the full
+decoder's (docs/experiments/rollout-speed.md, session 25); `decoder="full"` asks for the codec's
+VAE decoder, the only one of a checkpoint without a fast one.
 """
 
 from __future__ import annotations
@@ -77,8 +78,9 @@ def build_sampler(
 
     `threads`: the CPU threads of the generator and decoder: ONNX Runtime's per session, and torch's
     intra-op threads while the sampler runs (`WorldModelSampler.threads_scope`; the process's
-    setting is restored after each call); None uses torch's setting. `decoder`: "full" (None) or "fast"
-    (the checkpoint's fast decoder, if it carries one). `sampler`: SamplerConfig fields replacing the
+    setting is restored after each call); None uses torch's setting. `decoder`: "fast" (the checkpoint's
+    fast decoder; refused where it carries none), "full" (the VAE's) or None (fast where carried, else full).
+    `sampler`: SamplerConfig fields replacing the
     checkpoint's (e.g. {"timesteps": [1000, 500]}: two levels, where it was distilled for four); on
     onnx the export is keyed on the sampler used, so each schedule has an export of its own.
     """
@@ -90,7 +92,7 @@ def build_sampler(
     bundle = load_bundle(path, sampler)
     dev = torch.device(device)
     codec = bundle.codec.to(dev)
-    codec.use_decoder(decoder or "full")
+    codec.use_decoder(decoder or None)
     if backend == "onnx":
         from dfworld.runtime.export import ensure_export
         from dfworld.runtime.rollout import OrtRollout, load_onnx

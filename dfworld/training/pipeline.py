@@ -1,9 +1,10 @@
 """`dfworld pipeline`: the whole training chain, from data to the generator checkpoints.
 
-Stages run in order (data, codec, teacher, causal, dmd, stream, delta, fidelity, ship; `ode` is the
-other start for dmd: `dmd_start`; `decoder`, a fast decoder for the codec, on request after codec),
-each wired to the outputs of the ones before it; `fidelity` tunes the delta generator on its own
-rollouts against EventWorld's frames; `ship` copies the fidelity, dmd and stream generators
+Stages run in order (data, codec, teacher, causal, dmd, stream, delta, fidelity, decoder, ship; `ode`
+is the other start for dmd: `dmd_start`), each wired to the outputs of the ones before it; `fidelity`
+tunes the delta generator on its own rollouts against EventWorld's frames; `decoder` distils a fast
+decoder for the codec, from real frames' latents and, after fidelity, from that generator's own
+rollouts' (anywhere after codec without them); `ship` copies the fidelity, dmd and stream generators
 (inference weights, codec, text cache, configs, and a training record) into the package's
 checkpoints (`dfworld.shipped`), with the fast decoder of stage `decoder` where it was trained on
 their codec. Every stage runs its config dataclass's defaults unless `overrides` says otherwise. A
@@ -24,8 +25,8 @@ from dfworld.shipped import SHIP_LIMIT_MB, SHIPPED
 from dfworld.training.stages import stage_classes
 from dfworld.training.stages import stage_config as compose_stage
 
-STAGE_ORDER = ("data", "codec", "decoder", "teacher", "causal", "ode", "dmd", "stream", "delta", "fidelity", "ship")
-DEFAULT_STAGES = ("data", "codec", "teacher", "causal", "dmd", "stream", "delta", "fidelity", "ship")  # decoder: on request
+STAGE_ORDER = ("data", "codec", "teacher", "causal", "ode", "dmd", "stream", "delta", "fidelity", "decoder", "ship")
+DEFAULT_STAGES = ("data", "codec", "teacher", "causal", "dmd", "stream", "delta", "fidelity", "decoder", "ship")
 DMD_STARTS = ("causal", "ode")
 CAUSAL_CLIPS = ("n=4096", "frames=32")  # the causal stage's clips: twice the teacher's length, twice as many
 
@@ -78,6 +79,9 @@ def wiring(cfg: PipelineConfig, stage: str) -> list[str]:
         out.append(f"generator_checkpoint={ck['dmd']}")
     if stage == "fidelity":
         out.append(f"generator_checkpoint={ck['delta']}")
+    if stage == "decoder":  # the envs' generator, where it is trained first: its own latents are what they decode
+        before = "fidelity" in cfg.stages[: cfg.stages.index("decoder")]
+        out.append(f"generator_checkpoint={ck['fidelity'] if before else ''}")
     return out
 
 
@@ -163,8 +167,11 @@ def machine() -> str:
 TEXT_CACHE_WITH = ("default",)  # the shipped generators that carry the text cache (every wording of every event, 4.3 MB)
 
 
-def with_fast_decoder(decoder_checkpoint: Path, weights: dict, config: dict, name: str) -> bool:
+def with_fast_decoder(decoder_checkpoint: Path, weights: dict, config: dict, name: str, note: str = "") -> bool:
     """Put stage decoder's fast decoder into a generator's weights and codec config, if it was trained on that codec.
+
+    The config's record gains `fast_decoder`: its checkpoint, steps, seconds and stage config (and `note`, the
+    commands that made it, where given).
 
     The decoder checkpoint carries its base codec bit for bit beside the fast decoder; a generator
     whose codec weights differ (another codec) keeps only its full decoder. Returns whether it was put in.
@@ -184,11 +191,16 @@ def with_fast_decoder(decoder_checkpoint: Path, weights: dict, config: dict, nam
         return False
     weights.update(fast)
     config["codec"] = dec.config["codec"]
+    rec = dec.config.get("record", {})
+    config["record"] = {**config.get("record", {}), "fast_decoder": {
+        "checkpoint": str(decoder_checkpoint), "step": rec.get("step"), "seconds": rec.get("seconds"),
+        "stage_config": dec.config.get("stage_config"), **({"command": note} if note else {})}}
     return True
 
 
-def attach_fast_decoder(generator: str | Path, decoder_checkpoint: str | Path, out: str | Path) -> Path:
-    """Write a copy of a generator checkpoint to `out` with stage decoder's fast decoder in its codec.
+def attach_fast_decoder(generator: str | Path, decoder_checkpoint: str | Path, out: str | Path, note: str = "") -> Path:
+    """Write a copy of a generator checkpoint to `out` with stage decoder's fast decoder in its codec (`note`: the
+    commands that trained it, kept in the record).
 
     Refuses (ValueError) a decoder trained on another codec; `out` must not exist yet.
     """
@@ -202,7 +214,7 @@ def attach_fast_decoder(generator: str | Path, decoder_checkpoint: str | Path, o
     ckpt = load_checkpoint(src, stage=GENERATOR_STAGES)
     weights = {k: v for k, v in ckpt.weights.items() if k.split(".", 1)[0] in ("generator", "codec")}
     config = {k: v for k, v in ckpt.config.items() if k not in ("format", "version")}
-    if not with_fast_decoder(Path(decoder_checkpoint), weights, config, str(src)):
+    if not with_fast_decoder(Path(decoder_checkpoint), weights, config, str(src), note):
         raise ValueError(f"{decoder_checkpoint} holds no fast decoder for the codec of {src}")
     extra = {TEXT_CACHE: src / TEXT_CACHE} if (src / TEXT_CACHE).is_file() else {}
     return save_checkpoint(out, config, weights, extra_files=extra)
