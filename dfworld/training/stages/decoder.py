@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dfworld.checkpoint import load_checkpoint
+from dfworld.checkpoint import checkpoint_digest, load_checkpoint
 from dfworld.configuration import to_dict
 from dfworld.model.codec import LatentCodec
 from dfworld.model.loading import codec_from
@@ -82,7 +82,7 @@ def generated_latents(checkpoint: str, codec: LatentCodec, config: DecoderStageC
     Each rollout starts from an EventWorld episode's real start frames (the fidelity stage's plans:
     a random walk of actions, an event every few chunks) and runs the checkpoint's own sampler under
     inference, as `WorldModel-v0` does. The generator must carry `codec` (ValueError otherwise). Cached
-    in `out` under the generator's weights and the plan's settings.
+    in `out` under the checkpoint's digest (weights and configs, its sampler included) and the plan's settings.
     """
     from safetensors.torch import load_file, save_file
     from tqdm.auto import tqdm
@@ -99,10 +99,9 @@ def generated_latents(checkpoint: str, codec: LatentCodec, config: DecoderStageC
     K, E, F = bundle.generator.config.chunk_frames, config.generated_episodes, config.generated_frames
     if F % K or any(g % K for g in config.switch_gaps):
         raise ValueError(f"generated_frames ({F}) and switch_gaps {list(config.switch_gaps)} must be multiples of the chunk ({K})")
-    state = bundle.generator.state_dict()
-    key = tensor_digest(*(state[k] for k in sorted(state)), torch.tensor([E, F, config.train.seed, *config.switch_gaps]))
+    key = tensor_digest(torch.tensor([E, F, config.train.seed, *config.switch_gaps]))
     Path(out).mkdir(parents=True, exist_ok=True)
-    path = Path(out) / f"generated-{key[:16]}-{E}x{F}.safetensors"
+    path = Path(out) / f"generated-{checkpoint_digest(checkpoint)[:16]}-{key[:8]}-{E}x{F}.safetensors"
     if path.is_file():
         return load_file(str(path))["latents"]
     size = codec.config.image_size
