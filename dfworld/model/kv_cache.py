@@ -7,9 +7,10 @@ slots does not matter to attention. Shapes never change, so the cost of a step i
 frame 10 and at frame 10,000, and the cache can be an explicit fixed-size input and output of an
 exported graph. Rows of a batch may be at different frames (partial resets).
 
-The write itself is the out-of-place `cache_write`, so one piece of code serves both the
-in-place `KVCache.update` (torch rollout) and the exported graphs (where the cache is a graph
-input and the written cache a graph output).
+Two writes: `KVCache.update` in place, touching only the chunk's slots (the torch rollout, and the
+ONNX Runtime rollout after its chunk graph, which returns the chunk's keys and values), and the
+out-of-place `cache_write` for the exported graphs whose written cache is a graph output (the
+held<m> graphs: an episode's context, a re-cache). Tests hold the two to the same contents.
 """
 
 from __future__ import annotations
@@ -134,11 +135,20 @@ class KVCache:
         return out
 
     def update(self, start_frame: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: torch.Tensor | None = None) -> None:
-        """Write a chunk's keys and values [L, B, H, K*N, Dh] at start_frame [B] (only `rows`, if given), in place."""
+        """Write a chunk's keys and values [L, B, H, K*N, Dh] at start_frame [B] (only `rows`, if given), in place.
+
+        Only the chunk's slots are touched (an indexed assignment), not a copy of the whole cache: the same
+        contents as `written`, which the exported graphs use where a cache must be a graph output.
+        """
         self.check_writable(start_frame)
-        # in place: the buffers stay normal tensors when written under inference mode
-        for buf, new in zip((self.k, self.v, self.valid), self.written(start_frame, k, v, rows)):
-            buf.copy_(new)
+        slots = self.slot_index(start_frame)  # [B, T]
+        row = torch.arange(slots.shape[0], device=slots.device)[:, None].expand_as(slots)
+        if rows is not None:
+            row, slots, k, v = row[rows], slots[rows], k[:, rows], v[:, rows]
+        # advanced indices on dims 1 and 3 put their [n, T] first: the values as [n, T, L, H, Dh]
+        self.k[:, row, :, slots] = k.permute(1, 3, 0, 2, 4).to(self.k.dtype)
+        self.v[:, row, :, slots] = v.permute(1, 3, 0, 2, 4).to(self.v.dtype)
+        self.valid[row, slots] = True
 
     def state(self) -> dict[str, torch.Tensor]:
         return {"k": self.k, "v": self.v, "valid": self.valid}

@@ -16,7 +16,19 @@ def rope_angles(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[t
 
 
 def rope_apply(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate channel pairs of x [B, H, T, Dh] by angles cos/sin [B, 1, T, Dh/2] (RoFormer, arXiv 2104.09864)."""
+    """Rotate channel pairs of x [B, H, T, Dh] by angles cos/sin [B, 1, T, Dh/2] (RoFormer, arXiv 2104.09864).
+
+    In an ONNX export the pairs' swap (x1, x2) -> (-x2, x1) is a matmul with a signed permutation, so the
+    graph has no strided slices and no interleaving concat; each output channel is the same one product
+    and one sum, so the result is the same to the bit.
+    """
+    if torch.onnx.is_in_onnx_export():
+        D = x.shape[-1]
+        swap = torch.zeros(D, D, dtype=x.dtype)
+        idx = torch.arange(0, D, 2)
+        swap[idx + 1, idx], swap[idx, idx + 1] = -1.0, 1.0  # out[2i] = -x[2i+1], out[2i+1] = x[2i]
+        full = [torch.stack((a, a), dim=-1).flatten(-2) for a in (cos, sin)]  # each angle on both channels of its pair
+        return (x * full[0] + (x @ swap.to(x.device)) * full[1]).to(x.dtype)
     x1, x2 = x[..., 0::2], x[..., 1::2]
     out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
     return out.flatten(-2).to(x.dtype)

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dfworld.model.config import ATTENTION_MODES, TransformerConfig  # noqa: F401  (TransformerConfig is imported from here)
+from dfworld.model.fused_attention import CachedKeys, key_masked_attention
 from dfworld.model.kv_cache import KVCache
 from dfworld.model.layers import MLP, RMSNorm, modulate, rope_angles, rope_apply, timestep_embedding
 from dfworld.model.teacher_forcing import TeacherForcingPlan, block_causal_frame_mask, teacher_forcing
@@ -80,6 +81,8 @@ class Attention(nn.Module):
             k = torch.cat([cache_kv[0], k], dim=2)  # [B, H, S + T, Dh]
             v = torch.cat([cache_kv[1], v], dim=2)
         q_abs = rope_apply(q, *rope_q)
+        if isinstance(mask, CachedKeys):  # an exported cached step: one fused kernel (dfworld.model.fused_attention)
+            return self.out(mask.attend(q_abs, k, v, Dh**-0.5)), new_kv
         if key_sink is not None:
             q = torch.cat([q_abs, rope_apply(q, *rope_qs)], dim=-1)  # [B, H, T, 2 Dh]
             k = torch.cat([k * ~key_sink, k * key_sink], dim=-1)
@@ -115,6 +118,8 @@ class CrossAttention(nn.Module):
         H, Dh = self.heads, D // self.heads
         q = self.q(x).view(B, T, H, Dh).transpose(1, 2)
         k, v = text_kv
+        if torch.onnx.is_in_onnx_export():
+            return self.out(key_masked_attention(q, k, v, text_mask, Dh**-0.5))
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=text_mask[:, None, None, :])
         return self.out(o.transpose(1, 2).reshape(B, T, D))
 
@@ -235,6 +240,15 @@ class VideoTransformer(nn.Module):
         start = (frame // c.chunk_frames) * c.chunk_frames
         return frame - torch.clamp(start - c.window_frames, min=c.sink_frames) + c.sink_frames
 
+    def _sink_key_shift(self, start_frame: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin [B, 1, 1, Dh/2]: the rotation that moves a sink key by what the sink query is shifted by, for a chunk
+        at start_frame [B] (the time pairs; the spatial pairs stay)."""
+        cfg = self.config
+        time_pairs = cfg.head_dim // 2 - 2 * cfg.rope_space
+        cos, sin = rope_angles((start_frame - self._sink_query_positions(start_frame))[:, None], 2 * time_pairs, cfg.rope_theta)
+        pad = (0, 2 * cfg.rope_space)
+        return F.pad(cos, pad, value=1.0)[:, None], F.pad(sin, pad)[:, None]  # [B, 1, 1, Dh/2]
+
     def _tokens(self, per_frame: torch.Tensor) -> torch.Tensor:
         """[B, F] -> [B, G * S] = [B, F * N], repeating each group's (first frame's) value over its tokens."""
         return self._group(per_frame).repeat_interleave(self.config.spatial_tokens, dim=1)
@@ -343,6 +357,10 @@ class VideoTransformer(nn.Module):
                     cur_sink = torch.zeros_like(cur)  # current-chunk keys use the absolute rotation
                     key_sink = torch.cat([cache.is_sink.expand(B, -1), cur_sink], dim=1)[:, None, :, None]
                 caches = [(cache.k[i], cache.v[i]) for i in range(cfg.depth)]
+                if torch.onnx.is_in_onnx_export():  # the fused kernel, the sink's shift on its keys (dfworld.model.fused_attention)
+                    sink = cfg.sink_frames * N if sink_on else 0
+                    mask = CachedKeys(mask[:, 0, 0], sink, self._sink_key_shift(start_frame) if sink_on else None)
+                    rope_qs = key_sink = None
         elif cache is not None:
             raise ValueError("full attention does not use a KV cache")
 

@@ -6,11 +6,12 @@ holds an If, Loop or Scan node, so the shapes and the control flow are static (w
 need). K is the chunk's frames, C, h, w a latent frame's channels and size:
 
 - `chunk.onnx`: every denoising level of one chunk (the sampler's sigmas are constants of the
-  graph), then the cache write of the clean chunk.
+  graph), then the write pass of the clean chunk: its keys and values, which the caller writes
+  into its cache in place (`KVCache.update`: T slots per row, not a copy of the whole cache).
   in:  noise [B, levels, K, C, h, w] f32, text [B, Lt, Dt] f32, text_mask [B, Lt] bool,
        actions [B, K] i64, frame [B] i64 (the chunk's first frame), cache_k, cache_v
-       [L, B, H, S, Dh] f32, cache_valid [B, S] bool, rows [B] bool
-  out: latents [B, K, C, h, w] f32, cache_k_out, cache_v_out, cache_valid_out
+       [L, B, H, S, Dh] f32, cache_valid [B, S] bool
+  out: latents [B, K, C, h, w] f32, chunk_k, chunk_v [L, B, H, T, Dh] f32 (T = K N tokens)
 - `held<m>.onnx`, m = 1 .. (sink + window) / K: m clean chunks written in one pass into a cache
   that holds nothing else for those rows (an episode's context, a re-cache; rows are emptied first).
   in:  latents [B, m K, C, h, w] f32, text, text_mask, actions [B, m K] i64, frames [B, m K] i64
@@ -18,7 +19,7 @@ need). K is the chunk's frames, C, h, w a latent frame's channels and size:
        cache_k, cache_v, cache_valid; out: the cache outputs
 - `decoder.onnx`: the codec decoder. in: latents [N, C, h, w] f32; out: frames [N, H, W, 3] u8
 
-Rows where `rows` is false keep their cache. `export.json` records the checkpoint's configs
+`export.json` records the checkpoint's configs
 (model, codec, sampler, text) and its digest (`dfworld.checkpoint.checkpoint_digest`); a directory exported from
 another checkpoint is refused when loaded against this one. `ensure_export` exports on first
 use into a cache directory keyed by the checkpoint (`~/.cache/dfworld/onnx/<key>/`, or
@@ -40,6 +41,7 @@ import torch
 from torch import nn
 
 from dfworld.checkpoint import checkpoint_digest
+from dfworld.model.fused_attention import ORT_DOMAIN, fused_attention_symbolic
 from dfworld.model.kv_cache import KVCache
 from dfworld.model.loading import GeneratorBundle
 from dfworld.model.teacher_forcing import held_chunks_kv
@@ -48,16 +50,16 @@ from dfworld.rollout import denoise, forward_at
 from dfworld.schedule import student_sigmas
 
 EXPORT_FORMAT = "dfworld-onnx"
-EXPORT_VERSION = 4  # bump when the graphs' inputs, outputs or semantics change
+EXPORT_VERSION = 5  # bump when the graphs' inputs, outputs or semantics change
 OPSET = 17
 CONFIG_SECTIONS = ("model", "codec", "sampler", "text")  # the checkpoint configs an export depends on
 CACHE_ENV = "DFWORLD_ONNX_CACHE"
 
 CACHE_INPUTS = ["cache_k", "cache_v", "cache_valid"]
 CACHE_OUTPUTS = ["cache_k_out", "cache_v_out", "cache_valid_out"]
-CONDITION_INPUTS = ["text", "text_mask", "actions", "frame", *CACHE_INPUTS, "rows"]
+CHUNK_KV = ["chunk_k", "chunk_v"]
 GRAPHS = {  # name: (inputs, outputs)
-    "chunk": (["noise", *CONDITION_INPUTS], ["latents", *CACHE_OUTPUTS]),
+    "chunk": (["noise", "text", "text_mask", "actions", "frame", *CACHE_INPUTS], ["latents", *CHUNK_KV]),
     "held": (["latents", "text", "text_mask", "actions", "frames", "held", *CACHE_INPUTS], CACHE_OUTPUTS),  # one per m: held<m>
     "decoder": (["latents"], ["frames"]),
 }
@@ -79,8 +81,8 @@ def graph_io(name: str, config: TransformerConfig) -> tuple[list[str], list[str]
     return (inputs + ["prev"] if config.prev_frame and name != "decoder" else inputs), outputs
 
 
-_BATCH_AXES = {"prev": 0, "noise": 0, "latents": 0, "text": 0, "text_mask": 0, "actions": 0, "frame": 0, "rows": 0, "held": 0, "frames": 0,
-               "cache_k": 1, "cache_v": 1, "cache_valid": 0, "cache_k_out": 1, "cache_v_out": 1, "cache_valid_out": 0}
+_BATCH_AXES = {"prev": 0, "noise": 0, "latents": 0, "text": 0, "text_mask": 0, "actions": 0, "frame": 0, "held": 0, "frames": 0,
+               "cache_k": 1, "cache_v": 1, "cache_valid": 0, "cache_k_out": 1, "cache_v_out": 1, "cache_valid_out": 0, "chunk_k": 1, "chunk_v": 1}
 
 log = logging.getLogger(__name__)
 
@@ -91,16 +93,15 @@ class ExportError(ValueError):
 
 # -- the graphs, as torch modules -------------------------------------------------------------
 class WriteGraph(nn.Module):
-    """A clean chunk's keys and values written into the cache (out of place), at `context_noise`."""
+    """The write pass of a clean chunk at `context_noise`: its keys and values [L, B, H, T, Dh], for the cache."""
 
     def __init__(self, model: VideoTransformer, context_noise: float):
         super().__init__()
         self.model, self.context_noise = model, context_noise
 
-    def forward(self, latents, text, text_mask, actions, frame, cache_k, cache_v, cache_valid, rows, prev=None):
+    def forward(self, latents, text, text_mask, actions, frame, cache_k, cache_v, cache_valid, prev=None):
         cache = KVCache.over(self.model.config, cache_k, cache_v, cache_valid)
-        _, (k, v) = forward_at(self.model, latents, self.context_noise, text, text_mask, actions, frame, cache, prev)
-        return cache.written(frame, k, v, rows)
+        return forward_at(self.model, latents, self.context_noise, text, text_mask, actions, frame, cache, prev)[1]
 
 
 class HeldGraph(nn.Module):
@@ -118,14 +119,14 @@ class HeldGraph(nn.Module):
 
 
 class ChunkGraph(nn.Module):
-    """The fused chunk step: the denoising levels of `dfworld.rollout.denoise`, then the cache write."""
+    """The fused chunk step: the denoising levels of `dfworld.rollout.denoise`, then the clean chunk's write pass."""
 
     def __init__(self, model: VideoTransformer, sigmas: list[float], context_noise: float, solver: str = "renoise"):
         super().__init__()
         self.model, self.sigmas, self.solver = model, list(sigmas), solver
         self.write = WriteGraph(model, context_noise)
 
-    def forward(self, noise, text, text_mask, actions, frame, cache_k, cache_v, cache_valid, rows, prev=None):
+    def forward(self, noise, text, text_mask, actions, frame, cache_k, cache_v, cache_valid, prev=None):
         cache = KVCache.over(self.model.config, cache_k, cache_v, cache_valid)
         text = self.model.condition_text(text, text_mask)  # once for every level and the write
         x0 = denoise(  # [B, K, C, h, w]
@@ -134,7 +135,7 @@ class ChunkGraph(nn.Module):
             self.sigmas,
             solver=self.solver,
         )
-        return (x0, *self.write(x0, text, None, actions, frame, cache_k, cache_v, cache_valid, rows, prev))
+        return (x0, *self.write(x0, text, None, actions, frame, cache_k, cache_v, cache_valid, prev))
 
 
 class DecoderGraph(nn.Module):
@@ -229,7 +230,6 @@ def _example_inputs(bundle: GeneratorBundle, levels: int, B: int = 2, L: int = 3
         "actions": torch.zeros(B, c.chunk_frames, dtype=torch.long),
         "frame": torch.full((B,), c.sink_frames + c.chunk_frames, dtype=torch.long),
         "cache_k": cache.k, "cache_v": cache.v, "cache_valid": cache.valid,
-        "rows": torch.ones(B, dtype=torch.bool),
     }
 
 
@@ -264,6 +264,7 @@ def _export_graph(module: nn.Module, name: str, example: dict[str, torch.Tensor]
     import onnx
 
     torch.onnx.register_custom_op_symbolic("aten::rms_norm", _rms_norm_symbolic, OPSET)
+    torch.onnx.register_custom_op_symbolic("dfworld::fused_attention", fused_attention_symbolic, OPSET)
     inputs, outputs = graph_io(name, config)
     axes = {n: {_BATCH_AXES.get(n, 0): "batch"} for n in inputs + outputs}
     if name == "decoder":
@@ -279,7 +280,7 @@ def _export_graph(module: nn.Module, name: str, example: dict[str, torch.Tensor]
         warnings.filterwarnings("ignore", message="You are using the legacy TorchScript-based ONNX export")
         warnings.filterwarnings("ignore", message="The feature will be removed")
         torch.onnx.export(module, args, str(path), dynamo=False, opset_version=OPSET, input_names=inputs,
-                          output_names=outputs, dynamic_axes=axes)
+                          output_names=outputs, dynamic_axes=axes, custom_opsets={} if name == "decoder" else {ORT_DOMAIN: 1})
     graph = onnx.load(str(path))
     onnx.checker.check_model(graph, full_check=True)
     control = sorted({n.op_type for n in graph.graph.node if n.op_type in ("If", "Loop", "Scan")})
@@ -288,7 +289,7 @@ def _export_graph(module: nn.Module, name: str, example: dict[str, torch.Tensor]
 
 
 def export_onnx(bundle: GeneratorBundle, out: str | Path) -> Path:
-    """Export a loaded generator checkpoint's chunk, write and decoder graphs, plus export.json, into `out`.
+    """Export a loaded generator checkpoint's chunk, held and decoder graphs, plus export.json, into `out`.
 
     The directory is written beside `out` and renamed into place. An existing `out` is replaced
     only if it is empty or an earlier export (it holds an export.json).

@@ -5,10 +5,11 @@ B, recent, state, ...): per-row state, the noise streams (one torch.Generator pe
 level by level exactly as the torch sampler draws them) and the re-cache order stay in torch;
 only the model calls are replaced:
 
-- a step runs `chunk.onnx` once (every denoising level plus the cache write);
+- a step runs `chunk.onnx` once (every denoising level plus the write pass), whose keys and values of the
+  clean chunk are written into the cache in place (`KVCache.update`);
 - an episode's context or a re-cache (m chunks into the rows' emptied cache, one pass) runs `held<m>.onnx`.
 
-The cache is two sets of fixed-size buffers on the device; a graph reads one and writes the
+The cache is two sets of fixed-size buffers on the device; a held graph reads one and writes the
 other, and they swap (no copies, and on CUDA the cache stays on the GPU). Training paths
 (`generate(exit_step=...)`) stay with the torch rollout.
 """
@@ -26,7 +27,7 @@ from dfworld.model.kv_cache import KVCache
 from dfworld.model.loading import GeneratorBundle
 from dfworld.model.transformer import TransformerConfig
 from dfworld.rollout import Rollout
-from dfworld.runtime.export import CACHE_OUTPUTS, check_export, graph_names, held_chunks, read_export
+from dfworld.runtime.export import CACHE_INPUTS, CACHE_OUTPUTS, CHUNK_KV, check_export, graph_names, held_chunks, read_export
 from dfworld.runtime.session import OnnxGraph, open_graphs
 from dfworld.schedule import SamplerConfig
 
@@ -85,11 +86,7 @@ class OrtRollout(Rollout):
         super().__init__(generator, conditioner, batch, sampler or SamplerConfig(), generator.device)
         if [round(s, 6) for s in self.sigmas] != [round(s, 6) for s in generator.sigmas]:
             raise ValueError(f"sampler levels {self.sigmas} differ from the exported graph's {generator.sigmas}; export again")
-        self.spare = KVCache(self.cfg, batch, self.device)  # the graphs write the next cache here, then the two swap
-
-    def _run(self, graph: OnnxGraph, inputs: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor]) -> None:
-        """Run a graph that reads the cache and writes the next one into the spare buffers, then swap them."""
-        self.cache, self.spare = self._run_on(graph, inputs, outputs, self.cache, self.spare, (self.text, self.text_mask))
+        self.spare = KVCache(self.cfg, batch, self.device)  # the held graphs write the next cache here, then the two swap
 
     @staticmethod
     def _run_on(graph: OnnxGraph, inputs: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor], cache: KVCache,
@@ -100,7 +97,7 @@ class OrtRollout(Rollout):
         return spare, cache
 
     def _text(self) -> None:
-        return None  # the graphs read the rows' text (`_run`) and share its projections across their passes
+        return None  # the graphs read the rows' text and share its projections across their passes
 
     def _rows_text(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.text[idx], self.text_mask[idx]  # the graphs' text inputs for a sub-batch
@@ -132,8 +129,12 @@ class OrtRollout(Rollout):
         noise = torch.stack([self._noise(self._chunk_shape, rows) if i < drawn else torch.zeros((self.B,) + self._chunk_shape, device=self.device)
                              for i in range(len(self.sigmas))], 1)
         x0 = torch.empty((self.B,) + self._chunk_shape, device=self.device)
+        c = self.cfg
+        k, v = (torch.empty((c.depth, self.B, c.heads, c.chunk_frames * c.tokens_per_frame, c.head_dim), device=self.device) for _ in CHUNK_KV)
         prev = self._reference()
-        inputs = {"noise": noise, "actions": actions.long(), "frame": self.frame, "rows": rows, **self._prev_input(prev)}
-        self._run(self.generator.chunk, inputs, {"latents": x0})
+        inputs = {"noise": noise, "actions": actions.long(), "frame": self.frame, "text": self.text, "text_mask": self.text_mask,
+                  **dict(zip(CACHE_INPUTS, (self.cache.k, self.cache.v, self.cache.valid))), **self._prev_input(prev)}
+        self.generator.chunk(inputs, {"latents": x0, **dict(zip(CHUNK_KV, (k, v)))})
+        self.cache.update(self.frame, k, v, rows)
         self._remember(x0, actions, rows, prev)
         return x0

@@ -1,0 +1,85 @@
+"""Attention under a key mask as one fused kernel in the exported graphs: ONNX Runtime's MultiHeadAttention.
+
+The exported graphs used to spell attention out as ONNX ops (matmul, the mask's Where, softmax, the
+NaN guard, matmul): at batch 64 the Where and the softmax alone took a quarter of the chunk graph's
+time. ORT's contrib `com.microsoft.MultiHeadAttention` does it in one kernel, and on the CPU its
+flash-attention path (tiled, online softmax) runs only when the node has no mask input: 5 ms
+against 29 ms for the spelled-out graph at batch 64 (`benchmarks/bench_ort_options.py`). So the key
+mask rides in the head channels instead. Queries get one more channel, 1; keys get the key's bias
+there, 0 where the key is valid and `MASKED` where it is not; values get a zero channel, dropped
+after. A valid key's score is the same sum plus 1 x 0; a masked key's score is `scale x MASKED`
+(about -17,700 at the generator's head width), whose exponential is 0 in fp32, as a -inf mask's is.
+Every query row attends at least one valid key in the graphs that use it (the chunk's own keys; a
+text's first token), so no row is all masked.
+
+Sink keys in a cached step (dfworld.model.transformer's module docstring: the sink is matched by a
+second, shifted rotation of the query, both products in one attention call by doubling the head
+width). Inside one chunk every query is shifted by the same amount d (per row), and rotary scores
+depend on the difference of the two rotations only, so q(p - d) . k(s) = q(p) . k(s + d): the
+sink's keys are rotated on by d instead, and the head width stays Dh (half the work of the doubled
+product). Only the time pairs move; the spatial pairs of the sink query equal the plain query's.
+
+Eager torch (training, the torch rollout) does not come here; the op's torch body (SDPA) is what
+the exporter traces through, and what runs if an exported module is called eagerly.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from dfworld.model.layers import rope_apply
+
+MASKED = -1.0e5  # a masked key's bias, before the scale: exp(scale x MASKED) is 0 in fp32 at any head width up to 10^6
+ORT_DOMAIN = "com.microsoft"
+
+
+@torch.library.custom_op("dfworld::fused_attention", mutates_args=())
+def fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, scale: float) -> torch.Tensor:
+    """Unmasked attention: q [B, T, H D] (heads side by side), k and v [B, H, S, D] -> [B, T, H D]."""
+    B, T, _ = q.shape
+    D = k.shape[-1]
+    o = F.scaled_dot_product_attention(q.view(B, T, heads, D).transpose(1, 2), k, v, scale=scale)
+    return o.transpose(1, 2).reshape(B, T, heads * D)
+
+
+@fused_attention.register_fake
+def _(q, k, v, heads, scale):
+    return q.new_empty(q.shape[0], q.shape[1], heads * v.shape[-1])
+
+
+def fused_attention_symbolic(g, q, k, v, heads, scale):
+    """`dfworld::fused_attention` as ORT's MultiHeadAttention (query BSNH flattened, key and value BNSH)."""
+    from torch.onnx import symbolic_helper as sh
+
+    return g.op(f"{ORT_DOMAIN}::MultiHeadAttention", q, k, v, num_heads_i=sh._get_const(heads, "i", "heads"),
+                scale_f=sh._get_const(scale, "f", "scale"))
+
+
+def key_masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_valid: torch.Tensor, scale: float) -> torch.Tensor:
+    """Attention of q [B, H, T, D] over k, v [B, H, S, D] where key_valid [B, S] (bool); -> [B, T, H D].
+
+    The mask as a head channel (module docstring), so the exported graph runs the fused kernel.
+    """
+    B, H, T, D = q.shape
+    bias = torch.where(key_valid, 0.0, MASKED).to(k.dtype)[:, None, :, None].expand(B, H, -1, 1)
+    q = torch.cat([q, torch.ones_like(q[..., :1])], dim=-1).transpose(1, 2).reshape(B, T, H * (D + 1))
+    o = fused_attention(q, torch.cat([k, bias], dim=-1), F.pad(v, (0, 1)), H, scale)
+    return o.view(B, T, H, D + 1)[..., :D].reshape(B, T, H * D)
+
+
+class CachedKeys(NamedTuple):
+    """The keys of an exported cached step: which are valid, how many lead as sink keys, and the sink's extra rotation."""
+
+    valid: torch.Tensor  # [B, S + T] bool: the cache's valid slots, then the chunk's own keys
+    sink_tokens: int  # the cache's first slots hold the sink (`KVCache.is_sink`)
+    shift: tuple[torch.Tensor, torch.Tensor] | None  # cos, sin [B, 1, 1, Dh/2] of d per row (module docstring)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+        """q [B, H, T, Dh] rotated at its absolute positions; k, v [B, H, S + T, Dh] (cache, then chunk) -> [B, T, H Dh]."""
+        if self.shift is not None and self.sink_tokens:
+            n = self.sink_tokens
+            k = torch.cat([rope_apply(k[:, :, :n], *self.shift), k[:, :, n:]], dim=2)
+        return key_masked_attention(q, k, v, self.valid, scale)
