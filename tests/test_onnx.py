@@ -19,7 +19,7 @@ from dfworld.model.loading import load_bundle
 from dfworld.model.transformer import TransformerConfig
 from dfworld.rollout import Rollout
 from dfworld.runtime import ExportError, OrtRollout, load_onnx
-from dfworld.runtime.export import CACHE_ENV, GRAPHS, cached_export_dir, graph_names
+from dfworld.runtime.export import CACHE_ENV, cached_export_dir, graph_io, graph_names
 from dfworld.schedule import SamplerConfig
 from dfworld.world.config import WorldConfig
 from dfworld.world.probes import read_frames
@@ -52,15 +52,23 @@ def test_export_writes_checked_static_graphs_and_its_record(exported, tiny_gener
     model = TransformerConfig(**record["model"])
     assert graph_names(model) == ["chunk", "held1", "held2", "held3", "decoder"]  # sink 4 + window 8 frames: 3 chunks held
     for name in graph_names(model):
-        inputs, outputs = GRAPHS["held" if name.startswith("held") else name]
-        assert record["graphs"][name]["inputs"] == inputs  # no reference frame: the graphs of a plain model
+        inputs, outputs = graph_io(name, model)
+        assert "prev" not in inputs  # no reference frame: the graphs of a plain model
+        assert record["graphs"][name]["inputs"] == inputs
         graph = onnx.load(str(exported / f"{name}.onnx"))
         onnx.checker.check_model(graph)
         assert [i.name for i in graph.graph.input] == inputs and [o.name for o in graph.graph.output] == outputs
         assert not {n.op_type for n in graph.graph.node} & {"If", "Loop", "Scan"}
-    cache_k = next(i for i in onnx.load(str(exported / "chunk.onnx")).graph.input if i.name == "cache_k")
-    dims = [d.dim_param or d.dim_value for d in cache_k.type.tensor_type.shape.dim]
-    assert dims == [1, "batch", 2, (4 + 8) * 16, 16]  # [L, B, H, S, Dh]: only the batch is dynamic
+    chunk = onnx.load(str(exported / "chunk.onnx")).graph
+    assert [i.name for i in chunk.input][5:7] == ["cache_k0", "cache_v0"]  # one layer: each layer's keys, then values
+    attention = [n for n in chunk.node if n.op_type == "MultiHeadAttention"]
+    assert attention and {n.domain for n in attention} == {"com.microsoft"}
+    assert not [n for n in chunk.node if n.op_type in ("Softmax", "IsNaN")]  # every attention of the step is the fused kernel
+    dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in chunk.input}
+    assert dims["cache_k0"] == ["batch", 2, (4 + 8) * 16, 16]  # [B, H, S, Dh]: only the batch is dynamic
+    held = onnx.load(str(exported / "held1.onnx")).graph.input
+    assert [d.dim_param or d.dim_value for d in next(i for i in held if i.name == "cache_k").type.tensor_type.shape.dim] == [
+        1, "batch", 2, (4 + 8) * 16, 16]  # [L, B, H, S, Dh]
 
 
 def test_ort_rollout_matches_torch_over_50_chunks_with_a_text_event(exported, tiny_generator, one_thread):

@@ -69,21 +69,23 @@ class KVCache:
         )
 
     @classmethod
-    def over(cls, config, k: torch.Tensor, v: torch.Tensor, valid: torch.Tensor) -> KVCache:
-        """A cache around existing tensors (an exported graph's inputs); nothing is allocated or copied."""
+    def over(cls, config, k, v, valid: torch.Tensor) -> KVCache:
+        """A cache around existing tensors (an exported graph's inputs): k, v [L, B, H, S, Dh], or lists of each layer's
+        [B, H, S, Dh] (read only: `written` and `update` need the stacked form); nothing is allocated or copied."""
         cache = cls.__new__(cls)
         cache._attach(config, k, v, valid)
         return cache
 
-    def _attach(self, config, k: torch.Tensor, v: torch.Tensor, valid: torch.Tensor) -> None:
+    def _attach(self, config, k, v, valid: torch.Tensor) -> None:
         c = config
         self.config = config
         self.slots = (c.sink_frames + c.window_frames) * c.tokens_per_frame
-        if k.shape[3] != self.slots or valid.shape[1] != self.slots:
-            raise ValueError(f"cache tensors hold {k.shape[3]} slots; this config needs {self.slots}")
+        held = k[0].shape[2] if isinstance(k, list) else k.shape[3]  # a list: one [B, H, S, Dh] per layer (a graph's inputs)
+        if held != self.slots or valid.shape[1] != self.slots:
+            raise ValueError(f"cache tensors hold {held} slots; this config needs {self.slots}")
         self.k, self.v, self.valid = k, v, valid
         # static: which slots are sink slots (their keys are matched by the sink-positioned query)
-        self.is_sink = torch.arange(self.slots, device=k.device) < c.sink_frames * c.tokens_per_frame
+        self.is_sink = torch.arange(self.slots, device=valid.device) < c.sink_frames * c.tokens_per_frame
 
     @property
     def batch(self) -> int:

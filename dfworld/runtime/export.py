@@ -9,8 +9,9 @@ need). K is the chunk's frames, C, h, w a latent frame's channels and size:
   graph), then the write pass of the clean chunk: its keys and values, which the caller writes
   into its cache in place (`KVCache.update`: T slots per row, not a copy of the whole cache).
   in:  noise [B, levels, K, C, h, w] f32, text [B, Lt, Dt] f32, text_mask [B, Lt] bool,
-       actions [B, K] i64, frame [B] i64 (the chunk's first frame), cache_k, cache_v
-       [L, B, H, S, Dh] f32, cache_valid [B, S] bool
+       actions [B, K] i64, frame [B] i64 (the chunk's first frame), cache_k0 .. cache_k<L-1>,
+       cache_v0 .. cache_v<L-1> [B, H, S, Dh] f32 (each layer's, bound to the cache's own
+       buffers: no split of a stacked cache inside the graph), cache_valid [B, S] bool
   out: latents [B, K, C, h, w] f32, chunk_k, chunk_v [L, B, H, T, Dh] f32 (T = K N tokens)
 - `held<m>.onnx`, m = 1 .. (sink + window) / K: m clean chunks written in one pass into a cache
   that holds nothing else for those rows (an episode's context, a re-cache; rows are emptied first).
@@ -50,7 +51,7 @@ from dfworld.rollout import denoise, forward_at
 from dfworld.schedule import student_sigmas
 
 EXPORT_FORMAT = "dfworld-onnx"
-EXPORT_VERSION = 5  # bump when the graphs' inputs, outputs or semantics change
+EXPORT_VERSION = 6  # bump when the graphs' inputs, outputs or semantics change
 OPSET = 17
 CONFIG_SECTIONS = ("model", "codec", "sampler", "text")  # the checkpoint configs an export depends on
 CACHE_ENV = "DFWORLD_ONNX_CACHE"
@@ -75,9 +76,17 @@ def graph_names(config: TransformerConfig) -> list[str]:
     return ["chunk", *(f"held{m}" for m in range(1, held_chunks(config) + 1)), "decoder"]
 
 
+def layer_inputs(config: TransformerConfig) -> list[str]:
+    """The chunk graph's cache inputs: every layer's keys, then every layer's values."""
+    return [f"cache_{kv}{i}" for kv in "kv" for i in range(config.depth)]
+
+
 def graph_io(name: str, config: TransformerConfig) -> tuple[list[str], list[str]]:
     """A graph's input and output names for this model: a `prev_frame` model's chunk and held graphs also read `prev`."""
     inputs, outputs = GRAPHS["held" if name.startswith("held") else name]
+    if name == "chunk":
+        inputs = [n for n in inputs if n not in ("cache_k", "cache_v")]
+        inputs = inputs[:-1] + layer_inputs(config) + inputs[-1:]
     return (inputs + ["prev"] if config.prev_frame and name != "decoder" else inputs), outputs
 
 
@@ -99,9 +108,8 @@ class WriteGraph(nn.Module):
         super().__init__()
         self.model, self.context_noise = model, context_noise
 
-    def forward(self, latents, text, text_mask, actions, frame, cache_k, cache_v, cache_valid, prev=None):
-        cache = KVCache.over(self.model.config, cache_k, cache_v, cache_valid)
-        return forward_at(self.model, latents, self.context_noise, text, text_mask, actions, frame, cache, prev)[1]
+    def forward(self, latents, text, actions, frame, cache: KVCache, prev=None):
+        return forward_at(self.model, latents, self.context_noise, text, None, actions, frame, cache, prev)[1]
 
 
 class HeldGraph(nn.Module):
@@ -126,8 +134,11 @@ class ChunkGraph(nn.Module):
         self.model, self.sigmas, self.solver = model, list(sigmas), solver
         self.write = WriteGraph(model, context_noise)
 
-    def forward(self, noise, text, text_mask, actions, frame, cache_k, cache_v, cache_valid, prev=None):
-        cache = KVCache.over(self.model.config, cache_k, cache_v, cache_valid)
+    def forward(self, noise, text, text_mask, actions, frame, *layers_valid_prev):
+        L = self.model.config.depth
+        cache_k, cache_v, (cache_valid, *prev) = layers_valid_prev[:L], layers_valid_prev[L : 2 * L], layers_valid_prev[2 * L :]
+        prev = prev[0] if prev else None
+        cache = KVCache.over(self.model.config, list(cache_k), list(cache_v), cache_valid)
         text = self.model.condition_text(text, text_mask)  # once for every level and the write
         x0 = denoise(  # [B, K, C, h, w]
             lambda x, sigma: forward_at(self.model, x, sigma, text, None, actions, frame, cache, prev)[0],
@@ -135,7 +146,7 @@ class ChunkGraph(nn.Module):
             self.sigmas,
             solver=self.solver,
         )
-        return (x0, *self.write(x0, text, None, actions, frame, cache_k, cache_v, cache_valid, prev))
+        return (x0, *self.write(x0, text, actions, frame, cache, prev))
 
 
 class DecoderGraph(nn.Module):
@@ -230,6 +241,7 @@ def _example_inputs(bundle: GeneratorBundle, levels: int, B: int = 2, L: int = 3
         "actions": torch.zeros(B, c.chunk_frames, dtype=torch.long),
         "frame": torch.full((B,), c.sink_frames + c.chunk_frames, dtype=torch.long),
         "cache_k": cache.k, "cache_v": cache.v, "cache_valid": cache.valid,
+        **{f"cache_{kv}{i}": t[i] for kv, t in (("k", cache.k), ("v", cache.v)) for i in range(c.depth)},
     }
 
 

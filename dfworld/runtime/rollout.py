@@ -27,7 +27,7 @@ from dfworld.model.kv_cache import KVCache
 from dfworld.model.loading import GeneratorBundle
 from dfworld.model.transformer import TransformerConfig
 from dfworld.rollout import Rollout
-from dfworld.runtime.export import CACHE_INPUTS, CACHE_OUTPUTS, CHUNK_KV, check_export, graph_names, held_chunks, read_export
+from dfworld.runtime.export import CACHE_OUTPUTS, CHUNK_KV, check_export, graph_names, held_chunks, layer_inputs, read_export
 from dfworld.runtime.session import OnnxGraph, open_graphs
 from dfworld.schedule import SamplerConfig
 
@@ -133,7 +133,7 @@ class OrtRollout(Rollout):
         k, v = (torch.empty((c.depth, self.B, c.heads, c.chunk_frames * c.tokens_per_frame, c.head_dim), device=self.device) for _ in CHUNK_KV)
         prev = self._reference()
         inputs = {"noise": noise, "actions": actions.long(), "frame": self.frame, "text": self.text, "text_mask": self.text_mask,
-                  **dict(zip(CACHE_INPUTS, (self.cache.k, self.cache.v, self.cache.valid))), **self._prev_input(prev)}
+                  **dict(zip(layer_inputs(c), (*self.cache.k, *self.cache.v))), "cache_valid": self.cache.valid, **self._prev_input(prev)}
         self.generator.chunk(inputs, {"latents": x0, **dict(zip(CHUNK_KV, (k, v)))})
         self.cache.update(self.frame, k, v, rows)
         self._remember(x0, actions, rows, prev)
