@@ -5,7 +5,7 @@
 
 A step of `WorldModel-v0` generates one chunk (K frames) per row: the transformer's denoising passes
 and its cache write (`Rollout.generate`), the codec decoder on the K frames, and the probes that
-read the reward from the decoded frames. This script
+read the reward from each row's last decoded frame (as `CoinCounter.update` does). This script
 
 1. counts each part's FLOPs with `torch.utils.flop_counter.FlopCounterMode` (matmuls and convolutions;
    a multiply-add is 2 FLOPs; the attention products from the shapes, which it does not count on CPU), per generated frame; for the transformer (every
@@ -159,7 +159,7 @@ def main() -> None:
                                      "decode torch": lambda: codec.decode(latents),
                                      "decode onnx": lambda: onnx_decoder.decode(latents),
                                      "conv": lambda: conv(conv_in),
-                    "probes": lambda: [read_frame(f, world) for f in frames_u8]}
+                    "probes": lambda: [read_frame(f, world) for f in frames_u8[K - 1 :: K]]}  # the env reads each row's last frame
             for fn in warm.values():
                 fn()
             t = interleaved_medians(warm, args.steps)
