@@ -3,8 +3,9 @@
 The exported graphs used to spell attention out as ONNX ops (matmul, the mask's Where, softmax, the
 NaN guard, matmul): at batch 64 the Where and the softmax alone took a quarter of the chunk graph's
 time. ORT's contrib `com.microsoft.MultiHeadAttention` does it in one kernel, and on the CPU its
-flash-attention path (tiled, online softmax) runs only when the node has no mask input: 5 ms
-against 29 ms for the spelled-out graph at batch 64 (`benchmarks/bench_ort_options.py`). So the key
+flash-attention path (tiled, online softmax) runs only when the node has no mask input: at the chunk's
+shape at batch 64, 5.1 ms, 14.4 ms with a mask, 28.8 ms spelled out (docs/experiments/rollout-speed.md,
+session 26). So the key
 mask rides in the head channels instead. Queries get one more channel, 1; keys get the key's bias
 there, 0 where the key is valid and `MASKED` where it is not; values get a zero channel, dropped
 after. A valid key's score is the same sum plus 1 x 0; a masked key's score is `scale x MASKED`
