@@ -352,15 +352,15 @@ class VideoTransformer(nn.Module):
                 if Fr != cfg.chunk_frames:
                     raise ValueError(f"a cached step takes one chunk of {cfg.chunk_frames} frames, got {Fr}")
                 cur = torch.ones(B, Fr * N, dtype=torch.bool, device=x.device)
-                mask = torch.cat([cache.valid, cur], dim=1)[:, None, None, :]  # [B, 1, 1, S + T]
-                if sink_on:
-                    cur_sink = torch.zeros_like(cur)  # current-chunk keys use the absolute rotation
-                    key_sink = torch.cat([cache.is_sink.expand(B, -1), cur_sink], dim=1)[:, None, :, None]
+                valid = torch.cat([cache.valid, cur], dim=1)  # [B, S + T]
                 caches = [(cache.k[i], cache.v[i]) for i in range(cfg.depth)]
                 if torch.onnx.is_in_onnx_export():  # the fused kernel, the sink's shift on its keys (dfworld.model.fused_attention)
-                    sink = cfg.sink_frames * N if sink_on else 0
-                    mask = CachedKeys(mask[:, 0, 0], sink, self._sink_key_shift(start_frame) if sink_on else None)
-                    rope_qs = key_sink = None
+                    mask = CachedKeys(valid, cfg.sink_frames * N if sink_on else 0, self._sink_key_shift(start_frame) if sink_on else None)
+                    rope_qs = None
+                else:
+                    mask = valid[:, None, None, :]  # [B, 1, 1, S + T]
+                    if sink_on:  # current-chunk keys use the absolute rotation
+                        key_sink = torch.cat([cache.is_sink.expand(B, -1), torch.zeros_like(cur)], dim=1)[:, None, :, None]
         elif cache is not None:
             raise ValueError("full attention does not use a KV cache")
 
