@@ -96,10 +96,12 @@ def text_kv_flops(cfg, rows: int) -> int:
 
 def attention_flops(cfg, rows: int, passes: int) -> int:
     """FLOPs of the self- and cross-attention products (Q K^T and A V) of one chunk's passes, with a full cache:
-    FlopCounterMode does not count SDPA's CPU kernel. Sink positioning doubles the self-attention's head width."""
+    FlopCounterMode does not count SDPA's CPU kernel. At the head width the model needs: the exported graphs
+    match the sink by rotating its keys (dfworld.model.fused_attention); the eager path's doubled head width
+    (both rotations of the query in one call) is its own overhead, not the model's work."""
     T = cfg.chunk_frames * cfg.tokens_per_frame
     keys = (cfg.sink_frames + cfg.window_frames) * cfg.tokens_per_frame + T
-    width = cfg.head_dim * (2 if cfg.sink_frames else 1)
+    width = cfg.head_dim
     self_attn = 2 * T * keys * 2 * width * cfg.heads
     cross = 2 * T * cfg.text_tokens * 2 * cfg.head_dim * cfg.heads
     return (self_attn + cross) * cfg.depth * passes * rows
@@ -126,7 +128,6 @@ def main() -> None:
     # 2. peaks, per thread count
     peaks = {t: matmul_peak(args.matmul, t, args.steps) for t in threads}
     torch.set_num_threads(threads[-1])
-    onnx_model, onnx_decoder = load_onnx(onnx_dir, bundle, threads=threads[-1])
     world = WorldConfig(height=codec.config.image_size, width=codec.config.image_size)
     print(f"checkpoint {ckpt}; {sum(p.numel() for p in gen.parameters()) / 1e6:.2f} M generator parameters; "
           f"{levels} levels + 1 cache write per chunk of {K} frames; {args.decoder} decoder; torch {torch.__version__}")
@@ -138,6 +139,7 @@ def main() -> None:
     print("\n| batch | part | GFLOP per frame | torch ms / chunk | torch util | ORT ms / chunk | ORT util |\n|---|---|---|---|---|---|---|")
     for B in [int(b) for b in args.batches.split(",")]:
         actions = torch.randint(0, 5, (B, K), generator=torch.Generator().manual_seed(0))
+        onnx_model, onnx_decoder = load_onnx(onnx_dir, bundle, threads=threads[-1], batch=B)  # as the envs open them
         roll = {"torch": Rollout(gen, bundle.conditioner, B, bundle.sampler),
                 "onnx": OrtRollout(onnx_model, bundle.conditioner, B, bundle.sampler)}
         for r in roll.values():

@@ -61,9 +61,10 @@ def tiny_generator(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_tubelet_generator(tmp_path_factory):
     """The same with tubelet tokens (2x2 latent patches over 4 frames: 16 tokens per frame on average),
-    space-time rotary positions (2 pairs per spatial axis) and a reference frame per chunk, read and skipped to the output."""
+    space-time rotary positions (2 pairs per spatial axis), a reference frame per chunk, read and skipped to the output,
+    and two layers (so a held pass's attention reaches the keys and values it writes)."""
     return _tiny_generator_checkpoint(tmp_path_factory.mktemp("gen_tubelet") / "checkpoint", patch=2, tubelet=4, rope_space=2,
-                                      prev_frame=True, prev_skip=True)
+                                      prev_frame=True, prev_skip=True, depth=2)
 
 
 @pytest.fixture(scope="session")

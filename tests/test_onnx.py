@@ -66,9 +66,9 @@ def test_export_writes_checked_static_graphs_and_its_record(exported, tiny_gener
     assert not [n for n in chunk.node if n.op_type in ("Softmax", "IsNaN")]  # every attention of the step is the fused kernel
     dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in chunk.input}
     assert dims["cache_k0"] == ["batch", 2, (4 + 8) * 16, 16]  # [B, H, S, Dh]: only the batch is dynamic
-    held = onnx.load(str(exported / "held1.onnx")).graph.input
-    assert [d.dim_param or d.dim_value for d in next(i for i in held if i.name == "cache_k").type.tensor_type.shape.dim] == [
-        1, "batch", 2, (4 + 8) * 16, 16]  # [L, B, H, S, Dh]
+    held = onnx.load(str(exported / "held3.onnx")).graph
+    assert not [i for i in held.input if i.name.startswith("cache")] and [o.name for o in held.output] == ["chunk_k", "chunk_v"]
+    # the held chunks' keys and values, [L, B, H, m T, Dh], which the rollout writes into its cache
 
 
 def test_ort_rollout_matches_torch_over_50_chunks_with_a_text_event(exported, tiny_generator, one_thread):
@@ -79,6 +79,10 @@ def test_ort_rollout_matches_torch_with_tubelet_tokens(tiny_tubelet_generator, t
     out = tmp_path / "tubelet"
     assert main(["export", "onnx", "--checkpoint", str(tiny_tubelet_generator), "--out", str(out)]) == 0
     assert [i.name for i in onnx.load(str(out / "chunk.onnx")).graph.input][-1] == "prev"  # a reference-frame model
+    held = onnx.load(str(out / "held3.onnx")).graph  # two layers: the first's attention shapes the second's keys
+    assert "held" in [i.name for i in held.input] and len([n for n in held.node if n.op_type == "MultiHeadAttention"]) == 3 + 1
+    # the first layer's: one self-attention per chunk and the cross-attention (the last layer gives its keys and values only)
+    assert not [n for n in held.node if n.op_type in ("Softmax", "ScatterElements")]  # fused per chunk; the rollout writes the cache
     check_parity(tiny_tubelet_generator, out, chunks=30, sampler=SamplerConfig(repeat_noise=True))  # repeated noise too
 
 
@@ -199,3 +203,27 @@ def test_session_options_take_attributes_levels_and_config_keys_and_name_a_wrong
         session_options(1, {"fast": True})
     with pytest.raises(ValueError, match="graph_optimization_level 'max'"):
         session_options(1, {"graph_optimization_level": "max"})
+
+
+def test_graphs_opened_for_a_batch_run_it_in_sessions_of_their_own(exported, tiny_generator, one_thread):
+    bundle = load_bundle(tiny_generator)
+    with pytest.raises(ValueError, match="batch must be a positive int"):
+        load_onnx(exported, bundle, batch=0)
+    one, _ = load_onnx(exported, bundle, threads=1, batch=1)
+    two, _ = load_onnx(exported, bundle, threads=1, batch=2)
+    assert set(one.chunk.sessions) == {1} and set(two.chunk.sessions) == {None} and set(two.held[3].sessions) == {1, None}
+    with pytest.raises(ValueError, match="opened for rollouts of 1 rows, not 2"):
+        OrtRollout(one, bundle.conditioner, 2)
+    rollouts = [OrtRollout(one, bundle.conditioner, 1), OrtRollout(two, bundle.conditioner, 2)]
+    rollouts[0].reset([0], ["dusk falls"], [4])
+    rollouts[1].reset([0, 1], ["night falls", "dusk falls"], [3, 4])
+    for i in range(6):  # past the window, then an event in one row: held3 at batch 1 on both
+        a = torch.full((2, 4), i % 5)
+        torch.testing.assert_close(rollouts[0].generate(a[1:]), rollouts[1].generate(a)[1:], atol=1e-5, rtol=0)
+        if i == 3:
+            rollouts[0].set_prompt([0], ["it starts to snow"])
+            rollouts[1].set_prompt([1], ["it starts to snow"])
+    torch.testing.assert_close(rollouts[0].cache.k[:, 0], rollouts[1].cache.k[:, 1], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match=r"opened for batches \[1\] only, got a batch of 3"):
+        one.chunk({n: torch.zeros(0) for n in one.chunk.inputs} | {"noise": torch.zeros(3, 4, 4, 4, 16, 16)},
+                  {n: torch.zeros(0) for n in one.chunk.outputs})

@@ -238,7 +238,8 @@ def test_the_one_pass_write_equals_the_rollouts_chunk_by_chunk_recache(extra):
         sigma = torch.full(frames.shape, r.sampler.context_noise)
         k, v = held_chunks_kv(m, _held(r.history, slots), sigma, r._text(), _held(r.history_actions, slots), frames, held, prev)
     empty = KVCache(m.config, 2)
-    one_k, one_v, one_valid = empty.written_chunks(frames, k, v, held)
+    empty.update_chunks(frames, k, v, held)
+    one_k, one_v, one_valid = empty.k, empty.v, empty.valid
     assert int(one_valid[0].sum()) == 6 * m.config.tokens_per_frame and int(one_valid[1].sum()) == 4 * m.config.tokens_per_frame
     assert torch.equal(one_valid[0], r.cache.valid[0])
     torch.testing.assert_close(one_k[:, 0], r.cache.k[:, 0], atol=1e-5, rtol=0)

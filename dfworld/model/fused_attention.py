@@ -84,3 +84,31 @@ class CachedKeys(NamedTuple):
             n = self.sink_tokens
             k = torch.cat([rope_apply(k[:, :, :n], *self.shift), k[:, :, n:]], dim=2)
         return key_masked_attention(q, k, v, self.valid, scale)
+
+
+class HeldChunkKeys(NamedTuple):
+    """The keys of a held pass (`dfworld.model.teacher_forcing.held_chunks_kv`: m chunks written in one pass).
+
+    Chunk j's queries attend the chunks before it that the row holds, and their own chunk: one unmasked-kernel
+    call per chunk over just those keys (no dense [mT, mT] mask, no work on the keys a chunk may not see), the
+    other rows' missing chunks as the key channel's bias. As in a cached step, chunk j's sink keys are rotated on
+    by its shift instead of a second, shifted rotation of its queries (module docstring).
+    """
+
+    held: torch.Tensor  # [B, m] bool: chunk i is in the row's cache
+    tokens: int  # T, the tokens of one chunk
+    key_sink: torch.Tensor | None  # [B, 1, m T, 1] bool: which keys are sink keys (None: no sink)
+    shifts: list[tuple[torch.Tensor, torch.Tensor]] | None  # per chunk j: cos, sin [B, 1, 1, Dh/2] of its shift d_j
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+        """q [B, H, m T, Dh] rotated at its absolute positions; k, v [B, H, m T, Dh] -> [B, m T, H Dh]."""
+        T, out = self.tokens, []
+        own = torch.ones_like(self.held[:, :1]).expand(-1, T)
+        for j in range(self.held.shape[1]):
+            seen = slice(0, (j + 1) * T)  # chunks 0..j
+            kj = k[:, :, seen]
+            if self.key_sink is not None:
+                kj = torch.where(self.key_sink[:, :, seen], rope_apply(kj, *self.shifts[j]), kj)
+            valid = torch.cat([self.held[:, :j].repeat_interleave(T, dim=1), own], dim=1)  # [B, (j + 1) T]
+            out.append(key_masked_attention(q[:, :, j * T : (j + 1) * T], kj, v[:, :, seen], valid, scale))
+        return torch.cat(out, dim=1)

@@ -8,9 +8,9 @@ frame 10 and at frame 10,000, and the cache can be an explicit fixed-size input 
 exported graph. Rows of a batch may be at different frames (partial resets).
 
 Two writes: `KVCache.update` in place, touching only the chunk's slots (the torch rollout, and the
-ONNX Runtime rollout after its chunk graph, which returns the chunk's keys and values), and the
-out-of-place `cache_write` for the exported graphs whose written cache is a graph output (the
-held<m> graphs: an episode's context, a re-cache). Tests hold the two to the same contents.
+ONNX Runtime rollout after its chunk and held graphs, which return the chunks' keys and values), and
+the out-of-place `cache_write` where a written cache must be a value (`dfworld.training.unroll`,
+whose gradient runs through it). Tests hold the two to the same contents.
 """
 
 from __future__ import annotations
@@ -127,15 +127,6 @@ class KVCache:
         """(k, v, valid) after writing a chunk's keys and values [L, B, H, K*N, Dh] at start_frame [B]; out of place."""
         return cache_write(self.k, self.v, self.valid, self.slot_index(start_frame), k, v, rows)
 
-    def written_chunks(self, frames: torch.Tensor, k: torch.Tensor, v: torch.Tensor, held: torch.Tensor):
-        """(k, v, valid) after writing n chunks' keys and values [L, B, H, n*K*N, Dh] at frames [B, n*K], chunk j in the
-        rows of the bool mask held[:, j] [B, n]; out of place."""
-        K, T = self.config.chunk_frames, self.config.chunk_frames * self.config.tokens_per_frame
-        out = (self.k, self.v, self.valid)
-        for j in range(held.shape[1]):
-            out = cache_write(*out, self.slot_index(frames[:, j * K]), k[..., j * T : (j + 1) * T, :], v[..., j * T : (j + 1) * T, :], held[:, j])
-        return out
-
     def update(self, start_frame: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: torch.Tensor | None = None) -> None:
         """Write a chunk's keys and values [L, B, H, K*N, Dh] at start_frame [B] (only `rows`, if given), in place.
 
@@ -151,6 +142,13 @@ class KVCache:
         self.k[:, row, :, slots] = k.permute(1, 3, 0, 2, 4).to(self.k.dtype)
         self.v[:, row, :, slots] = v.permute(1, 3, 0, 2, 4).to(self.v.dtype)
         self.valid[row, slots] = True
+
+    def update_chunks(self, frames: torch.Tensor, k: torch.Tensor, v: torch.Tensor, held: torch.Tensor) -> None:
+        """Write n chunks' keys and values [L, B, H, n*K*N, Dh] at frames [B, n*K] in place, chunk j in the rows of the
+        bool mask held[:, j] [B, n] (a held pass's output: `dfworld.model.teacher_forcing.held_chunks_kv`)."""
+        K, T = self.config.chunk_frames, self.config.chunk_frames * self.config.tokens_per_frame
+        for j in range(held.shape[1]):
+            self.update(frames[:, j * K], k[..., j * T : (j + 1) * T, :], v[..., j * T : (j + 1) * T, :], held[:, j])
 
     def state(self) -> dict[str, torch.Tensor]:
         return {"k": self.k, "v": self.v, "valid": self.valid}

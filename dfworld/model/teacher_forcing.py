@@ -20,6 +20,8 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
+from dfworld.model.fused_attention import HeldChunkKeys
+
 
 @lru_cache(maxsize=32)
 def block_causal_frame_mask(frames: int, chunk: int, sink: int, window: int) -> torch.Tensor:
@@ -103,34 +105,29 @@ def teacher_forcing(model, x, sigma, text, actions, clean) -> torch.Tensor:
     return model.skip(model._output(h[:, G:], c[:, G:]), x, ref)
 
 
-def chunk_causal_mask(held: torch.Tensor, tokens: int) -> torch.Tensor:
-    """[B, 1, T, T] bool over n chunks of `tokens` tokens each (held [B, n]): a chunk sees itself and the held chunks before it."""
-    i = torch.arange(held.shape[1], device=held.device)
-    m = ((i[None, :] < i[:, None]) & held[:, None, :]) | (i[None, :] == i[:, None])  # [B, n, n]
-    return m.repeat_interleave(tokens, 1).repeat_interleave(tokens, 2)[:, None]
-
-
 def held_chunks_kv(model, x, sigma, text, actions, frames, held, prev=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Keys and values [L, B, H, F N, Dh] of clean chunks x [B, F, C, h, w] in one pass: what writing them one by one,
     oldest first, into a cache that holds nothing else gives (a re-cache, an episode's context).
 
     `frames` [B, F]: each frame's absolute index (each chunk's frames consecutive, chunks in time order, gaps
     allowed: the sink, then the window). Chunk j of a row attends itself and the chunks before it where `held`
-    [B, F / K] is true; the keys and values of chunks not held are computed but mean nothing. `sigma` [B, F],
-    `text` the model's `condition_text`, `prev` each frame's reference frame (models with `prev_frame`).
+    [B, F / K] is true (`HeldChunkKeys`: one fused attention call per chunk over just those keys); the keys and
+    values of chunks not held are computed but mean nothing. `sigma` [B, F], `text` the model's `condition_text`,
+    `prev` each frame's reference frame (models with `prev_frame`).
     """
     cfg = model.config
+    K = cfg.chunk_frames
     c, a = model._condition(sigma, text, actions)
     h = model.embed(x, prev) + a[:, :, None]  # [B, G, S, D]
     rope = model._rope(frames)
-    rope_s = key_sink = None
-    if cfg.sink_frames > 0:  # as the cached step: sink keys seen from the sink-shifted query, the rest at absolute times
-        rope_s = model._rope(model._sink_query_positions(frames))
+    key_sink = shifts = None
+    if cfg.sink_frames > 0:  # as the cached step: a sink key is seen from the sink-shifted query, i.e. rotated on by the shift
         key_sink = model._tokens(frames < cfg.sink_frames)[:, None, :, None]
-    mask = chunk_causal_mask(held, cfg.chunk_frames * cfg.tokens_per_frame)
+        shifts = [model._sink_key_shift(frames[:, j]) for j in range(0, frames.shape[1], K)]
+    keys = HeldChunkKeys(held, K * cfg.tokens_per_frame, key_sink, shifts)
     ks, vs = [], []
     for block, text_kv in zip(model.blocks, text.kv):
-        h, (k, v) = block(h, c, text_kv, text.mask, (rope, rope_s, rope, key_sink, mask))
+        h, (k, v) = block(h, c, text_kv, text.mask, (rope, None, rope, None, keys))
         ks.append(k)
         vs.append(v)
     return torch.stack(ks), torch.stack(vs)

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dfworld.model.config import ATTENTION_MODES, TransformerConfig  # noqa: F401  (TransformerConfig is imported from here)
-from dfworld.model.fused_attention import CachedKeys, key_masked_attention
+from dfworld.model.fused_attention import CachedKeys, HeldChunkKeys, key_masked_attention
 from dfworld.model.kv_cache import KVCache
 from dfworld.model.layers import MLP, RMSNorm, modulate, rope_angles, rope_apply, timestep_embedding
 from dfworld.model.teacher_forcing import TeacherForcingPlan, block_causal_frame_mask, teacher_forcing
@@ -81,7 +81,7 @@ class Attention(nn.Module):
             k = torch.cat([cache_kv[0], k], dim=2)  # [B, H, S + T, Dh]
             v = torch.cat([cache_kv[1], v], dim=2)
         q_abs = rope_apply(q, *rope_q)
-        if isinstance(mask, CachedKeys):  # an exported cached step: one fused kernel (dfworld.model.fused_attention)
+        if isinstance(mask, (CachedKeys, HeldChunkKeys)):  # a cached step's export, a held pass: fused (dfworld.model.fused_attention)
             return self.out(mask.attend(q_abs, k, v, Dh**-0.5)), new_kv
         if key_sink is not None:
             q = torch.cat([q_abs, rope_apply(q, *rope_qs)], dim=-1)  # [B, H, T, 2 Dh]

@@ -99,7 +99,7 @@ def build_sampler(
         from dfworld.runtime.session import import_onnxruntime
 
         import_onnxruntime()  # before exporting: without it the export would be of no use
-        graphs, decoder = load_onnx(ensure_export(bundle, onnx_dir), bundle, dev, threads)
+        graphs, decoder = load_onnx(ensure_export(bundle, onnx_dir), bundle, dev, threads, batch=num_rows)
         rollout = OrtRollout(graphs, bundle.conditioner, num_rows, bundle.sampler)
     else:
         rollout = Rollout(bundle.generator.to(dev), bundle.conditioner, num_rows, bundle.sampler, dev)

@@ -13,11 +13,13 @@ need). K is the chunk's frames, C, h, w a latent frame's channels and size:
        cache_v0 .. cache_v<L-1> [B, H, S, Dh] f32 (each layer's, bound to the cache's own
        buffers: no split of a stacked cache inside the graph), cache_valid [B, S] bool
   out: latents [B, K, C, h, w] f32, chunk_k, chunk_v [L, B, H, T, Dh] f32 (T = K N tokens)
-- `held<m>.onnx`, m = 1 .. (sink + window) / K: m clean chunks written in one pass into a cache
-  that holds nothing else for those rows (an episode's context, a re-cache; rows are emptied first).
+- `held<m>.onnx`, m = 1 .. (sink + window) / K: the keys and values of m clean chunks in one pass,
+  for a cache that holds nothing else for those rows (an episode's context, a re-cache; the caller
+  empties the rows and writes chunk j where held[:, j], in place: `KVCache.update_chunks`). Each
+  chunk's attention is one fused call over the keys it may see (`HeldChunkKeys`).
   in:  latents [B, m K, C, h, w] f32, text, text_mask, actions [B, m K] i64, frames [B, m K] i64
-       (each frame's index), held [B, m] bool (chunk j is written in the rows where held[:, j]),
-       cache_k, cache_v, cache_valid; out: the cache outputs
+       (each frame's index), held [B, m] bool (chunk j is in the rows' cache where held[:, j])
+  out: chunk_k, chunk_v [L, B, H, m T, Dh] f32
 - `decoder.onnx`: the codec decoder. in: latents [N, C, h, w] f32; out: frames [N, H, W, 3] u8
 
 `export.json` records the checkpoint's configs
@@ -51,17 +53,16 @@ from dfworld.rollout import denoise, forward_at
 from dfworld.schedule import student_sigmas
 
 EXPORT_FORMAT = "dfworld-onnx"
-EXPORT_VERSION = 6  # bump when the graphs' inputs, outputs or semantics change
+EXPORT_VERSION = 7  # bump when the graphs' inputs, outputs or semantics change
 OPSET = 17
 CONFIG_SECTIONS = ("model", "codec", "sampler", "text")  # the checkpoint configs an export depends on
 CACHE_ENV = "DFWORLD_ONNX_CACHE"
 
 CACHE_INPUTS = ["cache_k", "cache_v", "cache_valid"]
-CACHE_OUTPUTS = ["cache_k_out", "cache_v_out", "cache_valid_out"]
 CHUNK_KV = ["chunk_k", "chunk_v"]
 GRAPHS = {  # name: (inputs, outputs)
     "chunk": (["noise", "text", "text_mask", "actions", "frame", *CACHE_INPUTS], ["latents", *CHUNK_KV]),
-    "held": (["latents", "text", "text_mask", "actions", "frames", "held", *CACHE_INPUTS], CACHE_OUTPUTS),  # one per m: held<m>
+    "held": (["latents", "text", "text_mask", "actions", "frames", "held"], CHUNK_KV),  # one per m: held<m>
     "decoder": (["latents"], ["frames"]),
 }
 
@@ -76,6 +77,12 @@ def graph_names(config: TransformerConfig) -> list[str]:
     return ["chunk", *(f"held{m}" for m in range(1, held_chunks(config) + 1)), "decoder"]
 
 
+def reads_held(name: str, config: TransformerConfig) -> bool:
+    """Whether held<m> reads its `held` input: which chunks a chunk sees reaches the keys and values only through the
+    attention of the layers before the last, so held1 (one chunk, seeing itself) and a one-layer model's graphs do not."""
+    return name != "held1" and config.depth > 1
+
+
 def layer_inputs(config: TransformerConfig) -> list[str]:
     """The chunk graph's cache inputs: every layer's keys, then every layer's values."""
     return [f"cache_{kv}{i}" for kv in "kv" for i in range(config.depth)]
@@ -87,11 +94,13 @@ def graph_io(name: str, config: TransformerConfig) -> tuple[list[str], list[str]
     if name == "chunk":
         inputs = [n for n in inputs if n not in ("cache_k", "cache_v")]
         inputs = inputs[:-1] + layer_inputs(config) + inputs[-1:]
+    if name.startswith("held") and not reads_held(name, config):
+        inputs = [n for n in inputs if n != "held"]
     return (inputs + ["prev"] if config.prev_frame and name != "decoder" else inputs), outputs
 
 
 _BATCH_AXES = {"prev": 0, "noise": 0, "latents": 0, "text": 0, "text_mask": 0, "actions": 0, "frame": 0, "held": 0, "frames": 0,
-               "cache_k": 1, "cache_v": 1, "cache_valid": 0, "cache_k_out": 1, "cache_v_out": 1, "cache_valid_out": 0, "chunk_k": 1, "chunk_v": 1}
+               "cache_k": 1, "cache_v": 1, "cache_valid": 0, "chunk_k": 1, "chunk_v": 1}
 
 log = logging.getLogger(__name__)
 
@@ -113,17 +122,21 @@ class WriteGraph(nn.Module):
 
 
 class HeldGraph(nn.Module):
-    """m clean chunks into the rows' (otherwise empty) cache in one pass, at `context_noise` (`Rollout._write_held`)."""
+    """The keys and values of m clean chunks for the rows' (otherwise empty) cache, one pass at `context_noise`
+    (`Rollout._write_held`)."""
 
-    def __init__(self, model: VideoTransformer, context_noise: float):
+    def __init__(self, model: VideoTransformer, context_noise: float, chunks: int):
         super().__init__()
-        self.model, self.context_noise = model, context_noise
+        self.model, self.context_noise, self.chunks = model, context_noise, chunks
 
-    def forward(self, latents, text, text_mask, actions, frames, held, cache_k, cache_v, cache_valid, prev=None):
-        cache = KVCache.over(self.model.config, cache_k, cache_v, cache_valid)
+    def forward(self, latents, text, text_mask, actions, frames, *held_prev):
+        if reads_held(f"held{self.chunks}", self.model.config):
+            held, prev = held_prev[0], held_prev[1:]
+        else:  # graph_io: the graph takes no `held`; any value gives the same keys and values
+            held, prev = torch.ones_like(frames[:, :: self.model.config.chunk_frames], dtype=torch.bool), held_prev
+        prev = prev[0] if prev else None
         sigma = torch.full(latents.shape[:2], self.context_noise)
-        k, v = held_chunks_kv(self.model, latents, sigma, self.model.condition_text(text, text_mask), actions, frames, held, prev)
-        return cache.written_chunks(frames, k, v, held)
+        return held_chunks_kv(self.model, latents, sigma, self.model.condition_text(text, text_mask), actions, frames, held, prev)
 
 
 class ChunkGraph(nn.Module):
@@ -321,7 +334,7 @@ def export_onnx(bundle: GeneratorBundle, out: str | Path) -> Path:
     example = _example_inputs(bundle, len(sigmas))
     graphs = {"chunk": (ChunkGraph(model, sigmas, sampler.context_noise, sampler.solver), example)}
     for m in range(1, held_chunks(model.config) + 1):
-        graphs[f"held{m}"] = (HeldGraph(model, sampler.context_noise), {**example, **_held_inputs(model.config, m)})
+        graphs[f"held{m}"] = (HeldGraph(model, sampler.context_noise, m), {**example, **_held_inputs(model.config, m)})
     graphs["decoder"] = (DecoderGraph(codec), {"latents": example["latents"].flatten(0, 1)})
     tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

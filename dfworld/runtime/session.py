@@ -82,38 +82,73 @@ def session_options(threads: int | None = None, tuning: dict | None = None):
 
 
 def open_graphs(paths: dict[str, Path], device: torch.device, threads: int | None = None,
-                tuning: dict | None = None) -> dict[str, OnnxGraph]:
+                tuning: dict | None = None, batches: dict[str, tuple[tuple[int, ...], bool]] | None = None) -> dict[str, OnnxGraph]:
     """Sessions for the graph files `paths` (by name) on `device`, all on one provider.
+
+    `batches`: per graph name, (the batch sizes it gets a session of its own for, whether it keeps
+    one for any other batch): `OnnxGraph`'s `batches` and `dynamic`. A graph not named: one
+    session for any batch.
 
     A provider that is missing, or that onnxruntime lists but cannot create (onnxruntime-gpu
     without its CUDA libraries logs an error and runs on the CPU), gives a warning naming it and
     the CPU provider.
     """
     provider, device = choose_provider(device)
-    graphs = {name: OnnxGraph(path, provider, device, threads, tuning) for name, path in paths.items()}
+    batches = batches or {}
+
+    def graph(name: str, path: Path, provider: str, device: torch.device) -> OnnxGraph:
+        sizes, dynamic = batches.get(name, ((), True))
+        return OnnxGraph(path, provider, device, threads, tuning, sizes, dynamic)
+
+    graphs = {name: graph(name, path, provider, device) for name, path in paths.items()}
     if any(g.provider != provider for g in graphs.values()):
         warnings.warn(f"{provider} could not be created (see onnxruntime's log); falling back to {CPU}", stacklevel=2)
-        graphs = {name: OnnxGraph(path, CPU, torch.device("cpu"), threads, tuning) for name, path in paths.items()}
+        graphs = {name: graph(name, path, CPU, torch.device("cpu")) for name, path in paths.items()}
     return graphs
 
 
 class OnnxGraph:
-    """One exported graph in an InferenceSession, called with dicts of torch tensors."""
+    """One exported graph, called with dicts of torch tensors: an InferenceSession per batch size it was opened for.
 
-    def __init__(self, path: str | Path, provider: str, device: torch.device, threads: int | None = None, tuning: dict | None = None):
+    A graph exported with a dynamic batch axis spends much of a small batch's time on shape arithmetic
+    (Shape, Gather, Unsqueeze, Concat, Expand: two thirds of the chunk graph's 2,678 nodes after ONNX
+    Runtime's optimisations). A session whose batch axis is fixed at load (ONNX Runtime's
+    free-dimension override) folds all of it into constants (894 nodes at batch 1): the chunk step at
+    batch 1 in 0.8x the time. At batch 64 the same session ran 1.1x slower (its MatMul and Add fused
+    into Gemm, and more), so it is for small batches. `batches` opens one session per size the caller
+    will use, and `dynamic` keeps one for any other size; a call goes to the session of its batch
+    (the first input with a "batch" axis tells it).
+    """
+
+    def __init__(self, path: str | Path, provider: str, device: torch.device, threads: int | None = None, tuning: dict | None = None,
+                 batches: tuple[int, ...] = (), dynamic: bool = True):
         ort = import_onnxruntime()
-        opts = session_options(threads, tuning)
+        if not batches and not dynamic:
+            raise ValueError("a graph needs a session: give it batch sizes or keep the dynamic one")
+        if any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in batches):
+            raise ValueError(f"batch sizes must be positive ints, got {batches}")
         providers: list = [CPU]
         if provider == CUDA:
             index = device.index if device.index is not None else torch.cuda.current_device()
             device = torch.device("cuda", index)
             stream = torch.cuda.current_stream(device).cuda_stream
             providers = [(CUDA, {"device_id": index, "user_compute_stream": str(stream)}), CPU]
-        self.session = ort.InferenceSession(str(path), opts, providers=providers)
+
+        def open_session(batch: int | None):
+            opts = session_options(threads, tuning)
+            if batch is not None:
+                opts.add_free_dimension_override_by_name("batch", batch)
+            return ort.InferenceSession(str(path), opts, providers=providers)
+
+        self.sessions = {b: open_session(b) for b in dict.fromkeys(batches)}
+        if dynamic:
+            self.sessions[None] = open_session(None)
+        self.session = self.sessions.get(None) or next(iter(self.sessions.values()))  # the any-batch one where kept
         self.provider = self.session.get_providers()[0]
         self.device = device
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.outputs = [o.name for o in self.session.get_outputs()]
+        self._batch_axis = _batch_axis(path)
 
     def _bind(self, bind, name: str, t: torch.Tensor) -> None:
         if t.dtype not in _ELEMENT:
@@ -122,14 +157,35 @@ class OnnxGraph:
             raise ValueError(f"{name}: expected a contiguous tensor on {self.device}, got {t.device}")
         bind(name, self.device.type, self.device.index or 0, _ELEMENT[t.dtype], tuple(t.shape), t.data_ptr())
 
+    def _session_for(self, inputs: dict[str, torch.Tensor]):
+        batch = None if self._batch_axis is None else int(inputs[self._batch_axis[0]].shape[self._batch_axis[1]])
+        session = self.sessions.get(batch) or self.sessions.get(None)
+        if session is None:
+            raise ValueError(f"this graph was opened for batches {sorted(self.sessions)} only, got a batch of {batch}")
+        return session
+
     def __call__(self, inputs: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor]) -> None:
         """Run the graph reading `inputs` and writing into the preallocated `outputs` (by name)."""
         if set(inputs) != set(self.inputs) or set(outputs) != set(self.outputs):
             raise ValueError(f"graph takes {self.inputs} and gives {self.outputs}; got {sorted(inputs)} and {sorted(outputs)}")
-        binding = self.session.io_binding()
+        session = self._session_for(inputs)
+        binding = session.io_binding()
         inputs = {k: v.contiguous() for k, v in inputs.items()}  # held until the run ends
         for name in self.inputs:
             self._bind(binding.bind_input, name, inputs[name])
         for name in self.outputs:
             self._bind(binding.bind_output, name, outputs[name])
-        self.session.run_with_iobinding(binding)
+        session.run_with_iobinding(binding)
+
+
+def _batch_axis(path: str | Path) -> tuple[str, int] | None:
+    """The first input of a graph file with a dynamic axis named "batch", and that axis (None: none has one).
+
+    Read from the file: a session with the axis fixed reports its size instead of its name."""
+    import onnx
+
+    for i in onnx.load(str(path), load_external_data=False).graph.input:
+        names = [d.dim_param for d in i.type.tensor_type.shape.dim]
+        if "batch" in names:
+            return i.name, names.index("batch")
+    return None
