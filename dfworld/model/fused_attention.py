@@ -19,6 +19,7 @@ width). Inside one chunk every query is shifted by the same amount d (per row), 
 depend on the difference of the two rotations only, so q(p - d) . k(s) = q(p) . k(s + d): the
 sink's keys are rotated on by d instead, and the head width stays Dh (half the work of the doubled
 product). Only the time pairs move; the spatial pairs of the sink query equal the plain query's.
+The cache's rotated, masked keys are built once per chunk for all its passes (`AttendedCache`).
 
 Eager torch (training, the torch rollout) does not come here; the op's torch body (SDPA) is what
 the exporter traces through, and what runs if an exported module is called eagerly.
@@ -59,31 +60,62 @@ def fused_attention_symbolic(g, q, k, v, heads, scale):
                 scale_f=sh._get_const(scale, "f", "scale"))
 
 
+def biased_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """Attention of q [B, H, T, D] over keys and values [B, H, S, D + 1] that carry the key mask's channel (module
+    docstring: the keys' bias, the values' zero); -> [B, T, H D]."""
+    B, H, T, D = q.shape
+    q = torch.cat([q, torch.ones_like(q[..., :1])], dim=-1).transpose(1, 2).reshape(B, T, H * (D + 1))
+    o = fused_attention(q, k, v, H, scale)
+    return o.view(B, T, H, D + 1)[..., :D].reshape(B, T, H * D)
+
+
+def with_bias(k: torch.Tensor, v: torch.Tensor, key_valid: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keys and values [B, H, S, D] with the key mask's channel: [B, H, S, D + 1] (key_valid [B, S] bool; None: all valid)."""
+    if key_valid is None:
+        return F.pad(k, (0, 1)), F.pad(v, (0, 1))
+    B, H, S, _ = k.shape
+    bias = torch.where(key_valid, 0.0, MASKED).to(k.dtype)[:, None, :, None].expand(B, H, S, 1)
+    return torch.cat([k, bias], dim=-1), F.pad(v, (0, 1))
+
+
 def key_masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_valid: torch.Tensor, scale: float) -> torch.Tensor:
     """Attention of q [B, H, T, D] over k, v [B, H, S, D] where key_valid [B, S] (bool); -> [B, T, H D].
 
     The mask as a head channel (module docstring), so the exported graph runs the fused kernel.
     """
-    B, H, T, D = q.shape
-    bias = torch.where(key_valid, 0.0, MASKED).to(k.dtype)[:, None, :, None].expand(B, H, -1, 1)
-    q = torch.cat([q, torch.ones_like(q[..., :1])], dim=-1).transpose(1, 2).reshape(B, T, H * (D + 1))
-    o = fused_attention(q, torch.cat([k, bias], dim=-1), F.pad(v, (0, 1)), H, scale)
-    return o.view(B, T, H, D + 1)[..., :D].reshape(B, T, H * D)
+    return biased_attention(q, *with_bias(k, v, key_valid), scale)
 
 
-class CachedKeys(NamedTuple):
-    """The keys of an exported cached step: which are valid, how many lead as sink keys, and the sink's extra rotation."""
+class AttendedCache(NamedTuple):
+    """A KV cache as an exported cached step's attention reads it, built once per chunk (`attended_cache`) and read by
+    all the chunk's passes (its denoising levels and its write): each layer's keys with the sink's keys rotated on by the
+    chunk's shift and the key mask's channel, its values with theirs. Per pass only the chunk's own keys are appended
+    (one copy of the keys and one of the values), instead of rotating, masking and padding the whole cache again."""
 
-    valid: torch.Tensor  # [B, S + T] bool: the cache's valid slots, then the chunk's own keys
-    sink_tokens: int  # the cache's first slots hold the sink (`KVCache.is_sink`)
-    shift: tuple[torch.Tensor, torch.Tensor] | None  # cos, sin [B, 1, 1, Dh/2] of d per row (module docstring)
+    k: list[torch.Tensor]  # per layer [B, H, S, Dh + 1]
+    v: list[torch.Tensor]  # per layer [B, H, S, Dh + 1]
+    valid: torch.Tensor  # [B, S] bool: the cache's valid slots
 
-    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
-        """q [B, H, T, Dh] rotated at its absolute positions; k, v [B, H, S + T, Dh] (cache, then chunk) -> [B, T, H Dh]."""
-        if self.shift is not None and self.sink_tokens:
-            n = self.sink_tokens
-            k = torch.cat([rope_apply(k[:, :, :n], *self.shift), k[:, :, n:]], dim=2)
-        return key_masked_attention(q, k, v, self.valid, scale)
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache_kv: tuple[torch.Tensor, torch.Tensor],
+               scale: float) -> torch.Tensor:
+        """q [B, H, T, Dh] rotated at its absolute positions, the chunk's own k, v [B, H, T, Dh] (all valid), and this
+        layer's (keys, values) of the attended cache -> [B, T, H Dh]."""
+        k, v = with_bias(k, v, None)
+        return biased_attention(q, torch.cat([cache_kv[0], k], dim=2), torch.cat([cache_kv[1], v], dim=2), scale)
+
+
+def attended_cache(k: list[torch.Tensor], v: list[torch.Tensor], valid: torch.Tensor, sink_tokens: int,
+                   shift: tuple[torch.Tensor, torch.Tensor] | None) -> AttendedCache:
+    """The `AttendedCache` of a cache's layers k, v (each [B, H, S, Dh]) and valid [B, S] for a chunk whose sink query is
+    shifted by `shift` (cos, sin [B, 1, 1, Dh/2]; None: no sink); its first `sink_tokens` slots hold the sink."""
+    ks, vs = [], []
+    for kl, vl in zip(k, v):
+        if shift is not None and sink_tokens:
+            kl = torch.cat([rope_apply(kl[:, :, :sink_tokens], *shift), kl[:, :, sink_tokens:]], dim=2)
+        kl, vl = with_bias(kl, vl, valid)
+        ks.append(kl)
+        vs.append(vl)
+    return AttendedCache(ks, vs, valid)
 
 
 class HeldChunkKeys(NamedTuple):

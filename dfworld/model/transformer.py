@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dfworld.model.config import ATTENTION_MODES, TransformerConfig  # noqa: F401  (TransformerConfig is imported from here)
-from dfworld.model.fused_attention import CachedKeys, HeldChunkKeys, key_masked_attention
+from dfworld.model.fused_attention import AttendedCache, HeldChunkKeys, attended_cache, key_masked_attention
 from dfworld.model.kv_cache import KVCache
 from dfworld.model.layers import MLP, RMSNorm, modulate, rope_angles, rope_apply, timestep_embedding
 from dfworld.model.teacher_forcing import TeacherForcingPlan, block_causal_frame_mask, teacher_forcing
@@ -77,11 +77,13 @@ class Attention(nn.Module):
         q, k = self.q_norm(q), self.k_norm(k)
         k = rope_apply(k, *rope_k)
         new_kv = (k, v)
+        q_abs = rope_apply(q, *rope_q)
+        if isinstance(mask, AttendedCache):  # an exported cached step: the chunk's keys after the attended cache's, fused
+            return self.out(mask.attend(q_abs, k, v, cache_kv, Dh**-0.5)), new_kv
         if cache_kv is not None:
             k = torch.cat([cache_kv[0], k], dim=2)  # [B, H, S + T, Dh]
             v = torch.cat([cache_kv[1], v], dim=2)
-        q_abs = rope_apply(q, *rope_q)
-        if isinstance(mask, (CachedKeys, HeldChunkKeys)):  # a cached step's export, a held pass: fused (dfworld.model.fused_attention)
+        if isinstance(mask, HeldChunkKeys):  # a held pass: one fused call per chunk (dfworld.model.fused_attention)
             return self.out(mask.attend(q_abs, k, v, Dh**-0.5)), new_kv
         if key_sink is not None:
             q = torch.cat([q_abs, rope_apply(q, *rope_qs)], dim=-1)  # [B, H, T, 2 Dh]
@@ -299,7 +301,7 @@ class VideoTransformer(nn.Module):
         text_mask: torch.Tensor | None,
         actions: torch.Tensor,
         start_frame: torch.Tensor | None = None,
-        cache: KVCache | None = None,
+        cache: KVCache | AttendedCache | None = None,
         clean: tuple[torch.Tensor, torch.Tensor] | None = None,
         prev: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
@@ -351,16 +353,17 @@ class VideoTransformer(nn.Module):
             else:
                 if Fr != cfg.chunk_frames:
                     raise ValueError(f"a cached step takes one chunk of {cfg.chunk_frames} frames, got {Fr}")
-                cur = torch.ones(B, Fr * N, dtype=torch.bool, device=x.device)
-                valid = torch.cat([cache.valid, cur], dim=1)  # [B, S + T]
-                caches = [(cache.k[i], cache.v[i]) for i in range(cfg.depth)]
                 if torch.onnx.is_in_onnx_export():  # the fused kernel, the sink's shift on its keys (dfworld.model.fused_attention)
-                    mask = CachedKeys(valid, cfg.sink_frames * N if sink_on else 0, self._sink_key_shift(start_frame) if sink_on else None)
-                    rope_qs = None
+                    cache = cache if isinstance(cache, AttendedCache) else self.attended_cache(cache, start_frame)
+                    mask, rope_qs = cache, None
+                elif isinstance(cache, AttendedCache):
+                    raise ValueError("an AttendedCache is read by the exported cached step only; eager steps take the KVCache")
                 else:
-                    mask = valid[:, None, None, :]  # [B, 1, 1, S + T]
+                    cur = torch.ones(B, Fr * N, dtype=torch.bool, device=x.device)
+                    mask = torch.cat([cache.valid, cur], dim=1)[:, None, None, :]  # [B, 1, 1, S + T]
                     if sink_on:  # current-chunk keys use the absolute rotation
                         key_sink = torch.cat([cache.is_sink.expand(B, -1), torch.zeros_like(cur)], dim=1)[:, None, :, None]
+                caches = [(cache.k[i], cache.v[i]) for i in range(cfg.depth)]
         elif cache is not None:
             raise ValueError("full attention does not use a KV cache")
 
@@ -374,6 +377,14 @@ class VideoTransformer(nn.Module):
         # 3. output
         kv = (torch.stack(new_k), torch.stack(new_v)) if cache is not None else None
         return self.skip(self._output(h, c), x, prev), kv
+
+    def attended_cache(self, cache: KVCache, start_frame: torch.Tensor) -> AttendedCache:
+        """The cache as the exported cached step's passes for a chunk at start_frame [B] read it (`AttendedCache`)."""
+        cfg = self.config
+        sink_on = cfg.sink_frames > 0
+        k, v = [cache.k[i] for i in range(cfg.depth)], [cache.v[i] for i in range(cfg.depth)]
+        return attended_cache(k, v, cache.valid, cfg.sink_frames * cfg.tokens_per_frame if sink_on else 0,
+                              self._sink_key_shift(start_frame) if sink_on else None)
 
     def skip(self, v: torch.Tensor, x: torch.Tensor, prev: torch.Tensor | None) -> torch.Tensor:
         """The velocity v of x plus, with `prev_skip`, the gated skip from the reference frame (SKIP_SCALE lets Adam move the gate)."""

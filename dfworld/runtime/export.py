@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from dfworld.checkpoint import checkpoint_digest
-from dfworld.model.fused_attention import ORT_DOMAIN, fused_attention_symbolic
+from dfworld.model.fused_attention import ORT_DOMAIN, AttendedCache, fused_attention_symbolic
 from dfworld.model.kv_cache import KVCache
 from dfworld.model.loading import GeneratorBundle
 from dfworld.model.teacher_forcing import held_chunks_kv
@@ -53,7 +53,7 @@ from dfworld.rollout import denoise, forward_at
 from dfworld.schedule import student_sigmas
 
 EXPORT_FORMAT = "dfworld-onnx"
-EXPORT_VERSION = 7  # bump when the graphs' inputs, outputs or semantics change
+EXPORT_VERSION = 8  # bump when the graphs' inputs, outputs or semantics change
 OPSET = 17
 CONFIG_SECTIONS = ("model", "codec", "sampler", "text")  # the checkpoint configs an export depends on
 CACHE_ENV = "DFWORLD_ONNX_CACHE"
@@ -117,7 +117,7 @@ class WriteGraph(nn.Module):
         super().__init__()
         self.model, self.context_noise = model, context_noise
 
-    def forward(self, latents, text, actions, frame, cache: KVCache, prev=None):
+    def forward(self, latents, text, actions, frame, cache: AttendedCache, prev=None):
         return forward_at(self.model, latents, self.context_noise, text, None, actions, frame, cache, prev)[1]
 
 
@@ -152,6 +152,7 @@ class ChunkGraph(nn.Module):
         cache_k, cache_v, (cache_valid, *prev) = layers_valid_prev[:L], layers_valid_prev[L : 2 * L], layers_valid_prev[2 * L :]
         prev = prev[0] if prev else None
         cache = KVCache.over(self.model.config, list(cache_k), list(cache_v), cache_valid)
+        cache = self.model.attended_cache(cache, frame)  # the cache's rotated, masked keys: once for every level and the write
         text = self.model.condition_text(text, text_mask)  # once for every level and the write
         x0 = denoise(  # [B, K, C, h, w]
             lambda x, sigma: forward_at(self.model, x, sigma, text, None, actions, frame, cache, prev)[0],
