@@ -64,6 +64,7 @@ def test_export_writes_checked_static_graphs_and_its_record(exported, tiny_gener
     attention = [n for n in chunk.node if n.op_type == "MultiHeadAttention"]
     assert attention and {n.domain for n in attention} == {"com.microsoft"}
     assert not [n for n in chunk.node if n.op_type in ("Softmax", "IsNaN")]  # every attention of the step is the fused kernel
+    assert [n for n in chunk.node if n.op_type == "FastGelu"] and not [n for n in chunk.node if n.op_type == "Tanh"]  # the MLP's GELU
     dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in chunk.input}
     assert dims["cache_k0"] == ["batch", 2, (4 + 8) * 16, 16]  # [B, H, S, Dh]: only the batch is dynamic
     held = onnx.load(str(exported / "held3.onnx")).graph
