@@ -104,18 +104,20 @@ class AttendedCache(NamedTuple):
         return biased_attention(q, torch.cat([cache_kv[0], k], dim=2), torch.cat([cache_kv[1], v], dim=2), scale)
 
 
-def attended_cache(k: list[torch.Tensor], v: list[torch.Tensor], valid: torch.Tensor, sink_tokens: int,
-                   shift: tuple[torch.Tensor, torch.Tensor] | None) -> AttendedCache:
-    """The `AttendedCache` of a cache's layers k, v (each [B, H, S, Dh]) and valid [B, S] for a chunk whose sink query is
-    shifted by `shift` (cos, sin [B, 1, 1, Dh/2]; None: no sink); its first `sink_tokens` slots hold the sink."""
+def attended_cache(cache, shift: tuple[torch.Tensor, torch.Tensor]) -> AttendedCache:
+    """The `AttendedCache` of a `KVCache` (its layers' keys and values, its valid slots, its sink's slots first) for a chunk
+    whose sink query is shifted by `shift` (cos, sin [B, 1, 1, Dh/2]; `VideoTransformer._sink_key_shift`)."""
+    c = cache.config
+    n = c.sink_frames * c.tokens_per_frame
     ks, vs = [], []
-    for kl, vl in zip(k, v):
-        if shift is not None and sink_tokens:
-            kl = torch.cat([rope_apply(kl[:, :, :sink_tokens], *shift), kl[:, :, sink_tokens:]], dim=2)
-        kl, vl = with_bias(kl, vl, valid)
-        ks.append(kl)
-        vs.append(vl)
-    return AttendedCache(ks, vs, valid)
+    for i in range(c.depth):
+        k = cache.k[i]
+        if n:
+            k = torch.cat([rope_apply(k[:, :, :n], *shift), k[:, :, n:]], dim=2)
+        k, v = with_bias(k, cache.v[i], cache.valid)
+        ks.append(k)
+        vs.append(v)
+    return AttendedCache(ks, vs, cache.valid)
 
 
 class HeldChunkKeys(NamedTuple):
@@ -132,8 +134,9 @@ class HeldChunkKeys(NamedTuple):
     key_sink: torch.Tensor | None  # [B, 1, m T, 1] bool: which keys are sink keys (None: no sink)
     shifts: list[tuple[torch.Tensor, torch.Tensor]] | None  # per chunk j: cos, sin [B, 1, 1, Dh/2] of its shift d_j
 
-    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
-        """q [B, H, m T, Dh] rotated at its absolute positions; k, v [B, H, m T, Dh] -> [B, m T, H Dh]."""
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache_kv: None, scale: float) -> torch.Tensor:
+        """q [B, H, m T, Dh] rotated at its absolute positions; k, v [B, H, m T, Dh] (a held pass reads no cache)
+        -> [B, m T, H Dh]."""
         T, out = self.tokens, []
         own = torch.ones_like(self.held[:, :1]).expand(-1, T)
         for j in range(self.held.shape[1]):

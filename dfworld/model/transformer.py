@@ -78,13 +78,11 @@ class Attention(nn.Module):
         k = rope_apply(k, *rope_k)
         new_kv = (k, v)
         q_abs = rope_apply(q, *rope_q)
-        if isinstance(mask, AttendedCache):  # an exported cached step: the chunk's keys after the attended cache's, fused
+        if isinstance(mask, (AttendedCache, HeldChunkKeys)):  # an exported cached step, a held pass: fused (fused_attention)
             return self.out(mask.attend(q_abs, k, v, cache_kv, Dh**-0.5)), new_kv
         if cache_kv is not None:
             k = torch.cat([cache_kv[0], k], dim=2)  # [B, H, S + T, Dh]
             v = torch.cat([cache_kv[1], v], dim=2)
-        if isinstance(mask, HeldChunkKeys):  # a held pass: one fused call per chunk (dfworld.model.fused_attention)
-            return self.out(mask.attend(q_abs, k, v, Dh**-0.5)), new_kv
         if key_sink is not None:
             q = torch.cat([q_abs, rope_apply(q, *rope_qs)], dim=-1)  # [B, H, T, 2 Dh]
             k = torch.cat([k * ~key_sink, k * key_sink], dim=-1)
@@ -354,7 +352,7 @@ class VideoTransformer(nn.Module):
                 if Fr != cfg.chunk_frames:
                     raise ValueError(f"a cached step takes one chunk of {cfg.chunk_frames} frames, got {Fr}")
                 if torch.onnx.is_in_onnx_export():  # the fused kernel, the sink's shift on its keys (dfworld.model.fused_attention)
-                    cache = cache if isinstance(cache, AttendedCache) else self.attended_cache(cache, start_frame)
+                    cache = cache if isinstance(cache, AttendedCache) else attended_cache(cache, self._sink_key_shift(start_frame))
                     mask, rope_qs = cache, None
                 elif isinstance(cache, AttendedCache):
                     raise ValueError("an AttendedCache is read by the exported cached step only; eager steps take the KVCache")
@@ -377,14 +375,6 @@ class VideoTransformer(nn.Module):
         # 3. output
         kv = (torch.stack(new_k), torch.stack(new_v)) if cache is not None else None
         return self.skip(self._output(h, c), x, prev), kv
-
-    def attended_cache(self, cache: KVCache, start_frame: torch.Tensor) -> AttendedCache:
-        """The cache as the exported cached step's passes for a chunk at start_frame [B] read it (`AttendedCache`)."""
-        cfg = self.config
-        sink_on = cfg.sink_frames > 0
-        k, v = [cache.k[i] for i in range(cfg.depth)], [cache.v[i] for i in range(cfg.depth)]
-        return attended_cache(k, v, cache.valid, cfg.sink_frames * cfg.tokens_per_frame if sink_on else 0,
-                              self._sink_key_shift(start_frame) if sink_on else None)
 
     def skip(self, v: torch.Tensor, x: torch.Tensor, prev: torch.Tensor | None) -> torch.Tensor:
         """The velocity v of x plus, with `prev_skip`, the gated skip from the reference frame (SKIP_SCALE lets Adam move the gate)."""

@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from dfworld.checkpoint import checkpoint_digest
-from dfworld.model.fused_attention import ORT_DOMAIN, AttendedCache, fused_attention_symbolic
+from dfworld.model.fused_attention import ORT_DOMAIN, AttendedCache, attended_cache, fused_attention_symbolic
 from dfworld.model.kv_cache import KVCache
 from dfworld.model.loading import GeneratorBundle
 from dfworld.model.teacher_forcing import held_chunks_kv
@@ -152,7 +152,7 @@ class ChunkGraph(nn.Module):
         cache_k, cache_v, (cache_valid, *prev) = layers_valid_prev[:L], layers_valid_prev[L : 2 * L], layers_valid_prev[2 * L :]
         prev = prev[0] if prev else None
         cache = KVCache.over(self.model.config, list(cache_k), list(cache_v), cache_valid)
-        cache = self.model.attended_cache(cache, frame)  # the cache's rotated, masked keys: once for every level and the write
+        cache = attended_cache(cache, self.model._sink_key_shift(frame))  # the cache's rotated, masked keys: once for all passes
         text = self.model.condition_text(text, text_mask)  # once for every level and the write
         x0 = denoise(  # [B, K, C, h, w]
             lambda x, sigma: forward_at(self.model, x, sigma, text, None, actions, frame, cache, prev)[0],
