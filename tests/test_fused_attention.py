@@ -34,7 +34,8 @@ def test_the_rotary_swap_as_a_matmul_is_the_same_to_the_bit(monkeypatch):
 
 
 @pytest.mark.parametrize("rows", [None, torch.tensor([True, False, True])])
-def test_the_in_place_write_equals_the_out_of_place_one(rows):
+@pytest.mark.parametrize("start", [[0, 8, 14], [8, 8, 8]])  # rows apart (indexed), rows in step (one strided copy)
+def test_the_in_place_write_equals_the_out_of_place_one(rows, start):
     cache = KVCache(CFG, 3)
     g = torch.Generator().manual_seed(2)
     cache.k.normal_(generator=g)
@@ -42,7 +43,7 @@ def test_the_in_place_write_equals_the_out_of_place_one(rows):
     cache.valid[:, : CFG.tokens_per_frame * 2] = True
     T = CFG.chunk_frames * CFG.tokens_per_frame
     k, v = (torch.randn(CFG.depth, 3, CFG.heads, T, CFG.head_dim, generator=g) for _ in range(2))
-    start = torch.tensor([0, 8, 14])  # the sink, the window's first slots, a ring that wrapped
+    start = torch.tensor(start)  # the sink, the window's first slots, a ring that wrapped; or all at one place
     want = cache.written(start, k, v, rows)
     cache.update(start, k, v, rows)
     for got, ref in zip((cache.k, cache.v, cache.valid), want):

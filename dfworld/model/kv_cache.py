@@ -135,6 +135,13 @@ class KVCache:
         """
         self.check_writable(start_frame)
         slots = self.slot_index(start_frame)  # [B, T]
+        a, T = int(slots[0, 0]), slots.shape[1]
+        if rows is None and torch.equal(slots, torch.arange(a, a + T, device=slots.device).expand_as(slots)):
+            # every row writes the same run of slots (rows in step, the usual case): one strided copy, no index
+            self.k[..., a : a + T, :] = k.to(self.k.dtype)
+            self.v[..., a : a + T, :] = v.to(self.v.dtype)
+            self.valid[:, a : a + T] = True
+            return
         row = torch.arange(slots.shape[0], device=slots.device)[:, None].expand_as(slots)
         if rows is not None:
             row, slots, k, v = row[rows], slots[rows], k[:, rows], v[:, rows]
