@@ -11,8 +11,10 @@ read the reward from each row's last decoded frame (as `CoinCounter.update` does
    a multiply-add is 2 FLOPs; the attention products from the shapes, which it does not count on CPU), per generated frame; for the transformer (every
    denoising pass and the cache write) also the share of the text's projections (its pooled
    condition and cross-attention keys and values, computed once per chunk) and the shares by operator;
-2. measures the machine's peak per thread count: a large fp32 matmul (`--matmul`), and the
-   decoder's costliest convolution alone, at the shape the decoder runs it at batch B;
+2. measures the machine's peak per thread count: a large fp32 matmul (`--matmul`); and at batch B
+   the transformer's widest matmul alone (the MLP's first linear over the chunk's tokens: what a
+   matmul of the model's own shape, D = 128 deep, reaches) and the decoder's costliest convolution
+   alone, at the shapes they run at;
 3. times each part at each batch on torch eager and ONNX Runtime (interleaved rounds, one call of each
    measure per round, medians after a warm-up round) and reads its achieved GFLOP/s against the matmul
    peak of the same thread count.
@@ -153,6 +155,10 @@ def main() -> None:
             dec_flops, _ = flops(lambda: codec.decode(latents))
             conv, conv_in, conv_flops = costliest_conv(codec.fast if args.decoder == "fast" else codec.vae.decoder, latents, codec.decode)
         frames_u8 = codec.decode(latents).reshape(-1, world.height, world.width, 3).numpy()
+        # the transformer's widest matmul alone, at its shape: the MLP's first linear over the chunk's tokens
+        mlp = torch.nn.Linear(cfg.dim, int(cfg.dim * cfg.mlp_ratio))
+        mlp_in = torch.randn(B * K * cfg.tokens_per_frame, cfg.dim)
+        mlp_flops = 2 * mlp_in.shape[0] * cfg.dim * mlp.out_features
         kv = text_kv_flops(cfg, B)
         # 3. times: every measure one call per round, so a change of load hits them alike
         with torch.inference_mode():
@@ -161,12 +167,13 @@ def main() -> None:
                                      "decode torch": lambda: codec.decode(latents),
                                      "decode onnx": lambda: onnx_decoder.decode(latents),
                                      "conv": lambda: conv(conv_in),
+                                     "mlp": lambda: mlp(mlp_in),
                     "probes": lambda: [read_frame(f, world) for f in frames_u8[K - 1 :: K]]}  # the env reads each row's last frame
             for fn in warm.values():
                 fn()
             t = interleaved_medians(warm, args.steps)
         t_step, t_dec = {"torch": t["step torch"], "onnx": t["step onnx"]}, {"torch": t["decode torch"], "onnx": t["decode onnx"]}
-        t_conv, t_probe = t["conv"], t["probes"]
+        t_conv, t_probe, t_mlp = t["conv"], t["probes"], t["mlp"]
         peak = peaks[threads[-1]]
         n = B * K
 
@@ -176,6 +183,7 @@ def main() -> None:
         rows = [("transformer (passes + cache write)", step_flops, t_step),
                 ("  of it: attention products (counted from the shapes)", attn, None),
                 ("  of it: the text's projections (once per chunk)", kv, None),
+                ("  its widest matmul alone (torch; the MLP's [B T, D] x [D, 4 D])", mlp_flops, {"torch": t_mlp}),
                 ("decoder", dec_flops, t_dec),
                 ("  costliest conv alone (torch)", conv_flops, {"torch": t_conv}),
                 ("probes (reward)", 0, {"torch": t_probe})]
@@ -189,7 +197,7 @@ def main() -> None:
         top = sorted(by_op.items(), key=lambda kv: -kv[1])[:4]
         print(f"| {B} | transformer by operator | " + ", ".join(f"{k} {v / step_flops:.0%}" for k, v in top) + " | | | | |")
         report["batches"][B] = {"flops": {"transformer": step_flops, "attention": attn, "text_kv": kv, "decoder": dec_flops, "conv": conv_flops},
-                                "seconds": {"step": t_step, "decoder": t_dec, "conv": t_conv, "probes": t_probe},
+                                "seconds": {"step": t_step, "decoder": t_dec, "conv": t_conv, "mlp": t_mlp, "probes": t_probe},
                                 "transformer_by_op": by_op}
     if args.out:
         import json
