@@ -13,6 +13,8 @@ import numpy as np
 from dfworld.world.config import WorldConfig
 from dfworld.world.probes import read_frame
 
+READ = ("agent", "coin")  # what the reward reads of a frame (`read_frame`'s entities)
+
 
 class CoinCounter:
     """Coins collected in one row's generated frames, read by the probes (module docstring)."""
@@ -29,7 +31,7 @@ class CoinCounter:
         self.coins, self.last_coin, self.last_agent = 0, None, None
 
     def update(self, frame: np.ndarray) -> float:
-        r = read_frame(frame, self.world)
+        r = read_frame(frame, self.world, READ)
         coin = None if r.coin is None else np.array([r.coin.x, r.coin.y])
         agent = None if r.agent is None else np.array([r.agent.x, r.agent.y])
         reward = 0.0

@@ -71,3 +71,14 @@ def test_clip_scores_count_the_clutter_that_detection_misses():
     assert clean["prompt_ok"] == cluttered["prompt_ok"] == 1.0
     assert clean["objects"] == cluttered["objects"] == 1.0  # detection cannot tell them apart
     assert clean["object_count"] == 2 and cluttered["object_count"] == 6
+
+
+def test_the_agent_and_coin_read_alone_are_the_full_readings(frames64):
+    frames, _ = frames64
+    frames = np.concatenate([frames[:200], degrade(frames[:200], 1.5, 12.0)])  # blurred edges: the labels' close calls
+    for f in frames:
+        full, alone = read_frame(f), read_frame(f, entities=("agent", "coin"))
+        assert (alone.agent, alone.coin, alone.time, alone.weather) == (full.agent, full.coin, full.time, full.weather)
+        assert alone.objects == {}
+    with pytest.raises(ValueError, match=r"unknown entities \['dog'\]"):
+        read_frame(frames[0], entities=("agent", "dog"))

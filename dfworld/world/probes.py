@@ -98,19 +98,28 @@ def _entity_labels(pix: np.ndarray, ground: np.ndarray) -> np.ndarray:
     return np.where(keep, best, -1).reshape(pix.shape[:2])
 
 
-def read_frame(frame: np.ndarray, config: WorldConfig | None = None) -> FrameReading:
-    """Read the state of one uint8 HWC RGB frame."""
+def read_frame(frame: np.ndarray, config: WorldConfig | None = None, entities: tuple[str, ...] | None = None) -> FrameReading:
+    """Read the state of one uint8 HWC RGB frame.
+
+    `entities`: the names (of ENTITY_NAMES) to find; None: all. A pixel's label weighs every entity colour either way,
+    so an entity read alone is the blob it is in a full reading; the others are left out (the reward reads the agent
+    and the coin only).
+    """
     config = config or WorldConfig(height=frame.shape[0], width=frame.shape[1])
     if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
         raise ValueError(f"probes read uint8 HWC RGB frames, got dtype {frame.dtype} shape {frame.shape}")
     if frame.shape[:2] != (config.height, config.width):
         raise ValueError(f"frame is {frame.shape[:2]} but the world is {(config.height, config.width)}")
+    if entities is not None and set(entities) - set(ENTITY_NAMES):
+        raise ValueError(f"unknown entities {sorted(set(entities) - set(ENTITY_NAMES))}; the probes find {list(ENTITY_NAMES)}")
     time, weather, ground = read_scene(frame, config)
     s = config.sky_rows
     label = _entity_labels(frame[s:], ground)
     reading = FrameReading(time, weather)
     min_area = _min_areas(config)
     for e, name in enumerate(ENTITY_NAMES):
+        if entities is not None and name not in entities:
+            continue
         mask = (label == e).view(np.uint8)
         if mask.sum() < min_area[e]:
             continue
