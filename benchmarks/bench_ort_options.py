@@ -91,10 +91,11 @@ def main() -> None:
             r = ready_rollout(model, bundle, B)
             for _ in range(3):
                 r.generate(torch.zeros(B, K, dtype=torch.long))
-        path = model.chunk.session.end_profiling()
-        print(f"\nORT profile of the chunk graph ({path}), kernel time by operator type:")
-        for op, share in profile_summary(path)[:12]:
-            print(f"- {op}: {share:.1%}")
+        for size, session in model.chunk.sessions.items():  # every session the chunk graph ran in writes its own profile
+            path = session.end_profiling()
+            print(f"\nORT profile of the chunk graph ({'any batch' if size is None else f'batch {size}'}: {path}), kernel time by operator type:")
+            for op, share in profile_summary(path)[:12]:
+                print(f"- {op}: {share:.1%}")
     tmp.cleanup()
 
 

@@ -1,7 +1,7 @@
 """What a text event's re-cache buys: the bench with the re-cache cut down, against the rollout's own.
 
     python benchmarks/bench_recache.py                               # shipped default, core and core-heldout, 12 episodes
-    python benchmarks/bench_recache.py --variants full,none --scripts core
+    python benchmarks/bench_recache.py --variants full,none --scripts core --out outputs/bench-recache
 
 A text event re-encodes the row's condition and re-caches (LongLive): every chunk still in the cache
 (the sink and the window) is written again under the new text, one block-causal pass over 16 frames,
@@ -61,6 +61,14 @@ def partial_recache(keep):
     return recache
 
 
+def cell(figure: dict) -> str:
+    """A bench summary figure as 'mean [low, high]' (n/a where the episodes gave none)."""
+    value, ci = figure.get("value"), figure.get("ci95")
+    if value is None:
+        return "n/a"
+    return f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+
 def variant(name: str, sink_frames: int):
     if name == "full":
         return FULL
@@ -95,13 +103,14 @@ def main() -> None:
                 out.mkdir(parents=True, exist_ok=True)
                 with open(out / "bench.log", "w") as log, contextlib.redirect_stdout(log):  # its report is out/bench.md
                     code = dfworld_main(["bench", "--script", script, "--episodes", str(args.episodes), "--frames", "240", "--batch", "12",
-                                         "--threads", str(args.threads), "--out", str(out), "--checkpoint", f"default={args.checkpoint}"])
+                                         "--threads", str(args.threads), "--out", str(out), "--checkpoint", f"default={args.checkpoint}",
+                                         "--restart"])  # the bench resumes finished parts, which do not record the variant
                 if code:
                     raise SystemExit(f"dfworld bench failed for {name} on {script}")
                 summary = json.loads((out / "bench.json").read_text())["summary"]["default"]
-                cells = [f"{summary[f]['value']:.3f} [{summary[f]['ci95'][0]:.3f}, {summary[f]['ci95'][1]:.3f}]" for f in FIGURES]
-                event, action = summary["event_step_ms"], summary["action_step_ms"]  # ms, the bench's medians
-                cells.append(f"{event / action:.2f}x")
+                cells = [cell(summary[f]) for f in FIGURES]
+                event, action = summary["event_step_ms"], summary["action_step_ms"]  # ms, the bench's means
+                cells.append(f"{event / action:.2f}x" if event and action else "n/a")
                 print(f"| {name} | {script} | " + " | ".join(cells) + " |", flush=True)
         finally:
             Rollout._recache = FULL

@@ -33,7 +33,7 @@ def test_the_rotary_swap_as_a_matmul_is_the_same_to_the_bit(monkeypatch):
     assert torch.equal(rope_apply(x, cos, sin), ref)
 
 
-@pytest.mark.parametrize("rows", [None, torch.tensor([True, False, True])])
+@pytest.mark.parametrize("rows", [None, torch.tensor([True, True, True]), torch.tensor([True, False, True])])
 @pytest.mark.parametrize("start", [[0, 8, 14], [8, 8, 8]])  # rows apart (indexed), rows in step (one strided copy)
 def test_the_in_place_write_equals_the_out_of_place_one(rows, start):
     cache = KVCache(CFG, 3)

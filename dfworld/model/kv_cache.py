@@ -135,8 +135,11 @@ class KVCache:
         """
         self.check_writable(start_frame)
         slots = self.slot_index(start_frame)  # [B, T]
-        a, T = int(slots[0, 0]), slots.shape[1]
-        if rows is None and torch.equal(slots, torch.arange(a, a + T, device=slots.device).expand_as(slots)):
+        if rows is not None and bool(rows.all()):
+            rows = None  # every row writes (the rollouts pass a mask even then)
+        run = slots[:1, :1] + torch.arange(slots.shape[1], device=slots.device)  # [1, T]: row 0's first slot onwards
+        if rows is None and slots.shape[0] and torch.equal(slots, run.expand_as(slots)):
+            a, T = int(slots[0, 0]), slots.shape[1]
             # every row writes the same run of slots (rows in step, the usual case): one strided copy, no index
             self.k[..., a : a + T, :] = k.to(self.k.dtype)
             self.v[..., a : a + T, :] = v.to(self.v.dtype)

@@ -351,11 +351,9 @@ class VideoTransformer(nn.Module):
             else:
                 if Fr != cfg.chunk_frames:
                     raise ValueError(f"a cached step takes one chunk of {cfg.chunk_frames} frames, got {Fr}")
-                if torch.onnx.is_in_onnx_export():  # the fused kernel, the sink's shift on its keys (dfworld.model.fused_attention)
+                if torch.onnx.is_in_onnx_export() or isinstance(cache, AttendedCache):  # the fused form (fused_attention)
                     cache = cache if isinstance(cache, AttendedCache) else attended_cache(cache, self._sink_key_shift(start_frame))
                     mask, rope_qs = cache, None
-                elif isinstance(cache, AttendedCache):
-                    raise ValueError("an AttendedCache is read by the exported cached step only; eager steps take the KVCache")
                 else:
                     cur = torch.ones(B, Fr * N, dtype=torch.bool, device=x.device)
                     mask = torch.cat([cache.valid, cur], dim=1)[:, None, None, :]  # [B, 1, 1, S + T]

@@ -301,9 +301,6 @@ def _gelu_symbolic(g, x, approximate="none"):
 def _export_graph(module: nn.Module, name: str, example: dict[str, torch.Tensor], path: Path, config: TransformerConfig) -> None:
     import onnx
 
-    torch.onnx.register_custom_op_symbolic("aten::rms_norm", _rms_norm_symbolic, OPSET)
-    torch.onnx.register_custom_op_symbolic("dfworld::fused_attention", fused_attention_symbolic, OPSET)
-    torch.onnx.register_custom_op_symbolic("aten::gelu", _gelu_symbolic, OPSET)
     inputs, outputs = graph_io(name, config)
     axes = {n: {_BATCH_AXES.get(n, 0): "batch"} for n in inputs + outputs}
     if name == "decoder":
@@ -318,8 +315,15 @@ def _export_graph(module: nn.Module, name: str, example: dict[str, torch.Tensor]
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", message="You are using the legacy TorchScript-based ONNX export")
         warnings.filterwarnings("ignore", message="The feature will be removed")
-        torch.onnx.export(module, args, str(path), dynamo=False, opset_version=OPSET, input_names=inputs,
-                          output_names=outputs, dynamic_axes=axes, custom_opsets={} if name == "decoder" else {ORT_DOMAIN: 1})
+        symbolics = {"aten::rms_norm": _rms_norm_symbolic, "dfworld::fused_attention": fused_attention_symbolic, "aten::gelu": _gelu_symbolic}
+        for op, fn in symbolics.items():  # for this export only: a later export elsewhere in the process gets torch's own
+            torch.onnx.register_custom_op_symbolic(op, fn, OPSET)
+        try:
+            torch.onnx.export(module, args, str(path), dynamo=False, opset_version=OPSET, input_names=inputs,
+                              output_names=outputs, dynamic_axes=axes, custom_opsets={} if name == "decoder" else {ORT_DOMAIN: 1})
+        finally:
+            for op in symbolics:
+                torch.onnx.unregister_custom_op_symbolic(op, OPSET)
     graph = onnx.load(str(path))
     onnx.checker.check_model(graph, full_check=True)
     control = sorted({n.op_type for n in graph.graph.node if n.op_type in ("If", "Loop", "Scan")})

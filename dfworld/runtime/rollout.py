@@ -73,8 +73,9 @@ def load_onnx(
     A GPU that cannot be used gives a warning and the CPU provider. `tuning`: ORT session settings
     (`dfworld.runtime.session.session_options`). `batch`: the rollouts' rows (None: any). The held
     graphs get a session with the batch axis fixed at one row (a reset or an event of one row) beside
-    their any-batch one (`OnnxGraph`); the chunk graph gets one only for a one-row rollout, and then
-    serves that batch alone. The decoder keeps one session (fixing its axis gained nothing).
+    their any-batch one (`OnnxGraph`; each session holds its own copy of the graph's weights, a few MB
+    here); the chunk graph gets one only for a one-row rollout, and then serves that batch alone. The
+    decoder keeps one session (fixing its axis gained nothing).
     """
     onnx_dir = Path(onnx_dir)
     record = read_export(onnx_dir)
@@ -87,9 +88,8 @@ def load_onnx(
     names = graph_names(model)
     # a session with the batch fixed at one row (OnnxGraph) where a graph runs one row: the chunk graph of a one-row
     # rollout, a held graph on a reset's or an event's one row (fixed at a large batch, the chunk graph ran slower)
-    sizes = {name: ((1,), name != "chunk" or batch != 1) for name in names if name != "decoder"}
-    if batch not in (None, 1):
-        sizes["chunk"] = ((), True)
+    sizes = {name: ((1,), True) for name in names if name.startswith("held")}
+    sizes["chunk"] = ((1,), False) if batch == 1 else ((), True)
     graphs = open_graphs({name: onnx_dir / f"{name}.onnx" for name in names}, torch.device(device), threads, tuning, sizes)
     held = {m: graphs[f"held{m}"] for m in range(1, held_chunks(model) + 1)}
     return OnnxGenerator(model, record["sigmas"], graphs["chunk"], held, batch), OnnxDecoder(codec, graphs["decoder"])
