@@ -15,8 +15,9 @@ re-cache replaced, in this process only, by a cheaper one:
 - `none`: no re-cache; the event only changes the text the next chunks read.
 
 A partial re-cache marks the chunks it rewrites as not valid first, so each sees only what it would
-have seen when first written (the chunks before it, itself). Printed: consistency, reactivity@16,
-validity and the agent's median error per variant and script (mean [95% interval over episodes]), and
+have seen when first written (the chunks before it, itself). Printed: the faithful fraction (frames
+that match EventWorld's on the same seeds, actions and events), consistency, reactivity@16, validity
+and the agent's median error per variant and script (mean [95% interval over episodes]), and
 the bench's own event-step / action-step ratio (torch; the partial variants run on every row of the batch, the
 rollout's own on the event's rows only, so that column compares `full` with `none` alone); the full reports go
 to `--out`/<variant>-<script>/.
@@ -35,7 +36,7 @@ from dfworld.cli import main as dfworld_main
 from dfworld.rollout import Rollout, _held
 
 FULL = Rollout._recache
-FIGURES = ("consistency", "reactivity@16", "validity", "agent_error_median_px")
+FIGURES = ("faithful", "consistency", "reactivity@16", "validity", "agent_error_median_px")
 
 
 def partial_recache(keep):

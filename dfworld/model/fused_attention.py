@@ -94,7 +94,6 @@ class AttendedCache(NamedTuple):
 
     k: list[torch.Tensor]  # per layer [B, H, S, Dh + 1]
     v: list[torch.Tensor]  # per layer [B, H, S, Dh + 1]
-    valid: torch.Tensor  # [B, S] bool: the cache's valid slots
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache_kv: tuple[torch.Tensor, torch.Tensor],
                scale: float) -> torch.Tensor:
@@ -117,7 +116,7 @@ def attended_cache(cache, shift: tuple[torch.Tensor, torch.Tensor]) -> AttendedC
         k, v = with_bias(k, cache.v[i], cache.valid)
         ks.append(k)
         vs.append(v)
-    return AttendedCache(ks, vs, cache.valid)
+    return AttendedCache(ks, vs)
 
 
 class HeldChunkKeys(NamedTuple):

@@ -11,11 +11,11 @@ only the model calls are replaced:
   whose keys and values are written in place the same way (`KVCache.update_chunks`).
 
 The cache is one set of fixed-size buffers on the device (on CUDA it stays on the GPU); the graphs
-read it through I/O binding and write only the slots of the chunks they made. With `batch` given,
-Where a graph runs one row (the chunk graph of a one-row rollout, a held graph on one row's reset or
-event), it runs in a session with the batch axis fixed at load, so its shape arithmetic folds into
-constants (`dfworld.runtime.session.OnnxGraph`; docs/experiments/rollout-speed.md, session 27). Training paths (`generate(exit_step=...)`) stay with
-the torch rollout.
+read it through I/O binding and write only the slots of the chunks they made. Where a graph runs one
+row (the chunk graph of a one-row rollout, a held graph on one row's reset or event), it runs in a
+session with the batch axis fixed at load, so its shape arithmetic folds into constants
+(`dfworld.runtime.session.OnnxGraph`; docs/experiments/rollout-speed.md, session 27). Training paths
+(`generate(exit_step=...)`) stay with the torch rollout.
 """
 
 from __future__ import annotations
